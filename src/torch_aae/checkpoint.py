@@ -1,0 +1,169 @@
+"""Checkpoints and atomic file writes.
+
+A checkpoint is one mapping of plain data: every network's and optimizer's state_dict, the
+model's constructor arguments, the config, the training position, RNG states and a format
+version. It is loaded with `torch.load(weights_only=True)`, which refuses anything that would
+run code while unpickling. A readable JSON file with the metadata is written beside it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import AAEError
+
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file, fsync and rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def rng_state() -> dict:
+    """Every RNG state the training touches, as plain data that weights_only loading accepts."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "python": random.getstate(),
+    }  # fmt: skip
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    random.setstate(_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def save_checkpoint(path: Path, payload: dict, meta: dict) -> None:
+    """Write payload (state_dicts and plain data) atomically to `path`, meta to path.json."""
+    buf = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **payload}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_json(Path(path).with_suffix(".json"), {"format_version": FORMAT_VERSION, **meta})
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """Load a checkpoint written by `save_checkpoint`; refuses pickled code and bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise AAEError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AAEError(
+            f"{path}: refused to load: it holds objects that safe (weights_only) loading does "
+            f"not allow, possibly code ({first})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AAEError(f"{path}: not a readable checkpoint (truncated or corrupt?): {first}") from None
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise AAEError(f"{path}: not a torch-aae checkpoint (no format_version)")
+    if ckpt["format_version"] != FORMAT_VERSION:
+        raise AAEError(
+            f"{path}: checkpoint format {ckpt['format_version']}, this version reads {FORMAT_VERSION}"
+        )
+    for key in ("model_kind", "model_args", "networks", "config"):
+        if key not in ckpt:
+            raise AAEError(f"{path}: checkpoint lacks {key!r}")
+    return ckpt
+
+
+def load_state(module: torch.nn.Module, state: dict, what: str) -> None:
+    """load_state_dict with a one-line error on a shape or key mismatch."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise AAEError(f"checkpoint does not fit the model's {what}: {detail}") from None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run folder or a checkpoint file -> the checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "latest.pt"
+    if not path.is_file():
+        raise AAEError(f"{path}: no such checkpoint (give a run folder or a .pt file)")
+    return path
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", prior=None):
+    """Rebuild a model from a run folder or checkpoint file, in eval mode.
+
+    Args:
+        prior: the prior object, required when the model was trained with a custom prior.
+    """
+    from .variants import get_variant
+
+    ckpt = load_checkpoint(resolve_checkpoint(path))
+    args = dict(ckpt["model_args"])
+    if args.get("prior") == "custom":
+        if prior is None:
+            raise AAEError("this model was trained with a custom prior: pass prior=...")
+        args["prior"] = prior
+    model = get_variant(ckpt["model_kind"]).MODEL(**args)
+    load_state(model, ckpt["networks"], "networks")
+    return model.to(device).eval()
+
+
+def save_model(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Save a model's weights and constructor arguments (no optimizer state) atomically."""
+    payload = {"model_kind": model.kind, "model_args": model.model_args, "config": {},
+               "networks": model.state_dict()}  # fmt: skip
+    save_checkpoint(Path(path), payload, {"model_kind": model.kind, "model_args": model.model_args})

@@ -1,0 +1,198 @@
+"""The `aae` command line: train, evaluate, sample, plot, bench, download.
+
+Every expected failure is one line on stderr (`aae: error: ...`) and exit status 1; argparse
+usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import config as cfg
+from .errors import AAEError
+from .variants import VARIANTS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aae", description="Adversarial Autoencoders (Makhzani et al., 2015) on PyTorch."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a model into a run folder")
+    kinds = train.add_subparsers(dest="model_kind", required=True, metavar="MODEL")
+    for kind, module in VARIANTS.items():
+        p = kinds.add_parser(kind, help=module.__doc__.strip().splitlines()[0])
+        p.add_argument("--out", required=True, help="run folder (config, metrics, checkpoints, plots)")
+        p.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its latest checkpoint")  # fmt: skip
+        p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        for section in cfg.SECTIONS.values():
+            cfg.add_arguments(p, section)
+
+    ev = sub.add_parser("evaluate", help="compute a run's final metrics; print and save them")
+    ev.add_argument("run", help="run folder")
+    _add_runtime_flags(ev)
+
+    sample = sub.add_parser("sample", help="decode prior samples of a trained model into a PNG")
+    sample.add_argument("run", help="run folder or checkpoint file")
+    sample.add_argument("-n", type=int, default=100, help="number of samples (default: 100)")
+    sample.add_argument("--out", required=True, help="PNG file to write")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sample.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+
+    plot = sub.add_parser("plot", help="(re)draw a run's plots into RUN/plots")
+    plot.add_argument("run", help="run folder")
+    _add_runtime_flags(plot)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    what = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    tp = what.add_parser("throughput", help="training images/s vs. the machine's matmul throughput")
+    tp.add_argument("--model", default="unsupervised", choices=sorted(VARIANTS))
+    tp.add_argument("--batch-size", type=int, default=100)
+    tp.add_argument("--z-dim", type=int, default=2)
+    tp.add_argument("--steps", type=int, default=200, help="timed training steps (default: 200)")
+    tp.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+
+    dl = sub.add_parser("download", help="download MNIST (md5-checked) into DATA_DIR/mnist")
+    dl.add_argument("--data-dir", default="data", help="data root (default: ./data)")
+    return parser
+
+
+def _add_runtime_flags(p):
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    p.add_argument("--data-dir", default=None, help="data root (default: the run's, else lookup)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except AAEError as e:
+        print(f"aae: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("aae: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_train(args) -> int:
+    from .api import build_model, load_run_config
+    from .data import load_dataset
+    from .train import fit
+
+    config = cfg.Config(
+        model_kind=args.model_kind,
+        data=cfg.from_namespace(cfg.DataConfig, args),
+        model=cfg.from_namespace(cfg.ModelConfig, args),
+        train=cfg.from_namespace(cfg.TrainConfig, args),
+    )
+    if args.resume:
+        config = _resumed_config(load_run_config(args.out), config)
+    torch.manual_seed(config.train.seed)
+    d = config.data
+    data = load_dataset(d.dataset, d.data_dir, d.subset, d.val_size, config.train.seed)
+    model = build_model(config, data)
+    summary = fit(model, data, config.train, out=args.out, resume=args.resume,
+                  overwrite=args.overwrite, config=config, progress=not args.no_progress)  # fmt: skip
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+# Flags that may change when a run is resumed; every other flag must match the saved run.
+RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every"}
+
+
+def _resumed_config(saved: cfg.Config, given: cfg.Config) -> cfg.Config:
+    """The saved config, with the resumable flags taken from the command line when given."""
+    default = cfg.Config(model_kind=given.model_kind)
+    if saved.model_kind != given.model_kind:
+        raise AAEError(f"--resume: the run is a {saved.model_kind} model, not {given.model_kind}")
+    changes = {}
+    for section in cfg.SECTIONS:
+        s, g, d = (getattr(c, section) for c in (saved, given, default))
+        for name, value in vars(g).items():
+            if value == getattr(d, name) or value == getattr(s, name):
+                continue
+            if name not in RESUMABLE:
+                raise AAEError(
+                    f"--resume: the run was made with --{name.replace('_', '-')} "
+                    f"{getattr(s, name)}, not {value}; drop the flag or start a new run"
+                )
+            changes.setdefault(section, {})[name] = value
+    import dataclasses
+
+    return dataclasses.replace(
+        saved, **{k: dataclasses.replace(getattr(saved, k), **v) for k, v in changes.items()}
+    )
+
+
+def cmd_evaluate(args) -> int:
+    from .api import evaluate_run
+
+    metrics = evaluate_run(args.run, device=args.device, data_dir=args.data_dir)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from . import plots
+    from .checkpoint import load_model
+
+    if args.n <= 0:
+        raise AAEError(f"-n {args.n}: must be positive")
+    model = load_model(args.run, device=args.device)
+    torch.manual_seed(args.seed)
+    images = model.sample(args.n).cpu().numpy()
+    nrow = max(1, int(round(args.n**0.5)))
+    plots.save_image_grid(images, model.image_shape, nrow, Path(args.out), f"{args.n} samples")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .api import plot_run
+
+    for path in plot_run(args.run, device=args.device, data_dir=args.data_dir):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import throughput
+
+    for name in ("batch_size", "steps", "z_dim"):
+        if getattr(args, name) <= 0:
+            raise AAEError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
+    result = throughput(args.model, args.batch_size, args.steps, args.device, args.z_dim)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .data import download_mnist
+
+    start = time.perf_counter()
+    folder = download_mnist(args.data_dir)
+    print(f"MNIST ready in {folder} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "sample": cmd_sample,
+    "plot": cmd_plot,
+    "bench": cmd_bench,
+    "download": cmd_download,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Configuration: small frozen dataclasses, one per concern, with a help line per field.
+
+The CLI is generated from these fields (`add_arguments` / `from_namespace`); a config read from
+JSON rejects unknown keys (`from_dict`). The resolved config is written to every run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+from .errors import AAEError
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = _f("mnist", "mnist, fashion-mnist, or a path to a .npz with x (n, ...) in [0,1] and optional y")
+    data_dir: str | None = _f(None, "data root (default: $TORCH_AAE_DATA, else ./data)")
+    subset: int | None = _f(None, "use only the first N training images (quick runs)")
+    val_size: int = _f(0, "carve a validation split of this many training images (by --seed)")
+
+    def __post_init__(self):
+        _positive(self, "subset", allow_none=True)
+        if self.val_size < 0:
+            raise AAEError(f"--val-size {self.val_size}: must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    z_dim: int = _f(2, "dimension of the latent code z")
+    prior: str = _f("gaussian", "prior p(z) the codes are pushed towards: gaussian")
+    prior_std: float = _f(5.0, "standard deviation of the Gaussian prior (the blog: 5 with z-dim 2)")
+    hidden: int = _f(1000, "units per hidden layer of the encoder and decoder")
+    depth: int = _f(2, "hidden layers of the encoder and decoder")
+    disc_hidden: int = _f(1000, "units per hidden layer of the discriminator(s)")
+    disc_depth: int = _f(2, "hidden layers of the discriminator(s)")
+    dropout: float = _f(0.2, "dropout after each hidden layer of the encoder")
+
+    def __post_init__(self):
+        for name in ("z_dim", "prior_std", "hidden", "depth", "disc_hidden", "disc_depth"):
+            _positive(self, name)
+        if not 0 <= self.dropout < 1:
+            raise AAEError(f"--dropout {self.dropout}: must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _f(30, "passes over the training set")
+    batch_size: int = _f(100, "images per mini-batch")
+    lr_recon: float = _f(1e-3, "Adam learning rate of the reconstruction phase (encoder + decoder)")
+    lr_reg: float = _f(2e-4, "Adam learning rate of the regularization phases (discriminator, generator)")
+    beta1_reg: float = _f(0.5, "Adam beta1 of the regularization phases (GAN practice: 0.5)")
+    seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
+    device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
+    checkpoint_every: int = _f(0, "also checkpoint every N steps within an epoch (0: only at epoch ends)")
+    log_every: int = _f(50, "refresh the progress bar's losses every N steps")
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "lr_recon", "lr_reg", "log_every"):
+            _positive(self, name)
+        if not 0 <= self.beta1_reg < 1:
+            raise AAEError(f"--beta1-reg {self.beta1_reg}: must be in [0, 1)")
+        if self.checkpoint_every < 0:
+            raise AAEError(f"--checkpoint-every {self.checkpoint_every}: must be >= 0")
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise AAEError(f"--device {self.device!r}: choose auto, cpu or cuda[:N]")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a run; written to RUN/config.json."""
+
+    model_kind: str = "unsupervised"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Rebuild a Config from `to_dict()` output; unknown keys are an error."""
+    if not isinstance(d, dict):
+        raise AAEError(f"config must be a mapping, got {type(d).__name__}")
+    unknown = set(d) - {"model_kind", *SECTIONS}
+    if unknown:
+        raise AAEError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        values = d.get(name, {})
+        if not isinstance(values, dict):
+            raise AAEError(f"config section {name!r} must be a mapping")
+        sections[name] = section_from_dict(cls, values, name)
+    return Config(model_kind=str(d.get("model_kind", "unsupervised")), **sections)
+
+
+def section_from_dict(cls, values: dict[str, Any], where: str):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise AAEError(f"unknown keys in config section {where!r}: {', '.join(sorted(unknown))}")
+    hints = get_type_hints(cls)
+    for key, value in values.items():
+        _check_type(value, hints[key], f"{where}.{key}")
+    return cls(**values)
+
+
+def _check_type(value, hint, where):
+    allowed = {int: (int,), float: (int, float), str: (str,)}
+    for t, ok in allowed.items():
+        if hint in (t, t | None):
+            if value is None and hint != t:
+                return
+            if isinstance(value, bool) or not isinstance(value, ok):
+                raise AAEError(f"config {where}: expected {t.__name__}, got {value!r}")
+            return
+
+
+def _positive(obj, name: str, allow_none: bool = False):
+    value = getattr(obj, name)
+    if value is None and allow_none:
+        return
+    if not value > 0:
+        raise AAEError(f"--{name.replace('_', '-')} {value}: must be positive")
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI generation
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """Add one --flag per field of the dataclass `cls`, with its help line and default."""
+    group = parser.add_argument_group(cls.__name__.replace("Config", "").lower())
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        hint = hints[f.name]
+        kind = next(t for t in (int, float, str) if hint in (t, t | None))
+        default = f.default
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=kind,
+            default=default,
+            help=f"{f.metadata['help']} (default: {default})",
+        )
+
+
+def from_namespace(cls, ns: argparse.Namespace, **overrides):
+    """Build the dataclass `cls` from parsed CLI arguments."""
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)}
+    values.update(overrides)
+    return cls(**values)

@@ -1,0 +1,404 @@
+"""Datasets: MNIST and Fashion-MNIST from the original IDX files, or a user's own .npz arrays.
+
+A dataset lives in memory as float32 tensors in [0, 1], flattened to (n, features), with the image
+shape kept for plots. Batches are drawn from an index permutation (see `batches`), never through a
+per-sample Python loader.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import AAEError
+
+# name -> (file name, md5 of the file as published). MNIST's md5 sums are those of the .gz files.
+MNIST_FILES = {
+    "train_images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+    "train_labels": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+    "test_images": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+    "test_labels": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+}
+# Fashion-MNIST: Debian re-compresses the files, so these are the md5 sums of the *uncompressed*
+# bytes, which are Zalando's official ones.
+FASHION_MNIST_FILES = {
+    "train_images": ("train-images-idx3-ubyte.gz", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+    "train_labels": ("train-labels-idx1-ubyte.gz", "9018921c3c673c538a1fc5bad174d6f9"),
+    "test_images": ("t10k-images-idx3-ubyte.gz", "8181f5470baa50b63fa0f6fddb340f0a"),
+    "test_labels": ("t10k-labels-idx1-ubyte.gz", "15d484375f8d13e6eb1aabb0c3f46965"),
+}
+MNIST_URLS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+DATASETS = ("mnist", "fashion-mnist")
+
+_IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # ndim -> magic of an unsigned-byte IDX file
+
+
+@dataclass
+class Dataset:
+    """Images as float32 tensors in [0, 1], flattened; labels as int64 tensors (or None).
+
+    `val_x`/`val_y` are set when a validation split was carved from the training set.
+    `test_x` is None for a .npz file without test arrays.
+    """
+
+    name: str
+    train_x: torch.Tensor  # (n_train, features)
+    train_y: torch.Tensor | None  # (n_train,)
+    test_x: torch.Tensor | None
+    test_y: torch.Tensor | None
+    image_shape: tuple[int, ...]
+    num_classes: int | None
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+
+    @property
+    def features(self) -> int:
+        return self.train_x.shape[1]
+
+    def eval_split(self) -> tuple[str, torch.Tensor, torch.Tensor | None]:
+        """The split that final metrics are computed on: the test set, else the training set."""
+        if self.test_x is not None:
+            return "test", self.test_x, self.test_y
+        return "train", self.train_x, self.train_y
+
+
+# ----------------------------------------------------------------------------------------------
+# IDX files
+
+
+def md5sum(path: Path, uncompressed: bool = False) -> str:
+    """md5 of a file's bytes, or of its gunzipped bytes when `uncompressed`."""
+    digest = hashlib.md5()
+    opener = gzip.open if uncompressed else open
+    try:
+        with opener(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except (OSError, EOFError, zlib.error) as e:
+        raise AAEError(f"cannot read {path}: {e}") from None
+    return digest.hexdigest()
+
+
+def parse_idx(raw: bytes, ndim: int, source: str = "IDX data") -> np.ndarray:
+    """Parse the bytes of an unsigned-byte IDX file with `ndim` dimensions into a uint8 array."""
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise AAEError(f"{source}: truncated IDX header ({len(raw)} bytes)")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != _IDX_MAGIC[ndim]:
+        raise AAEError(
+            f"{source}: bad magic number 0x{magic:08x}, expected 0x{_IDX_MAGIC[ndim]:08x} "
+            f"(unsigned-byte IDX with {ndim} dimension{'s' if ndim > 1 else ''})"
+        )
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape, dtype=np.int64))
+    if len(raw) - header != expected:
+        raise AAEError(
+            f"{source}: header says shape {shape} ({expected} bytes of data) "
+            f"but the file holds {len(raw) - header}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Read a gzipped (or plain) unsigned-byte IDX file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise AAEError(f"{path}: not a readable gzip IDX file ({e})") from None
+    return parse_idx(raw, ndim, source=str(path))
+
+
+def _check_md5(path: Path, expected: str, uncompressed: bool) -> None:
+    actual = md5sum(path, uncompressed=uncompressed)
+    if actual != expected:
+        what = "uncompressed md5" if uncompressed else "md5"
+        raise AAEError(
+            f"{path}: {what} {actual} does not match the published {expected}; "
+            "the file is corrupt or not the original (delete it and download again)"
+        )
+
+
+def read_idx_dataset(folder: Path, files: dict, md5_uncompressed: bool, name: str) -> Dataset:
+    """Read the four IDX files of an MNIST-format dataset from `folder`, checking md5 sums."""
+    arrays = {}
+    for key, (fname, md5) in files.items():
+        path = folder / fname
+        if not path.is_file():
+            raise AAEError(f"{name}: missing file {path}")
+        _check_md5(path, md5, md5_uncompressed)
+        arrays[key] = read_idx(path, ndim=3 if key.endswith("images") else 1)
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if len(images) != len(labels):
+            raise AAEError(
+                f"{name}: {split} set has {len(images)} images but {len(labels)} labels"
+            )
+        if labels.size and labels.max() > 9:
+            raise AAEError(f"{name}: {split} labels go up to {labels.max()}, expected 0..9")
+    shape = tuple(arrays["train_images"].shape[1:])
+    return Dataset(
+        name=name,
+        train_x=_to_float(arrays["train_images"]),
+        train_y=torch.from_numpy(arrays["train_labels"].astype(np.int64)),
+        test_x=_to_float(arrays["test_images"]),
+        test_y=torch.from_numpy(arrays["test_labels"].astype(np.int64)),
+        image_shape=shape,
+        num_classes=10,
+    )
+
+
+def _to_float(images: np.ndarray) -> torch.Tensor:
+    """uint8 (n, h, w) -> float32 (n, h*w) in [0, 1]."""
+    return torch.from_numpy(images.reshape(len(images), -1).astype(np.float32) / 255.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Where files are looked for, and downloading them
+
+
+def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The data roots in lookup order: `data_dir`, else $TORCH_AAE_DATA, else ./data."""
+    if data_dir is not None:
+        return [Path(data_dir)]
+    if os.environ.get("TORCH_AAE_DATA"):
+        return [Path(os.environ["TORCH_AAE_DATA"])]
+    return [Path("data")]
+
+
+def find_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """The folder holding `name`'s IDX files: ROOT/NAME (or ROOT itself if the files are there);
+    for Fashion-MNIST, Debian's /usr/share/datasets/fashion-mnist is tried last."""
+    files = MNIST_FILES if name == "mnist" else FASHION_MNIST_FILES
+    first = next(iter(files.values()))[0]
+    candidates = []
+    for root in data_roots(data_dir):
+        candidates += [root / name, root]
+    if name == "fashion-mnist":
+        candidates.append(DEBIAN_FASHION_MNIST_DIR)
+    for folder in candidates:
+        if (folder / first).is_file():
+            return folder
+    looked = ", ".join(str(c) for c in candidates)
+    hint = (
+        "run `aae download --data-dir DIR` when online"
+        if name == "mnist"
+        else "install Debian's dataset-fashion-mnist or pass --data-dir"
+    )
+    raise AAEError(f"{name}: no {first} in {looked}; {hint}")
+
+
+def download_mnist(
+    root: str | os.PathLike, base_urls: tuple[str, ...] = MNIST_URLS, timeout: float = 60.0
+) -> Path:
+    """Fetch the missing MNIST files into ROOT/mnist, md5-checked, each written atomically.
+
+    Args:
+        root: data root; files go to root/mnist.
+        base_urls: mirrors tried in order (any urllib URL, `file://` included).
+    Returns:
+        The folder holding the four files.
+    """
+    folder = Path(root) / "mnist"
+    folder.mkdir(parents=True, exist_ok=True)
+    for fname, md5 in MNIST_FILES.values():
+        target = folder / fname
+        if target.is_file() and md5sum(target) == md5:
+            continue
+        errors = []
+        for base in base_urls:
+            try:
+                _fetch_atomic(base.rstrip("/") + "/" + fname, target, md5, timeout)
+                break
+            except (OSError, AAEError) as e:
+                errors.append(f"{base}: {e}")
+        else:
+            raise AAEError(f"could not download {fname}: " + "; ".join(errors))
+    return folder
+
+
+def _fetch_atomic(url: str, target: Path, md5: str, timeout: float) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            shutil.copyfileobj(resp, out)
+            out.flush()
+            os.fsync(out.fileno())
+        actual = md5sum(Path(tmp))
+        if actual != md5:
+            raise AAEError(f"md5 {actual} of the downloaded file does not match {md5}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ----------------------------------------------------------------------------------------------
+# A user's own arrays
+
+
+def load_npz(path: str | os.PathLike) -> Dataset:
+    """Load `x` (n, ...) in [0, 1] and optional integer `y` (and `x_test`, `y_test`) from a .npz.
+
+    Loaded with allow_pickle=False: object arrays are refused, never unpickled.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AAEError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except ValueError as e:
+        raise AAEError(f"{path}: refused ({e}); object arrays are not supported") from None
+    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError, ...
+        raise AAEError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    if "x" not in arrays:
+        raise AAEError(f"{path}: no array named 'x' (found: {sorted(arrays) or 'none'})")
+    x = _check_images(arrays["x"], f"{path}: x")
+    y = _check_labels(arrays.get("y"), len(x), f"{path}: y")
+    x_test = y_test = None
+    if "x_test" in arrays:
+        x_test = _check_images(arrays["x_test"], f"{path}: x_test")
+        if x_test.shape[1:] != x.shape[1:]:
+            raise AAEError(f"{path}: x_test shape {x_test.shape[1:]} differs from x {x.shape[1:]}")
+        y_test = _check_labels(arrays.get("y_test"), len(x_test), f"{path}: y_test")
+    num_classes = None
+    if y is not None:
+        num_classes = int(max(y.max(), -1 if y_test is None else y_test.max())) + 1
+    flat = lambda a: torch.from_numpy(np.ascontiguousarray(a.reshape(len(a), -1), np.float32))
+    label = lambda a: None if a is None else torch.from_numpy(a.astype(np.int64))
+    return Dataset(
+        name=path.name,
+        train_x=flat(x),
+        train_y=label(y),
+        test_x=None if x_test is None else flat(x_test),
+        test_y=label(y_test),
+        image_shape=tuple(x.shape[1:]),
+        num_classes=num_classes,
+    )
+
+
+def _check_images(x: np.ndarray, what: str) -> np.ndarray:
+    if x.dtype.kind not in "fiu":
+        raise AAEError(f"{what}: dtype {x.dtype} is not numeric")
+    if x.ndim < 2:
+        raise AAEError(f"{what}: shape {x.shape}; expected (n, ...) with at least 2 dimensions")
+    if len(x) == 0:
+        raise AAEError(f"{what}: no rows")
+    if not np.isfinite(x).all():
+        raise AAEError(f"{what}: contains NaN or infinite values")
+    lo, hi = x.min(), x.max()
+    if lo < 0 or hi > 1:
+        raise AAEError(f"{what}: values in [{lo}, {hi}]; the BCE loss needs them in [0, 1]")
+    return x
+
+
+def _check_labels(y: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
+    if y is None:
+        return None
+    if y.dtype.kind not in "iu":
+        raise AAEError(f"{what}: dtype {y.dtype}; labels must be integers")
+    if y.shape != (n,):
+        raise AAEError(f"{what}: shape {y.shape}; expected ({n},) to match the images")
+    if n and (y.min() < 0 or y.max() > 10_000):
+        raise AAEError(f"{what}: labels in [{y.min()}, {y.max()}]; expected 0..K-1")
+    return y
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point and splits
+
+
+def load_dataset(
+    dataset: str = "mnist",
+    data_dir: str | os.PathLike | None = None,
+    subset: int | None = None,
+    val_size: int = 0,
+    seed: int = 0,
+) -> Dataset:
+    """Load a dataset by name (`mnist`, `fashion-mnist`) or from a .npz path.
+
+    Args:
+        subset: keep only the first `subset` training images (after the validation split).
+        val_size: carve a validation split of this many images from the training set, by `seed`.
+    """
+    if dataset.endswith(".npz"):
+        data = load_npz(dataset)
+    elif dataset in DATASETS:
+        folder = find_dataset_dir(dataset, data_dir)
+        files = MNIST_FILES if dataset == "mnist" else FASHION_MNIST_FILES
+        data = read_idx_dataset(folder, files, dataset == "fashion-mnist", dataset)
+    else:
+        raise AAEError(
+            f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)} or a .npz path"
+        )
+    if val_size:
+        data = split_validation(data, val_size, seed)
+    if subset is not None:
+        if not 0 < subset <= len(data.train_x):
+            raise AAEError(f"--subset {subset}: must be in 1..{len(data.train_x)}")
+        data.train_x = data.train_x[:subset]
+        data.train_y = None if data.train_y is None else data.train_y[:subset]
+    return data
+
+
+def split_validation(data: Dataset, val_size: int, seed: int) -> Dataset:
+    """Move `val_size` training images, chosen by `seed`, into data.val_x / data.val_y."""
+    n = len(data.train_x)
+    if not 0 < val_size < n:
+        raise AAEError(f"validation size {val_size}: must be in 1..{n - 1}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:val_size].sort().values, perm[val_size:].sort().values
+    data.val_x, data.train_x = data.train_x[val], data.train_x[train]
+    if data.train_y is not None:
+        data.val_y, data.train_y = data.train_y[val], data.train_y[train]
+    return data
+
+
+def balanced_label_indices(labels: torch.Tensor, n: int, num_classes: int, seed: int):
+    """Pick `n` indices, n / num_classes per class, at random by `seed`.
+
+    Returns:
+        A sorted int64 tensor of indices into `labels`.
+    """
+    if n <= 0:
+        raise AAEError(f"--labels {n}: must be positive")
+    if n > len(labels):
+        raise AAEError(f"--labels {n}: only {len(labels)} labeled training images exist")
+    if n % num_classes:
+        raise AAEError(
+            f"--labels {n}: must be divisible by the {num_classes} classes for a balanced draw"
+        )
+    per_class = n // num_classes
+    gen = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in range(num_classes):
+        members = (labels == c).nonzero().squeeze(1)
+        if len(members) < per_class:
+            raise AAEError(f"--labels {n}: class {c} has only {len(members)} images")
+        picked.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
+    return torch.cat(picked).sort().values
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator | None = None):
+    """A fresh random permutation of range(n) cut into index batches (the last may be short)."""
+    perm = torch.randperm(n, generator=generator)
+    return perm.split(batch_size)

@@ -1,0 +1,84 @@
+"""Plots written as PNG files (matplotlib's Agg backend; nothing is shown on screen)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def image_grid(images: np.ndarray, image_shape, nrow: int) -> np.ndarray:
+    """Tile images (n, features) into one (nrow*h, ncol*w) array, row by row."""
+    images = np.asarray(images).reshape(len(images), *image_shape[-2:])
+    n, h, w = images.shape
+    ncol = -(-n // nrow)
+    grid = np.ones((nrow * h, ncol * w), dtype=np.float32)
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncol)
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = img
+    return grid
+
+
+def save_image_grid(images, image_shape, nrow: int, path: Path, title: str | None = None):
+    grid = image_grid(images, image_shape, nrow)
+    fig, ax = plt.subplots(figsize=(grid.shape[1] / 56 + 0.5, grid.shape[0] / 56 + 0.8))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    _save(fig, path)
+
+
+def pca_2d(codes: np.ndarray) -> np.ndarray:
+    """Project codes (n, d) on their first two principal components (identity for d = 2)."""
+    codes = np.asarray(codes, dtype=np.float64)
+    if codes.shape[1] <= 2:
+        return codes
+    centred = codes - codes.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+def save_latent_scatter(codes, labels, path: Path, title: str = "test codes"):
+    """Scatter of codes (2-D, or their first two principal components) coloured by label."""
+    xy = pca_2d(codes)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.5)
+    else:
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=2, alpha=0.6)
+        fig.colorbar(sc, ax=ax, ticks=np.unique(labels))
+    pcs = "" if np.asarray(codes).shape[1] <= 2 else " (first two principal components)"
+    ax.set_title(title + pcs)
+    ax.set_aspect("equal", adjustable="datalim")
+    _save(fig, path)
+
+
+def save_loss_curves(history: list[dict], path: Path):
+    """One panel per metric family (loss/, acc/, eval/) against the epoch."""
+    families = {}
+    for key in history[0] if history else []:
+        if "/" in key:
+            families.setdefault(key.split("/")[0], []).append(key)
+    fig, axes = plt.subplots(1, max(len(families), 1), figsize=(5 * max(len(families), 1), 4))
+    axes = np.atleast_1d(axes)
+    epochs = [h["epoch"] for h in history]
+    for ax, (family, keys) in zip(axes, families.items()):
+        for key in keys:
+            ax.plot(epochs, [h.get(key, np.nan) for h in history], label=key, marker=".")
+        ax.set_xlabel("epoch")
+        ax.set_title(family)
+        ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _save(fig, path: Path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

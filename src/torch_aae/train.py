@@ -1,0 +1,284 @@
+"""The training loop shared by every AAE variant, and the run folder it writes.
+
+RUN/
+  config.json           the resolved config
+  metrics.jsonl         one line per epoch: each phase's loss, discriminator accuracies, eval
+  summary.json          final metrics (test_recon_bce, epochs, train_seconds, samples_per_second, ...)
+  checkpoints/latest.pt the latest checkpoint (+ latest.json, its readable metadata)
+  plots/*.png           latent scatter, samples, manifold grid, loss curves
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import plots
+from .checkpoint import (
+    atomic_write_json,
+    load_checkpoint,
+    load_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .config import Config, DataConfig, ModelConfig, TrainConfig
+from .data import Dataset
+from .errors import AAEError
+from .logger import RunLogger
+from .metrics import recon_bce
+from .variants import get_variant
+
+CHECKPOINT = Path("checkpoints") / "latest.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AAEError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Where training stands: enough to continue exactly where it stopped."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps so far
+    batch: int = 0  # batches done in the current epoch
+    perm: torch.Tensor | None = None  # the current epoch's permutation
+    sums: dict = dataclasses.field(default_factory=dict)  # running sums of this epoch's logs
+    history: list = dataclasses.field(default_factory=list)  # one dict per completed epoch
+    train_seconds: float = 0.0
+    images_seen: int = 0
+
+
+class RunFolder:
+    """A run folder, locked while in use, refusing to overwrite an existing run by accident."""
+
+    def __init__(self, path: Path, resume: bool = False, overwrite: bool = False):
+        self.path = Path(path)
+        if resume and overwrite:
+            raise AAEError("--resume and --overwrite contradict each other; pick one")
+        exists = self.path.exists() and any(self.path.iterdir())
+        if resume and not (self.path / CHECKPOINT).is_file():
+            raise AAEError(f"--resume: no checkpoint at {self.path / CHECKPOINT}")
+        if exists and not (resume or overwrite):
+            raise AAEError(
+                f"{self.path} already holds a run; pass --resume to continue it or --overwrite "
+                "to replace it"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise AAEError(f"{self.path} is in use by another training process") from None
+        if overwrite and exists:
+            for child in self.path.iterdir():
+                if child.name != ".lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+    def close(self) -> None:
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self._lock.close()
+
+
+def fit(
+    model: torch.nn.Module,
+    data: Dataset,
+    train: TrainConfig = TrainConfig(),
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    config: Config | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train `model` on `data` and return the final metrics.
+
+    Args:
+        model: an AAE variant (e.g. `UnsupervisedAAE`); trained in place.
+        train: optimisation settings.
+        out: run folder for config, metrics, checkpoints and plots (None: keep nothing on disk).
+        resume: continue the run in `out` from its latest checkpoint.
+        overwrite: replace an existing run in `out`.
+        config: the full config to record (built from the model and `train` when omitted).
+    Returns:
+        The summary: final evaluation metrics plus epochs, train_seconds, samples_per_second.
+    """
+    variant = get_variant(model.kind)
+    config = config or default_config(model, data, train)
+    folder = RunFolder(Path(out), resume, overwrite) if out is not None else None
+    run_path = folder.path if folder else None
+    logger = RunLogger(run_path)
+    try:
+        device = resolve_device(train.device)
+        torch.manual_seed(train.seed)
+        model.to(device)
+        optimizers = variant.make_optimizers(model, train)
+        state = TrainState()
+        if resume:
+            state = _restore(run_path / CHECKPOINT, model, optimizers, device)
+        elif run_path is not None:
+            atomic_write_json(run_path / "config.json", config.to_dict())
+        _train_epochs(model, variant, optimizers, data, train, state, device, run_path, logger,
+                      config, progress)  # fmt: skip
+        summary = variant.evaluate(model, data, device)
+        summary.update(
+            epochs=state.epoch,
+            train_seconds=round(state.train_seconds, 3),
+            samples_per_second=round(state.images_seen / max(state.train_seconds, 1e-9), 1),
+        )
+        if run_path is not None:
+            atomic_write_json(run_path / "summary.json", summary)
+            make_plots(model, data, run_path, device, state.history)
+        return summary
+    finally:
+        logger.close()
+        if folder:
+            folder.close()
+
+
+def default_config(model, data: Dataset, train: TrainConfig) -> Config:
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    model_cfg = ModelConfig(**{k: v for k, v in model.model_args.items() if k in names})
+    return Config(model.kind, DataConfig(dataset=data.name), model_cfg, train)
+
+
+def _train_epochs(model, variant, optimizers, data, train, state, device, run_path, logger,
+                  config, progress):  # fmt: skip
+    train_x = data.train_x.to(device)  # the whole training set, moved once
+    train_y = None if data.train_y is None else data.train_y.to(device)
+    n, bs = len(train_x), train.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+
+    def checkpoint():
+        if run_path is not None:
+            _save(run_path / CHECKPOINT, model, optimizers, state, config)
+
+    for epoch in range(state.epoch, train.epochs):
+        if state.perm is None:
+            state.perm, state.batch, state.sums = torch.randperm(n), 0, {}
+        index_batches = state.perm.to(device).split(bs)
+        bar = tqdm(total=steps_per_epoch, initial=state.batch, disable=not progress,
+                   desc=f"epoch {epoch + 1}/{train.epochs}", leave=False, dynamic_ncols=True)  # fmt: skip
+        start = time.perf_counter()
+        try:
+            for b in range(state.batch, steps_per_epoch):
+                idx = index_batches[b]
+                logs = variant.train_step(
+                    model, optimizers, train_x[idx], None if train_y is None else train_y[idx]
+                )
+                for key, value in logs.items():  # accumulate on the device: no host sync
+                    state.sums[key] = state.sums.get(key, 0.0) + value
+                state.batch, state.step = b + 1, state.step + 1
+                state.images_seen += len(idx)
+                bar.update(1)
+                if state.step % train.log_every == 0:
+                    bar.set_postfix(_means(state.sums, state.batch, check=True), refresh=False)
+                if train.checkpoint_every and state.step % train.checkpoint_every == 0:
+                    _means(state.sums, state.batch, check=True)
+                    state.train_seconds += time.perf_counter() - start
+                    start = time.perf_counter()
+                    checkpoint()
+        except KeyboardInterrupt:
+            state.train_seconds += time.perf_counter() - start
+            bar.close()
+            _means(state.sums, max(state.batch, 1), check=True)
+            checkpoint()
+            where = f"; resume with --resume --out {run_path}" if run_path else ""
+            raise AAEError(f"interrupted at epoch {epoch + 1}, step {state.step}{where}") from None
+        bar.close()
+        seconds = time.perf_counter() - start
+        state.train_seconds += seconds
+        row = {"epoch": epoch + 1, **_means(state.sums, steps_per_epoch, check=True)}
+        split, x_eval, _ = data.eval_split()
+        model.eval()
+        row[f"eval/{split}_recon_bce"] = recon_bce(model, x_eval, device)
+        row["time/epoch_seconds"] = round(seconds, 3)
+        state.history.append(row)
+        state.epoch, state.perm, state.batch, state.sums = epoch + 1, None, 0, {}
+        checkpoint()
+        logger.write_epoch(state.history)
+        shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in row.items() if k != "epoch")
+        tqdm.write(f"epoch {epoch + 1}/{train.epochs} {shown}", file=sys.stderr)
+
+
+def _means(sums: dict, count: int, check: bool = False) -> dict[str, float]:
+    """Per-batch means of the accumulated logs (one host sync); non-finite losses stop training."""
+    means = {k: float(v) / count for k, v in sums.items()}
+    if check:
+        for key, value in means.items():
+            if not math.isfinite(value):
+                raise AAEError(
+                    f"training diverged: {key} became {value} (phase {key.split('/')[-1]!r}); "
+                    "the last good checkpoint is kept; lower the learning rates"
+                )
+    return means
+
+
+def _save(path: Path, model, optimizers, state: TrainState, config: Config) -> None:
+    payload = {
+        "model_kind": model.kind,
+        "model_args": model.model_args,
+        "config": config.to_dict(),
+        "networks": {k: v for k, v in model.state_dict().items()},
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "state": {
+            "epoch": state.epoch, "step": state.step, "batch": state.batch, "perm": state.perm,
+            "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
+            "history": state.history, "train_seconds": state.train_seconds,
+            "images_seen": state.images_seen,
+        },
+        "rng": rng_state(),
+    }  # fmt: skip
+    meta = {"model_kind": model.kind, "model_args": model.model_args, "epoch": state.epoch,
+            "step": state.step, "batch_in_epoch": state.batch}  # fmt: skip
+    save_checkpoint(path, payload, meta)
+
+
+def _restore(path: Path, model, optimizers, device) -> TrainState:
+    ckpt = load_checkpoint(path)
+    check_compatible(ckpt, model)
+    load_state(model, ckpt["networks"], "networks")
+    for name, opt in optimizers.items():
+        try:
+            opt.load_state_dict(ckpt["optimizers"][name])
+        except (KeyError, ValueError) as e:
+            raise AAEError(f"{path}: optimizer {name!r} does not fit: {e}") from None
+    s = ckpt["state"]
+    set_rng_state(ckpt["rng"])
+    return TrainState(
+        epoch=s["epoch"], step=s["step"], batch=s["batch"], perm=s["perm"],
+        sums={k: v.to(device) for k, v in s["sums"].items()}, history=list(s["history"]),
+        train_seconds=s["train_seconds"], images_seen=s["images_seen"],
+    )  # fmt: skip
+
+
+def check_compatible(ckpt: dict, model) -> None:
+    if ckpt["model_kind"] != model.kind:
+        raise AAEError(f"checkpoint is a {ckpt['model_kind']} model, not {model.kind}")
+    if ckpt["model_args"] != model.model_args:
+        diff = {k: (v, model.model_args.get(k)) for k, v in ckpt["model_args"].items()
+                if model.model_args.get(k) != v}  # fmt: skip
+        raise AAEError(f"checkpoint's model differs (saved, requested): {diff}")
+
+
+def make_plots(model, data: Dataset, run_path: Path, device, history: list[dict]) -> list[Path]:
+    folder = run_path / "plots"
+    written = get_variant(model.kind).make_plots(model, data, folder, device)
+    if history:
+        plots.save_loss_curves(history, folder / "losses.png")
+        written.append(folder / "losses.png")
+    return written
