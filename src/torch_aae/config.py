@@ -24,9 +24,15 @@ class DataConfig:
     data_dir: str | None = _f(None, "data root (default: $TORCH_AAE_DATA, else ./data)")
     subset: int | None = _f(None, "use only the first N training images (quick runs)")
     val_size: int = _f(0, "carve a validation split of this many training images (by --seed)")
+    labels: str | None = _f(None, "labeled training images for the models that use labels: N (class-balanced, by --seed) or all")
 
     def __post_init__(self):
         _positive(self, "subset", allow_none=True)
+        if self.labels is not None and self.labels != "all":
+            if not self.labels.lstrip("-").isdigit():
+                raise AAEError(f"--labels {self.labels!r}: give a number of images or 'all'")
+            if int(self.labels) <= 0:
+                raise AAEError(f"--labels {self.labels}: must be positive")
         if self.val_size < 0:
             raise AAEError(f"--val-size {self.val_size}: must be >= 0")
 

@@ -373,6 +373,16 @@ def split_validation(data: Dataset, val_size: int, seed: int) -> Dataset:
     return data
 
 
+def labeled_indices(data: Dataset, labels: str | None, seed: int) -> torch.Tensor:
+    """Indices of the training images whose labels a model may use: all of them for
+    `labels` None or "all", else a class-balanced draw of int(labels) by `seed`."""
+    if data.train_y is None:
+        raise AAEError(f"{data.name}: this model needs labels, and the dataset has none")
+    if labels in (None, "all"):
+        return torch.arange(len(data.train_y))
+    return balanced_label_indices(data.train_y, int(labels), data.num_classes, seed)
+
+
 def balanced_label_indices(labels: torch.Tensor, n: int, num_classes: int, seed: int):
     """Pick `n` indices, n / num_classes per class, at random by `seed`.
 

@@ -35,7 +35,6 @@ from .config import Config, DataConfig, ModelConfig, TrainConfig
 from .data import Dataset
 from .errors import AAEError
 from .logger import RunLogger
-from .metrics import recon_bce
 from .variants import get_variant
 
 CHECKPOINT = Path("checkpoints") / "latest.pt"
@@ -132,8 +131,10 @@ def fit(
             state = _restore(run_path / CHECKPOINT, model, optimizers, device)
         elif run_path is not None:
             atomic_write_json(run_path / "config.json", config.to_dict())
+        # Variant-specific fixed inputs of the step (e.g. the labeled subset), built once.
+        ctx = variant.setup(model, data, config, device, run_path)
         _train_epochs(model, variant, optimizers, data, train, state, device, run_path, logger,
-                      config, progress)  # fmt: skip
+                      config, progress, ctx)  # fmt: skip
         summary = variant.evaluate(model, data, device)
         summary.update(
             epochs=state.epoch,
@@ -157,7 +158,7 @@ def default_config(model, data: Dataset, train: TrainConfig) -> Config:
 
 
 def _train_epochs(model, variant, optimizers, data, train, state, device, run_path, logger,
-                  config, progress):  # fmt: skip
+                  config, progress, ctx):  # fmt: skip
     train_x = data.train_x.to(device)  # the whole training set, moved once
     train_y = None if data.train_y is None else data.train_y.to(device)
     n, bs = len(train_x), train.batch_size
@@ -177,9 +178,8 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         try:
             for b in range(state.batch, steps_per_epoch):
                 idx = index_batches[b]
-                logs = variant.train_step(
-                    model, optimizers, train_x[idx], None if train_y is None else train_y[idx]
-                )
+                y = None if train_y is None else train_y[idx]
+                logs = variant.train_step(model, optimizers, train_x[idx], y, ctx, state.step)
                 for key, value in logs.items():  # accumulate on the device: no host sync
                     state.sums[key] = state.sums.get(key, 0.0) + value
                 state.batch, state.step = b + 1, state.step + 1
@@ -203,9 +203,8 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         seconds = time.perf_counter() - start
         state.train_seconds += seconds
         row = {"epoch": epoch + 1, **_means(state.sums, steps_per_epoch, check=True)}
-        split, x_eval, _ = data.eval_split()
         model.eval()
-        row[f"eval/{split}_recon_bce"] = recon_bce(model, x_eval, device)
+        row.update(variant.epoch_metrics(model, data, device))
         row["time/epoch_seconds"] = round(seconds, 3)
         state.history.append(row)
         state.epoch, state.perm, state.batch, state.sums = epoch + 1, None, 0, {}

@@ -98,8 +98,13 @@ def make_optimizers(model: UnsupervisedAAE, cfg: TrainConfig) -> dict[str, torch
     }
 
 
-def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None) -> dict:
-    """One mini-batch of the three phases, in the paper's order.
+def setup(model, data, config, device, run_path) -> None:
+    """Nothing beyond the batches is needed: no step context."""
+    return None
+
+
+def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=None, step=0):
+    """One mini-batch of the three phases, in the paper's order. Labels are not used.
 
     Returns:
         Losses and discriminator accuracies as 0-d tensors (no host sync).
@@ -139,6 +144,14 @@ def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None) -> di
         "acc/disc_real": acc_real,
         "acc/disc_fake": acc_fake,
     }
+
+
+def epoch_metrics(model: UnsupervisedAAE, data, device) -> dict[str, float]:
+    """Logged after every epoch: the reconstruction BCE on the test set."""
+    from .metrics import recon_bce
+
+    split, x, _ = data.eval_split()
+    return {f"eval/{split}_recon_bce": recon_bce(model, x, device)}
 
 
 def evaluate(model: UnsupervisedAAE, data, device) -> dict[str, float]:

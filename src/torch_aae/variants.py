@@ -1,5 +1,15 @@
-"""The registry of AAE variants. Each variant module provides the model class (`MODEL`),
-`make_optimizers`, `train_step`, `evaluate` and `make_plots`."""
+"""The registry of AAE variants. Each variant module provides:
+
+- `MODEL`: the nn.Module class, with `kind`, `model_args`, `from_config(cfg, in_dim, image_shape)`;
+- `make_optimizers(model, train_cfg) -> dict[str, Optimizer]`, one per phase;
+- `setup(model, data, config, device, run_path) -> ctx`: fixed inputs of the step built once
+  (e.g. the labeled subset; it may write files such as the drawn label indices to run_path);
+- `train_step(model, optimizers, x, y, ctx, step) -> dict[str, 0-d Tensor]`: one mini-batch of
+  the phases, each with its own zero_grad / backward / step; no host sync;
+- `epoch_metrics(model, data, device) -> dict` logged after each epoch (keys `eval/...`);
+- `evaluate(model, data, device) -> dict` the final metrics for summary.json;
+- `make_plots(model, data, folder, device) -> list[Path]`.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,156 @@
+"""Throughput benchmark: training images/s against this machine's matrix-multiply throughput.
+
+In one process: (1) one training step runs under a dispatch mode that records every matrix
+product (shapes, operand layouts) and its FLOPs, which gives the FLOPs per image analytically
+from the shapes actually executed; (2) the recorded products alone are replayed in a loop, which
+measures the machine's matmul throughput *for these shapes* (the step's ceiling); (3) the real
+training step is timed. `fraction_of_peak` = achieved model GFLOP/s / replayed matmul GFLOP/s.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .config import Config, ModelConfig, TrainConfig
+from .data import Dataset
+from .train import resolve_device
+from .variants import get_variant
+
+aten = torch.ops.aten
+
+
+class MatmulRecorder(TorchDispatchMode):
+    """Records (a_shape, a_transposed, b_shape, b_transposed, has_bias) of every mm/addmm."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (aten.mm.default, aten.addmm.default):
+            a, b = (args[0], args[1]) if func is aten.mm.default else (args[1], args[2])
+            self.calls.append((tuple(a.shape), _transposed(a), tuple(b.shape), _transposed(b),
+                               func is aten.addmm.default))  # fmt: skip
+        return func(*args, **kwargs)
+
+    @property
+    def flops(self) -> int:
+        return sum(2 * a[0] * a[1] * b[1] for a, _, b, _, _ in self.calls)
+
+
+def _transposed(t: torch.Tensor) -> bool:
+    return t.dim() == 2 and t.stride(0) == 1 and t.shape[1] > 1
+
+
+def _operand(shape, transposed, device):
+    if transposed:
+        return torch.randn(shape[1], shape[0], device=device).t()
+    return torch.randn(*shape, device=device)
+
+
+def matmul_throughput(calls, device, min_seconds: float = 1.0) -> float:
+    """GFLOP/s of replaying exactly these matrix products, back to back."""
+    ops = []
+    for a_shape, a_t, b_shape, b_t, bias in calls:
+        a, b = _operand(a_shape, a_t, device), _operand(b_shape, b_t, device)
+        out = torch.empty(a_shape[0], b_shape[1], device=device)
+        c = torch.randn(b_shape[1], device=device) if bias else None
+        ops.append((a, b, c, out))
+    flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b, _, _ in ops)
+
+    def replay():
+        for a, b, c, out in ops:
+            torch.addmm(c, a, b, out=out) if c is not None else torch.mm(a, b, out=out)
+
+    return flops * _repeat_rate(replay, device, min_seconds) / 1e9
+
+
+def _repeat_rate(fn, device, min_seconds: float) -> float:
+    """Calls of `fn` per second, after warm-up, timed over at least `min_seconds`."""
+    for _ in range(3):
+        fn()
+    _sync(device)
+    calls, start = 0, time.perf_counter()
+    while True:
+        for _ in range(5):
+            fn()
+        calls += 5
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return calls / elapsed
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def throughput(
+    model_kind: str = "unsupervised",
+    batch_size: int = 100,
+    steps: int = 200,
+    device: str = "cpu",
+    z_dim: int = 2,
+    model_config: ModelConfig | None = None,
+) -> dict:
+    """Measure training throughput of `model_kind` (default: the blog's architecture).
+
+    Returns:
+        images_per_second, flops_per_image, model_gflops (achieved), matmul_gflops (replayed
+        products of the same shapes), fraction_of_peak, plus the settings.
+    """
+    dev = resolve_device(device)
+    variant = get_variant(model_kind)
+    mcfg = model_config or ModelConfig(z_dim=z_dim)
+    torch.manual_seed(0)
+    model = variant.MODEL.from_config(mcfg, 784, (28, 28)).to(dev)
+    optimizers = variant.make_optimizers(model, TrainConfig())
+    # Synthetic images and labels: the speed of the step does not depend on the pixel values.
+    n = batch_size * 8
+    data = Dataset("synthetic", torch.rand(n, 784), torch.arange(n) % 10, None, None, (28, 28), 10)
+    ctx = variant.setup(model, data, Config(model_kind, model=mcfg), dev, None)
+    x, y = data.train_x.to(dev), data.train_y.to(dev)
+    batches = list(zip(x.split(batch_size), y.split(batch_size)))
+
+    model.train()
+    with MatmulRecorder() as rec:
+        variant.train_step(model, optimizers, *batches[0], ctx, 0)
+    i = 0
+
+    def step():
+        nonlocal i
+        xb, yb = batches[i % len(batches)]
+        variant.train_step(model, optimizers, xb, yb, ctx, i)
+        i += 1
+
+    for _ in range(10):  # warm-up (allocator, Adam state)
+        step()
+    _sync(dev)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(dev)
+    seconds = time.perf_counter() - start
+
+    images_per_second = steps * batch_size / seconds
+    flops_per_image = rec.flops / batch_size
+    model_gflops = images_per_second * flops_per_image / 1e9
+    matmul_gflops = matmul_throughput(rec.calls, dev)
+    return {
+        "model": model_kind,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "batch_size": batch_size,
+        "steps": steps,
+        "images_per_second": round(images_per_second, 1),
+        "flops_per_image": flops_per_image,
+        "model_gflops": round(model_gflops, 2),
+        "matmul_gflops": round(matmul_gflops, 2),
+        "fraction_of_peak": round(model_gflops / matmul_gflops, 3),
+        "torch": torch.__version__,
+    }
