@@ -7,12 +7,13 @@ from .data import Dataset, download_mnist, load_dataset
 from .errors import AAEError
 from .priors import GaussianPrior, make_prior
 from .train import fit
+from .semi_supervised import SemiSupervisedAAE
 from .unsupervised import UnsupervisedAAE
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AAEError", "Config", "DataConfig", "Dataset", "GaussianPrior", "ModelConfig", "TrainConfig",
-    "UnsupervisedAAE", "build_model", "download_mnist", "evaluate_run", "fit", "load_dataset",
+    "SemiSupervisedAAE", "UnsupervisedAAE", "build_model", "download_mnist", "evaluate_run", "fit", "load_dataset",
     "load_model", "load_run_config", "make_prior", "plot_run", "save_model",
 ]  # fmt: skip

@@ -3,6 +3,7 @@ evaluate or plot a finished run folder."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -19,7 +20,12 @@ from .variants import get_variant
 def build_model(config: Config, data: Dataset):
     """A fresh model of `config.model_kind`, shaped for `data`."""
     model_cls = get_variant(config.model_kind).MODEL
-    return model_cls.from_config(config.model, data.features, data.image_shape)
+    extra = {}
+    if "n_classes" in inspect.signature(model_cls.from_config).parameters:
+        if data.num_classes is None:
+            raise AAEError(f"the {config.model_kind} model needs labels; {data.name} has none")
+        extra["n_classes"] = data.num_classes
+    return model_cls.from_config(config.model, data.features, data.image_shape, **extra)
 
 
 def load_run_config(run: str | os.PathLike) -> Config:

@@ -154,3 +154,88 @@ def throughput(
         "fraction_of_peak": round(model_gflops / matmul_gflops, 3),
         "torch": torch.__version__,
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Accuracy over seeds
+
+# The paper's Table 2 (MNIST test error, %), by number of labels.
+PAPER_ERROR = {"100": (1.90, 0.10), "1000": (1.60, 0.08), "all": (0.85, 0.02)}
+
+
+def bench_seeds(config, seeds: int, out, command: str, progress: bool = True) -> dict:
+    """Train `config` once per seed (seed, seed+1, ...) into OUT/seed-K and report test error.
+
+    A seed whose run folder already holds a finished run (summary.json) is not trained again,
+    so an interrupted benchmark continues where it stopped.
+
+    Returns:
+        The content of OUT/bench.json (also written, with OUT/bench.md).
+    """
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from .api import build_model
+    from .checkpoint import atomic_write_bytes, atomic_write_json
+    from .data import load_dataset
+    from .train import fit
+
+    out = Path(out)
+    runs = []
+    for k in range(seeds):
+        seed = config.train.seed + k
+        cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+        run = out / f"seed-{seed}"
+        if (run / "summary.json").is_file():
+            summary = json.loads((run / "summary.json").read_text())
+        else:
+            torch.manual_seed(seed)
+            d = cfg.data
+            data = load_dataset(d.dataset, d.data_dir, d.subset, d.val_size, seed)
+            model = build_model(cfg, data)
+            resume = (run / "checkpoints" / "latest.pt").is_file()
+            summary = fit(model, data, cfg.train, out=run, resume=resume, config=cfg,
+                          progress=progress)  # fmt: skip
+        runs.append({"seed": seed, "test_error": summary["test_error"],
+                     "epochs": summary["epochs"], "train_seconds": summary["train_seconds"]})  # fmt: skip
+    errors = np.array([r["test_error"] for r in runs])
+    result = {
+        "model": config.model_kind,
+        "labels": config.data.labels,
+        "seeds": [r["seed"] for r in runs],
+        "test_error": [r["test_error"] for r in runs],
+        "test_error_mean": float(errors.mean()),
+        "test_error_std": float(errors.std(ddof=1)) if len(errors) > 1 else 0.0,
+        "runs": runs,
+        "paper_test_error": PAPER_ERROR.get(str(config.data.labels)),
+        "command": command,
+        "config": config.to_dict(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    atomic_write_json(out / "bench.json", result)
+    atomic_write_bytes(out / "bench.md", bench_markdown(result).encode())
+    return result
+
+
+def bench_markdown(r: dict) -> str:
+    """A Markdown table of a `bench_seeds` result, next to the paper's number."""
+    paper = r["paper_test_error"]
+    paper_txt = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "-"
+    lines = [
+        f"| model | labels | seeds | test error (%) | paper (%) | epochs | minutes per seed |",
+        "|---|---|---|---|---|---|---|",
+        f"| {r['model']} | {r['labels']} | {len(r['seeds'])} | "
+        f"{100 * r['test_error_mean']:.2f} ± {100 * r['test_error_std']:.2f} | {paper_txt} | "
+        f"{r['runs'][0]['epochs']} | "
+        f"{sum(x['train_seconds'] for x in r['runs']) / 60 / len(r['runs']):.1f} |",
+        "",
+        "Per seed: " + ", ".join(f"seed {x['seed']}: {100 * x['test_error']:.2f}%" for x in r["runs"]),
+        "",
+        f"Command: `{r['command']}`",
+        "",
+    ]
+    return "\n".join(lines)

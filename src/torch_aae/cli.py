@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         for section in cfg.SECTIONS.values():
-            cfg.add_arguments(p, section)
+            cfg.add_arguments(p, section, defaults=getattr(module, "CLI_DEFAULTS", {}))
 
     ev = sub.add_parser("evaluate", help="compute a run's final metrics; print and save them")
     ev.add_argument("run", help="run folder")
@@ -60,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--z-dim", type=int, default=2)
     tp.add_argument("--steps", type=int, default=200, help="timed training steps (default: 200)")
     tp.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    semi = what.add_parser("semi-supervised", help="test error of the semi-supervised model over seeds")
+    semi.add_argument("--out", required=True, help="folder for the runs, bench.json and bench.md")
+    semi.add_argument("--seeds", type=int, default=5, help="number of seeds: --seed, --seed+1, ... (default: 5)")
+    semi.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for section in cfg.SECTIONS.values():
+        cfg.add_arguments(semi, section, defaults=VARIANTS["semi-supervised"].CLI_DEFAULTS)
 
     dl = sub.add_parser("download", help="download MNIST (md5-checked) into DATA_DIR/mnist")
     dl.add_argument("--data-dir", default="data", help="data root (default: ./data)")
@@ -88,12 +95,7 @@ def cmd_train(args) -> int:
     from .data import load_dataset
     from .train import fit
 
-    config = cfg.Config(
-        model_kind=args.model_kind,
-        data=cfg.from_namespace(cfg.DataConfig, args),
-        model=cfg.from_namespace(cfg.ModelConfig, args),
-        train=cfg.from_namespace(cfg.TrainConfig, args),
-    )
+    config = _config_from_args(args)
     if args.resume:
         config = _resumed_config(load_run_config(args.out), config)
     torch.manual_seed(config.train.seed)
@@ -106,13 +108,18 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _config_from_args(args) -> cfg.Config:
+    sections = {name: cfg.from_namespace(cls, args) for name, cls in cfg.SECTIONS.items()}
+    return cfg.Config(model_kind=args.model_kind, **sections)
+
+
 # Flags that may change when a run is resumed; every other flag must match the saved run.
 RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every"}
 
 
 def _resumed_config(saved: cfg.Config, given: cfg.Config) -> cfg.Config:
     """The saved config, with the resumable flags taken from the command line when given."""
-    default = cfg.Config(model_kind=given.model_kind)
+    default = _config_from_args(build_parser().parse_args(["train", given.model_kind, "--out", "-"]))
     if saved.model_kind != given.model_kind:
         raise AAEError(f"--resume: the run is a {saved.model_kind} model, not {given.model_kind}")
     changes = {}
@@ -166,7 +173,17 @@ def cmd_plot(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import throughput
+    from .bench import bench_markdown, bench_seeds, throughput
+
+    if args.bench == "semi-supervised":
+        if args.seeds <= 0:
+            raise AAEError(f"--seeds {args.seeds}: must be positive")
+        args.model_kind = "semi-supervised"
+        command = "aae " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        result = bench_seeds(_config_from_args(args), args.seeds, args.out, command,
+                             progress=not args.no_progress)  # fmt: skip
+        print(bench_markdown(result))
+        return 0
 
     for name in ("batch_size", "steps", "z_dim"):
         if getattr(args, name) <= 0:

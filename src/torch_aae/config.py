@@ -62,14 +62,18 @@ class TrainConfig:
     lr_recon: float = _f(1e-3, "Adam learning rate of the reconstruction phase (encoder + decoder)")
     lr_reg: float = _f(2e-4, "Adam learning rate of the regularization phases (discriminator, generator)")
     beta1_reg: float = _f(0.5, "Adam beta1 of the regularization phases (GAN practice: 0.5)")
+    lr_sup: float = _f(1e-3, "Adam learning rate of the supervised phase (semi-supervised model)")
+    input_noise: float = _f(0.0, "std of Gaussian noise added to the encoder's input in training (semi-supervised model)")
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
     checkpoint_every: int = _f(0, "also checkpoint every N steps within an epoch (0: only at epoch ends)")
     log_every: int = _f(50, "refresh the progress bar's losses every N steps")
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "lr_recon", "lr_reg", "log_every"):
+        for name in ("epochs", "batch_size", "lr_recon", "lr_reg", "lr_sup", "log_every"):
             _positive(self, name)
+        if self.input_noise < 0:
+            raise AAEError(f"--input-noise {self.input_noise}: must be >= 0")
         if not 0 <= self.beta1_reg < 1:
             raise AAEError(f"--beta1-reg {self.beta1_reg}: must be in [0, 1)")
         if self.checkpoint_every < 0:
@@ -144,16 +148,15 @@ def _positive(obj, name: str, allow_none: bool = False):
 # CLI generation
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """Add one --flag per field of the dataclass `cls`, with its help line and default."""
+def add_arguments(parser: argparse.ArgumentParser, cls, defaults: dict | None = None) -> None:
+    """Add one --flag per field of the dataclass `cls`, with its help line and default
+    (from `defaults` where given: a model's own defaults)."""
     group = parser.add_argument_group(cls.__name__.replace("Config", "").lower())
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
         hint = hints[f.name]
         kind = next(t for t in (int, float, str) if hint in (t, t | None))
-        default = f.default
+        default = (defaults or {}).get(f.name, f.default)
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             type=kind,

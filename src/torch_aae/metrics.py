@@ -33,9 +33,10 @@ def collect(fn, x: torch.Tensor, device, batch_size: int = 1000) -> torch.Tensor
 
 @torch.no_grad()
 def recon_bce(model, x: torch.Tensor, device, batch_size: int = 1000) -> float:
-    """Mean per-pixel reconstruction BCE of `model` on images `x` (eval mode)."""
+    """Mean per-pixel reconstruction BCE of `model.reconstruct_logits` on images `x`."""
+    model.eval()
     total = 0.0
     for i in range(0, len(x), batch_size):
         xb = x[i : i + batch_size].to(device)
-        total += float(losses.reconstruction_loss(model.decoder(model.encode(xb)), xb)) * len(xb)
+        total += float(losses.reconstruction_loss(model.reconstruct_logits(xb), xb)) * len(xb)
     return total / len(x)

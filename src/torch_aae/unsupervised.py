@@ -74,6 +74,10 @@ class UnsupervisedAAE(nn.Module):
         """(batch, z_dim) -> pixel probabilities (batch, in_dim)."""
         return torch.sigmoid(self.decoder(z))
 
+    def reconstruct_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, in_dim) -> pixel logits of the reconstruction (batch, in_dim)."""
+        return self.decoder(self.encoder(x))
+
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
         """Decode `n` prior samples: (n, in_dim) pixel probabilities."""

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import unsupervised
+from . import semi_supervised, unsupervised
 from .errors import AAEError
 
-VARIANTS: dict[str, ModuleType] = {"unsupervised": unsupervised}
+VARIANTS: dict[str, ModuleType] = {
+    "unsupervised": unsupervised,
+    "semi-supervised": semi_supervised,
+}
 
 
 def get_variant(kind: str) -> ModuleType:

@@ -1,0 +1,285 @@
+"""The semi-supervised adversarial autoencoder (Makhzani et al. 2015, section 5, Fig. 8; Table 2).
+
+The encoder q(y, z | x) has two heads on a shared trunk: a categorical y (10 logits) and a
+continuous style code z. The decoder p(x | y, z) reconstructs from softmax(y) and z. Two
+discriminators regularize the heads: a categorical one pushes softmax(y) towards one-hot vectors
+drawn uniformly, a Gaussian one pushes z towards N(0, std^2 I). A supervised phase trains q(y|x)
+on the few labeled images with cross-entropy on the logits. q(y|x)'s argmax is the classifier.
+
+Per mini-batch of training images (the loop's batch) and of labeled images (cycled from ctx):
+1. reconstruction, 2. both discriminators, 3. generator (encoder against both),
+4. supervised classification.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import losses
+from .config import ModelConfig, TrainConfig
+from .data import labeled_indices
+from .networks import Decoder, Discriminator, mlp
+from .priors import GaussianPrior
+
+# The CLI's defaults for this model where they differ from ModelConfig's / TrainConfig's.
+CLI_DEFAULTS = {"z_dim": 10, "prior_std": 1.0, "labels": "100", "epochs": 100}
+
+
+class SplitEncoder(nn.Module):
+    """q(y, z | x): shared trunk, then class logits (batch, n_classes) and code z (batch, z_dim)."""
+
+    def __init__(self, in_dim: int, n_classes: int, z_dim: int, hidden: list[int], dropout: float):
+        super().__init__()
+        self.trunk = nn.Sequential(mlp([in_dim, *hidden]), nn.ReLU(), nn.Dropout(dropout))
+        self.class_head = nn.Linear(hidden[-1], n_classes)
+        self.style_head = nn.Linear(hidden[-1], z_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk(x)
+        return self.class_head(h), self.style_head(h)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits only (the supervised phase and the test error)."""
+        return self.class_head(self.trunk(x))
+
+
+class SemiSupervisedAAE(nn.Module):
+    """Encoder q(y,z|x), decoder p(x|y,z), categorical and Gaussian discriminators."""
+
+    kind = "semi-supervised"
+
+    def __init__(
+        self,
+        in_dim: int = 784,
+        image_shape: tuple[int, ...] = (28, 28),
+        n_classes: int = 10,
+        z_dim: int = 10,
+        hidden: int = 1000,
+        depth: int = 2,
+        disc_hidden: int = 1000,
+        disc_depth: int = 2,
+        dropout: float = 0.2,
+        prior_std: float = 1.0,
+    ):
+        super().__init__()
+        self.model_args = dict(
+            in_dim=in_dim, image_shape=list(image_shape), n_classes=n_classes, z_dim=z_dim,
+            hidden=hidden, depth=depth, disc_hidden=disc_hidden, disc_depth=disc_depth,
+            dropout=dropout, prior_std=prior_std,
+        )  # fmt: skip
+        self.image_shape = tuple(image_shape)
+        self.n_classes = n_classes
+        self.prior = GaussianPrior(z_dim, prior_std)
+        self.encoder = SplitEncoder(in_dim, n_classes, z_dim, [hidden] * depth, dropout)
+        self.decoder = Decoder(n_classes + z_dim, in_dim, [hidden] * depth)
+        self.label_discriminator = Discriminator(n_classes, [disc_hidden] * disc_depth)
+        self.latent_discriminator = Discriminator(z_dim, [disc_hidden] * disc_depth)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, in_dim: int, image_shape, n_classes: int = 10):
+        return cls(in_dim, image_shape, n_classes, cfg.z_dim, cfg.hidden, cfg.depth,
+                   cfg.disc_hidden, cfg.disc_depth, cfg.dropout, cfg.prior_std)  # fmt: skip
+
+    @property
+    def z_dim(self) -> int:
+        return self.model_args["z_dim"]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The style code z (batch, z_dim)."""
+        return self.encoder(x)[1]
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted classes (batch,) from q(y|x)."""
+        return self.encoder.classify(x).argmax(1)
+
+    def decode(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Class probabilities or one-hot y (batch, n_classes) and z -> pixel probabilities."""
+        return torch.sigmoid(self.decoder(torch.cat([y, z], 1)))
+
+    def reconstruct_logits(self, x: torch.Tensor) -> torch.Tensor:
+        logits, z = self.encoder(x)
+        return self.decoder(torch.cat([logits.softmax(1), z], 1))
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """Decode n draws of (uniform one-hot y, z from the prior)."""
+        device = next(self.parameters()).device
+        y = F.one_hot(torch.randint(self.n_classes, (n,)), self.n_classes).float()
+        return self.decode(y.to(device), self.prior.sample(n).to(device))
+
+
+MODEL = SemiSupervisedAAE
+
+
+def sample_one_hot(n: int, n_classes: int, device) -> torch.Tensor:
+    """Draws from the categorical prior: uniform one-hot vectors (n, n_classes)."""
+    return F.one_hot(torch.randint(n_classes, (n,), device=device), n_classes).float()
+
+
+def make_optimizers(model: SemiSupervisedAAE, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    """One optimizer per phase; the supervised phase trains the trunk and the class head."""
+    reg = dict(lr=cfg.lr_reg, betas=(cfg.beta1_reg, 0.999))
+    enc = model.encoder
+    return {
+        "recon": torch.optim.Adam([*enc.parameters(), *model.decoder.parameters()], lr=cfg.lr_recon),
+        "disc": torch.optim.Adam([*model.label_discriminator.parameters(),
+                                  *model.latent_discriminator.parameters()], **reg),  # fmt: skip
+        "gen": torch.optim.Adam(enc.parameters(), **reg),
+        "sup": torch.optim.Adam([*enc.trunk.parameters(), *enc.class_head.parameters()],
+                                lr=cfg.lr_sup),  # fmt: skip
+    }
+
+
+class LabeledCycle:
+    """The labeled images on the device, served in batches that cycle through a fresh
+    permutation each pass. Batch k is a pure function of (seed, k), so resuming is exact."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
+        self.x, self.y, self.seed = x, y, seed
+        self.batch_size = min(batch_size, len(x))
+        self.per_pass = len(x) // self.batch_size  # full batches per pass
+        self._perm_pass, self._perm = -1, None
+
+    def batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        p, i = divmod(k, self.per_pass)
+        if p != self._perm_pass:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + p)
+            self._perm_pass, self._perm = p, torch.randperm(len(self.x), generator=gen).to(self.x.device)
+        idx = self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+        return self.x[idx], self.y[idx]
+
+
+def setup(model, data, config, device, run_path) -> dict:
+    """Draw the labeled images (class-balanced, by seed); save their indices to the run folder."""
+    idx = labeled_indices(data, config.data.labels, config.train.seed)
+    if run_path is not None:
+        (run_path / "labeled_indices.json").write_text(json.dumps(idx.tolist()))
+    cycle = LabeledCycle(data.train_x[idx].to(device), data.train_y[idx].to(device),
+                         config.train.batch_size, config.train.seed)  # fmt: skip
+    return {"labeled": cycle, "input_noise": config.train.input_noise}
+
+
+def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: int = 0) -> dict:
+    """The four phases on one batch of training images (labels unused) and one labeled batch."""
+    enc, dec = model.encoder, model.decoder
+    cat_disc, gauss_disc = model.label_discriminator, model.latent_discriminator
+    noise = ctx["input_noise"]
+    x_in = x + noise * torch.randn_like(x) if noise > 0 else x  # (batch, in_dim)
+
+    # 1. Reconstruction: min BCE(x, p(x | softmax(y), z)) over encoder + decoder.
+    opt["recon"].zero_grad(set_to_none=True)
+    logits, z = enc(x_in)
+    recon = losses.reconstruction_loss(dec(torch.cat([logits.softmax(1), z], 1)), x)
+    recon.backward()
+    opt["recon"].step()
+
+    # 2. Discriminators: one-hot prior samples vs softmax(y); N(0, std^2) samples vs z.
+    # One encoder pass after the reconstruction update, reused by the generator phase (the
+    # encoder does not change in between).
+    logits, z = enc(x_in)
+    y_fake = logits.softmax(1)  # (batch, n_classes)
+    y_real = sample_one_hot(len(x), model.n_classes, x.device)
+    z_real = model.prior.sample(len(x), device=x.device)
+    opt["disc"].zero_grad(set_to_none=True)
+    cat_real, cat_fake = cat_disc(y_real), cat_disc(y_fake.detach())
+    gauss_real, gauss_fake = gauss_disc(z_real), gauss_disc(z.detach())
+    disc_cat = losses.discriminator_loss(cat_real, cat_fake)
+    disc_gauss = losses.discriminator_loss(gauss_real, gauss_fake)
+    (disc_cat + disc_gauss).backward()
+    opt["disc"].step()
+
+    # 3. Generator: the encoder makes softmax(y) and z look like prior samples to both.
+    opt["gen"].zero_grad(set_to_none=True)
+    cat_disc.requires_grad_(False)
+    gauss_disc.requires_grad_(False)
+    gen = losses.generator_loss(cat_disc(y_fake)) + losses.generator_loss(gauss_disc(z))
+    gen.backward()
+    cat_disc.requires_grad_(True)
+    gauss_disc.requires_grad_(True)
+    opt["gen"].step()
+
+    # 4. Supervised: min cross-entropy(q(y|x_labeled), label) on the logits (no double softmax).
+    xl, yl = ctx["labeled"].batch(step)
+    if noise > 0:
+        xl = xl + noise * torch.randn_like(xl)
+    opt["sup"].zero_grad(set_to_none=True)
+    sup = F.cross_entropy(enc.classify(xl), yl)
+    sup.backward()
+    opt["sup"].step()
+
+    acc_cat = losses.accuracy_real_fake(cat_real.detach(), cat_fake.detach())
+    acc_gauss = losses.accuracy_real_fake(gauss_real.detach(), gauss_fake.detach())
+    return {
+        "loss/recon": recon.detach(),
+        "loss/disc_cat": disc_cat.detach(),
+        "loss/disc_gauss": disc_gauss.detach(),
+        "loss/gen": gen.detach(),
+        "loss/sup": sup.detach(),
+        "acc/disc_cat_real": acc_cat[0],
+        "acc/disc_cat_fake": acc_cat[1],
+        "acc/disc_gauss_real": acc_gauss[0],
+        "acc/disc_gauss_fake": acc_gauss[1],
+    }
+
+
+@torch.no_grad()
+def classification_error(model: SemiSupervisedAAE, x, y, device, batch_size: int = 1000) -> float:
+    """Fraction of images whose argmax q(y|x) differs from the label (eval mode)."""
+    from .metrics import collect
+
+    model.eval()
+    return float((collect(model.classify, x, device, batch_size) != y).float().mean())
+
+
+def epoch_metrics(model, data, device) -> dict[str, float]:
+    """Validation error when a validation split exists; the test set is never looked at here."""
+    if data.val_x is None:
+        return {}
+    return {"eval/val_error": classification_error(model, data.val_x, data.val_y, device)}
+
+
+def evaluate(model, data, device) -> dict[str, float]:
+    """The final report: error of q(y|x) on the test set, and the style code's prior match."""
+    from .metrics import collect, prior_match, recon_bce
+
+    split, x, y = data.eval_split()
+    model.eval()
+    codes = collect(model.encode, x, device).numpy()
+    out = {f"{split}_error": classification_error(model, x, y, device)}
+    out[f"{split}_recon_bce"] = recon_bce(model, x, device)
+    if data.val_x is not None:
+        out["val_error"] = classification_error(model, data.val_x, data.val_y, device)
+    out.update(prior_match(codes, model.prior.std))
+    return out
+
+
+def style_grid(model, x: torch.Tensor, device) -> torch.Tensor:
+    """Rows: each image in x, then its style z decoded with y = 0..n_classes-1."""
+    model.eval()
+    with torch.no_grad():
+        z = model.encode(x.to(device))  # (rows, z_dim)
+        eye = torch.eye(model.n_classes, device=device)
+        rows = [torch.cat([x[i : i + 1].to(device),
+                           model.decode(eye, z[i].expand(model.n_classes, -1))]) for i in range(len(z))]  # fmt: skip
+    return torch.cat(rows).cpu()
+
+
+def make_plots(model, data, folder, device) -> list:
+    from . import plots
+    from .metrics import collect
+
+    split, x, y = data.eval_split()
+    model.eval()
+    codes = collect(model.encode, x, device).numpy()
+    written = [folder / "latent.png", folder / "style_grid.png", folder / "samples.png"]
+    plots.save_latent_scatter(codes, None if y is None else y.numpy(), written[0], f"{split} style codes z")
+    plots.save_image_grid(style_grid(model, x[:10], device).numpy(), model.image_shape, 10, written[1],
+                          "style grid: input, then its z decoded with y = 0..9")  # fmt: skip
+    torch.manual_seed(0)
+    plots.save_image_grid(model.sample(100).cpu().numpy(), model.image_shape, 10, written[2],
+                          "samples: one-hot y and z from the priors")  # fmt: skip
+    return written
