@@ -23,6 +23,7 @@ from . import losses
 from .config import ModelConfig, TrainConfig
 from .data import labeled_indices
 from .networks import Decoder, Discriminator, mlp
+from .optim import adam
 from .priors import GaussianPrior
 
 # The CLI's defaults for this model where they differ from ModelConfig's / TrainConfig's.
@@ -122,15 +123,14 @@ def sample_one_hot(n: int, n_classes: int, device) -> torch.Tensor:
 
 def make_optimizers(model: SemiSupervisedAAE, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
     """One optimizer per phase; the supervised phase trains the trunk and the class head."""
-    reg = dict(lr=cfg.lr_reg, betas=(cfg.beta1_reg, 0.999))
+    reg_betas = (cfg.beta1_reg, 0.999)
     enc = model.encoder
+    discriminators = [*model.label_discriminator.parameters(), *model.latent_discriminator.parameters()]
     return {
-        "recon": torch.optim.Adam([*enc.parameters(), *model.decoder.parameters()], lr=cfg.lr_recon),
-        "disc": torch.optim.Adam([*model.label_discriminator.parameters(),
-                                  *model.latent_discriminator.parameters()], **reg),  # fmt: skip
-        "gen": torch.optim.Adam(enc.parameters(), **reg),
-        "sup": torch.optim.Adam([*enc.trunk.parameters(), *enc.class_head.parameters()],
-                                lr=cfg.lr_sup),  # fmt: skip
+        "recon": adam([*enc.parameters(), *model.decoder.parameters()], cfg.lr_recon),
+        "disc": adam(discriminators, cfg.lr_reg, reg_betas),
+        "gen": adam(enc.parameters(), cfg.lr_reg, reg_betas),
+        "sup": adam([*enc.trunk.parameters(), *enc.class_head.parameters()], cfg.lr_sup),
     }
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from . import losses
 from .config import ModelConfig, TrainConfig
 from .networks import Decoder, Discriminator, Encoder
+from .optim import adam
 from .priors import Prior, make_prior
 
 
@@ -92,13 +93,9 @@ def make_optimizers(model: UnsupervisedAAE, cfg: TrainConfig) -> dict[str, torch
     """One optimizer per phase: reconstruction (encoder + decoder), discriminator, generator."""
     reg_betas = (cfg.beta1_reg, 0.999)
     return {
-        "recon": torch.optim.Adam(
-            [*model.encoder.parameters(), *model.decoder.parameters()], lr=cfg.lr_recon
-        ),
-        "disc": torch.optim.Adam(
-            model.latent_discriminator.parameters(), lr=cfg.lr_reg, betas=reg_betas
-        ),
-        "gen": torch.optim.Adam(model.encoder.parameters(), lr=cfg.lr_reg, betas=reg_betas),
+        "recon": adam([*model.encoder.parameters(), *model.decoder.parameters()], cfg.lr_recon),
+        "disc": adam(model.latent_discriminator.parameters(), cfg.lr_reg, reg_betas),
+        "gen": adam(model.encoder.parameters(), cfg.lr_reg, reg_betas),
     }
 
 
@@ -125,7 +122,7 @@ def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=N
     # The codes are computed once, after the reconstruction update; the encoder does not change
     # during this phase, so the generator phase below reuses the same forward pass.
     z_fake = enc(x)  # (batch, z_dim), with graph for the generator phase
-    z_real = model.prior.sample(len(x)).to(x.device)  # (batch, z_dim)
+    z_real = model.prior.sample(len(x)).to(x.device)  # (batch, z_dim); a no-op on the CPU
     opt["disc"].zero_grad(set_to_none=True)
     real_logits, fake_logits = disc(z_real), disc(z_fake.detach())
     disc_loss = losses.discriminator_loss(real_logits, fake_logits)
