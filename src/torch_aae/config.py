@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
@@ -78,7 +80,7 @@ class TrainConfig:
             raise AAEError(f"--beta1-reg {self.beta1_reg}: must be in [0, 1)")
         if self.checkpoint_every < 0:
             raise AAEError(f"--checkpoint-every {self.checkpoint_every}: must be >= 0")
-        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise AAEError(f"--device {self.device!r}: choose auto, cpu or cuda[:N]")
 
 
@@ -111,7 +113,10 @@ def from_dict(d: dict[str, Any]) -> Config:
         if not isinstance(values, dict):
             raise AAEError(f"config section {name!r} must be a mapping")
         sections[name] = section_from_dict(cls, values, name)
-    return Config(model_kind=str(d.get("model_kind", "unsupervised")), **sections)
+    kind = d.get("model_kind", "unsupervised")
+    if not isinstance(kind, str):
+        raise AAEError(f"config model_kind must be a string, got {kind!r}")
+    return Config(model_kind=kind, **sections)
 
 
 def section_from_dict(cls, values: dict[str, Any], where: str):
@@ -140,8 +145,8 @@ def _positive(obj, name: str, allow_none: bool = False):
     value = getattr(obj, name)
     if value is None and allow_none:
         return
-    if not value > 0:
-        raise AAEError(f"--{name.replace('_', '-')} {value}: must be positive")
+    if not (value > 0 and math.isfinite(value)):
+        raise AAEError(f"--{name.replace('_', '-')} {value}: must be positive and finite")
 
 
 # ----------------------------------------------------------------------------------------------
