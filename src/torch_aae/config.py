@@ -59,11 +59,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = _f(30, "passes over the training set")
+    epochs: int = _f(10, "passes over the training set")
     batch_size: int = _f(100, "images per mini-batch")
-    lr_recon: float = _f(1e-3, "Adam learning rate of the reconstruction phase (encoder + decoder)")
-    lr_reg: float = _f(2e-4, "Adam learning rate of the regularization phases (discriminator, generator)")
-    beta1_reg: float = _f(0.5, "Adam beta1 of the regularization phases (GAN practice: 0.5)")
+    lr_recon: float = _f(1e-4, "Adam learning rate of the reconstruction phase (encoder + decoder)")
+    lr_reg: float = _f(5e-5, "Adam learning rate of the regularization phases (discriminator, generator)")
+    beta1_reg: float = _f(0.9, "Adam beta1 of the regularization phases")
     lr_sup: float = _f(1e-3, "Adam learning rate of the supervised phase (semi-supervised model)")
     input_noise: float = _f(0.0, "std of Gaussian noise added to the encoder's input in training (semi-supervised model)")
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")

@@ -27,7 +27,8 @@ from .optim import adam
 from .priors import GaussianPrior
 
 # The CLI's defaults for this model where they differ from ModelConfig's / TrainConfig's.
-CLI_DEFAULTS = {"z_dim": 10, "prior_std": 1.0, "labels": "100", "epochs": 100}
+CLI_DEFAULTS = {"z_dim": 10, "prior_std": 1.0, "labels": "100", "epochs": 100,
+                "lr_recon": 1e-3, "lr_reg": 2e-4, "beta1_reg": 0.5}  # fmt: skip
 
 
 class SplitEncoder(nn.Module):
