@@ -1,0 +1,118 @@
+"""The evaluation classifier: known-answer tests of its metric functions, its cache, its CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO_ROOT, run_cli, subset_of, tiny_model
+from torch_aae import cli
+from torch_aae.checkpoint import save_model
+from torch_aae.classifier import (
+    cache_dir,
+    cached_classifier,
+    classifier_accuracy,
+    classifier_path,
+    data_checksum,
+    features,
+    load_classifier,
+    predict,
+    save_classifier,
+    train_classifier,
+)
+from torch_aae.errors import AAEError
+
+TINY_NET = dict(channels=(8, 8), hidden=32)
+
+
+@pytest.fixture(scope="module")
+def data(mnist):
+    """2000 real training images, 500 real test images."""
+    return subset_of(mnist, 2000, 500)
+
+
+@pytest.fixture(scope="module")
+def clf(data):
+    return train_classifier(data, epochs=2, batch_size=20, lr=3e-3, progress=False, **TINY_NET)
+
+
+def test_real_test_images_score_about_the_classifiers_accuracy(clf, data):
+    predicted = predict(clf, data.test_x)
+    assert predicted.shape == (500,) and predicted.dtype == torch.int64
+    accuracy = classifier_accuracy(clf, data.test_x, data.test_y)
+    assert accuracy == pytest.approx(float((predicted == data.test_y).float().mean()))
+    assert accuracy > 0.7  # a tiny net after 2 epochs on 2000 images (about 0.83)
+
+
+def test_known_answers_perfect_labels_one_and_noise_low(clf, data):
+    # Its own predictions as labels: exactly 1.0.
+    assert classifier_accuracy(clf, data.test_x, predict(clf, data.test_x)) == 1.0
+    # Uniform noise with balanced labels: about chance, far below real digits.
+    noise = torch.rand(500, 784, generator=torch.Generator().manual_seed(0))
+    assert classifier_accuracy(clf, noise, torch.arange(500) % 10) < 0.3
+
+
+def test_features_are_the_penultimate_layer(clf, data):
+    feats = features(clf, data.test_x[:50])
+    assert feats.shape == (50, 32)
+    assert torch.allclose(feats, features(clf, data.test_x[:50], batch_size=7), atol=1e-6)  # eval
+    assert torch.allclose(clf.head[1](feats), clf(data.test_x[:50]), atol=1e-5)
+
+
+def test_mismatched_images_and_labels_are_refused(clf, data):
+    with pytest.raises(AAEError, match="10 images but 9 labels"):
+        classifier_accuracy(clf, data.test_x[:10], data.test_y[:9])
+
+
+def test_cache_round_trip_is_keyed_by_the_test_split(clf, data, tmp_path):
+    with pytest.raises(AAEError, match="aae classifier train"):
+        cached_classifier(data, tmp_path)
+    save_classifier(clf, classifier_path(data, tmp_path), {"test_accuracy": 0.9})
+    # A smaller training split (--subset) still finds it: the key is the test split.
+    loaded = cached_classifier(subset_of(data, 100, 500), tmp_path)
+    assert torch.equal(predict(loaded, data.test_x), predict(clf, data.test_x))
+    assert (tmp_path / classifier_path(data).name).with_suffix(".json").is_file()
+
+
+def test_checksum_identifies_the_test_split(data):
+    assert data_checksum(data) == data_checksum(subset_of(data, 10, 500))
+    assert data_checksum(data) != data_checksum(subset_of(data, 10, 499))
+    changed = subset_of(data, 10, 500)
+    changed.test_y[0] = (changed.test_y[0] + 1) % 10
+    assert data_checksum(changed) != data_checksum(data)
+    changed.test_x = None
+    with pytest.raises(AAEError, match="needs a labeled test split"):
+        data_checksum(changed)
+
+
+def test_cache_dir_lookup_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_AAE_CACHE", str(tmp_path / "env"))
+    assert cache_dir(tmp_path / "flag") == tmp_path / "flag"
+    assert cache_dir() == tmp_path / "env"
+    monkeypatch.delenv("TORCH_AAE_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / ".cache" / "torch_aae"
+
+
+def test_an_aae_checkpoint_is_not_a_classifier(tmp_path):
+    save_model(tiny_model(), tmp_path / "m.pt")
+    with pytest.raises(AAEError, match="not an evaluation classifier"):
+        load_classifier(tmp_path / "m.pt")
+
+
+def test_cli_trains_caches_and_reuses(mnist, tmp_path, capsys):
+    small = subset_of(mnist, 300, 100)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, x=small.train_x.view(-1, 28, 28).numpy(), y=small.train_y.numpy(),
+             x_test=small.test_x.view(-1, 28, 28).numpy(), y_test=small.test_y.numpy())  # fmt: skip
+    proc = run_cli("classifier", "train", "--dataset", npz, "--cache-dir", tmp_path / "cache",
+                   "--epochs", "1", "--no-progress", cwd=REPO_ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("test accuracy 0.") and "trained in" in proc.stdout
+    assert classifier_path(small, tmp_path / "cache").is_file()
+    # Run again (in-process): the cached classifier is reused, and scores the same.
+    assert cli.main(["classifier", "train", "--dataset", str(npz), "--cache-dir",
+                     str(tmp_path / "cache"), "--no-progress"]) == 0  # fmt: skip
+    again = capsys.readouterr().out
+    assert "(cached;" in again and again.split()[2] == proc.stdout.split()[2]
