@@ -7,6 +7,7 @@ per-sample Python loader.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -412,3 +413,18 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None):
     """A fresh random permutation of range(n) cut into index batches (the last may be short)."""
     perm = torch.randperm(n, generator=generator)
     return perm.split(batch_size)
+
+
+def cycled_batch(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Indices of batch number `step` when cycling through range(n) in full batches, with a fresh
+    permutation for every pass drawn from (seed, pass). A pure function of its arguments, so a
+    resumed run draws exactly the batches it would have drawn."""
+    batch_size = min(batch_size, n)
+    pass_, i = divmod(step, n // batch_size)
+    return _pass_permutation(n, seed, pass_)[i * batch_size : (i + 1) * batch_size]
+
+
+@functools.lru_cache(maxsize=2)
+def _pass_permutation(n: int, seed: int, pass_: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + pass_) % 2**63)
+    return torch.randperm(n, generator=gen)

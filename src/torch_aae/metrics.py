@@ -40,3 +40,69 @@ def recon_bce(model, x: torch.Tensor, device, batch_size: int = 1000) -> float:
         xb = x[i : i + batch_size].to(device)
         total += float(losses.reconstruction_loss(model.reconstruct_logits(xb), xb)) * len(xb)
     return total / len(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Label-conditioned generation (the supervised model): pure functions of the decoded grid
+
+
+def conditional_accuracy(predicted: np.ndarray) -> dict[str, float]:
+    """How often an image decoded with label k is classified as k.
+
+    Args:
+        predicted: (n, K) classes an evaluation classifier predicts for n codes, each decoded
+            with every label k = 0..K-1 (column k was decoded with label k).
+    Returns:
+        conditional_accuracy: the fraction of the n * K images classified as their label.
+    """
+    predicted = np.asarray(predicted)
+    return {"conditional_accuracy": float((predicted == np.arange(predicted.shape[1])).mean())}
+
+
+STYLE_FEATURES = ("thickness", "slant")
+
+
+def stroke_features(images: np.ndarray) -> np.ndarray:
+    """Two simple handwriting-style features of grey images (n, h, w) in [0, 1].
+
+    Returns:
+        (n, 2): thickness = mean ink per pixel (thicker or larger strokes hold more ink);
+        slant = -mu_xy / mu_yy, the ink's second central moments (x to the right, y down), i.e.
+        how far the strokes lean right per row going up (0 for upright, > 0 leaning right).
+    """
+    images = np.asarray(images, dtype=np.float64)
+    n, h, w = images.shape
+    ink = images.sum(axis=(1, 2)) + 1e-9  # (n,)
+    ys, xs = np.mgrid[0:h, 0:w]
+    mean_x = (images * xs).sum(axis=(1, 2)) / ink
+    mean_y = (images * ys).sum(axis=(1, 2)) / ink
+    dx, dy = xs - mean_x[:, None, None], ys - mean_y[:, None, None]  # (n, h, w)
+    mu_xy = (images * dx * dy).sum(axis=(1, 2)) / ink
+    mu_yy = (images * dy * dy).sum(axis=(1, 2)) / ink + 1e-9
+    return np.stack([ink / (h * w), -mu_xy / mu_yy], axis=1)
+
+
+def style_consistency(features: np.ndarray, names=STYLE_FEATURES) -> dict[str, float]:
+    """Whether a style grid keeps each row's style across its columns (the labels).
+
+    For each feature, the Pearson correlation over the n rows between two columns, averaged over
+    all pairs of columns: near 1 when a row that is thick (or slanted) in one label is so in every
+    label, near 0 when rows are unrelated across labels (e.g., shuffled). A column whose feature
+    is constant correlates 0 with the others.
+
+    Args:
+        features: (n, K, F) style features (e.g., `stroke_features`) of n codes x K labels.
+    Returns:
+        style_consistency (mean over features) and style_consistency_<name> per feature.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    n, k, _ = features.shape
+    centred = features - features.mean(axis=0)
+    std = centred.std(axis=0)  # (K, F)
+    z = np.divide(centred, std, out=np.zeros_like(centred), where=std > 1e-12)
+    out = {}
+    for f, name in enumerate(names):
+        corr = z[:, :, f].T @ z[:, :, f] / n  # (K, K)
+        out[f"style_consistency_{name}"] = float(corr[~np.eye(k, dtype=bool)].mean())
+    out = {"style_consistency": float(np.mean(list(out.values()))), **out}
+    return out

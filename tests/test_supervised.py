@@ -1,0 +1,230 @@
+"""The supervised AAE (style and content) and its metrics: conditional accuracy, stroke features,
+style consistency; label requests through the real CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import PNG_MAGIC, assert_one_line_error, run_cli, subset_of, tiny_train
+from torch_aae import cli
+from torch_aae.classifier import classifier_path, save_classifier, train_classifier
+from torch_aae.config import Config, DataConfig, ModelConfig
+from torch_aae.data import cycled_batch, labeled_indices
+from torch_aae.errors import AAEError
+from torch_aae.metrics import conditional_accuracy, stroke_features, style_consistency
+from torch_aae.supervised import SupervisedAAE, setup, train_step
+from torch_aae.train import fit
+from torch_aae.unsupervised import make_optimizers
+
+TINY = dict(z_dim=2, hidden=32, depth=2, disc_hidden=32, disc_depth=2, dropout=0.0)
+TINY_FLAGS = ("--hidden", "32", "--disc-hidden", "32", "--no-progress")
+
+
+def tiny_supervised(seed: int = 0) -> SupervisedAAE:
+    torch.manual_seed(seed)
+    return SupervisedAAE(784, (28, 28), 10, **TINY)
+
+
+def config(labels: str | None, **train) -> Config:
+    return Config("supervised", DataConfig(labels=labels), ModelConfig(**TINY), tiny_train(**train))
+
+
+@pytest.fixture(scope="module")
+def data(mnist):
+    """500 real training images, 200 real test images."""
+    return subset_of(mnist, 500, 200)
+
+
+@pytest.fixture(scope="module")
+def cache(data, tmp_path_factory):
+    """A classifier cache holding a tiny evaluation classifier for `data`'s test split."""
+    folder = tmp_path_factory.mktemp("cache")
+    clf = train_classifier(data, epochs=1, batch_size=20, lr=3e-3, progress=False,
+                           channels=(4, 8), hidden=16)  # fmt: skip
+    save_classifier(clf, classifier_path(data, folder), {"test_accuracy": 0.0})
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def use_cache(cache, monkeypatch):
+    monkeypatch.setenv("TORCH_AAE_CACHE", str(cache))
+
+
+@pytest.fixture(scope="module")
+def npz(data, tmp_path_factory):
+    """`data` as a .npz file (the same test split, so the cached classifier is found)."""
+    path = tmp_path_factory.mktemp("npz") / "tiny.npz"
+    np.savez(path, x=data.train_x.view(-1, 28, 28).numpy(), y=data.train_y.numpy(),
+             x_test=data.test_x.view(-1, 28, 28).numpy(), y_test=data.test_y.numpy())  # fmt: skip
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# The model and its step
+
+
+def test_the_decoder_takes_the_label_and_the_code(data):
+    model = tiny_supervised().eval()
+    z = model.encode(data.test_x[:4])
+    assert z.shape == (4, 2)
+    with torch.no_grad():
+        as_3, as_7 = model.decode(torch.full((4,), 3), z), model.decode(torch.full((4,), 7), z)
+    assert as_3.shape == (4, 784) and 0 < as_3.min() and as_3.max() < 1
+    assert not torch.allclose(as_3, as_7)  # the label changes the image
+    assert model.sample(20).shape == (20, 784)
+    with pytest.raises(AAEError, match="3 samples but 2 labels"):
+        model.sample(3, labels=torch.tensor([1, 2]))
+
+
+def test_setup_draws_balanced_labels_and_saves_their_indices(data, tmp_path):
+    ctx = setup(tiny_supervised(), data, config("50", seed=3), "cpu", tmp_path)
+    assert ctx["y"].bincount(minlength=10).tolist() == [5] * 10
+    saved = json.loads((tmp_path / "labeled_indices.json").read_text())
+    assert saved == labeled_indices(data, "50", 3).tolist() and saved == sorted(saved)
+    assert torch.equal(ctx["x"], data.train_x[saved])
+    # No --labels on a training set of <= 10,000 images: every image, through the loop's batches.
+    assert setup(tiny_supervised(), data, config(None), "cpu", None)["x"] is None
+
+
+def test_cycled_batches_are_a_pure_function_of_seed_and_step():
+    first_pass = torch.cat([cycled_batch(50, 10, 0, s) for s in range(5)])
+    assert torch.equal(first_pass.sort().values, torch.arange(50))  # each index once per pass
+    assert torch.equal(cycled_batch(50, 10, 0, 7), cycled_batch(50, 10, 0, 7))
+    assert not torch.equal(first_pass, torch.cat([cycled_batch(50, 10, 0, s) for s in range(5, 10)]))
+    assert not torch.equal(cycled_batch(50, 10, 0, 0), cycled_batch(50, 10, 1, 0))
+
+
+def test_train_step_uses_only_the_labeled_images(data):
+    model = tiny_supervised()
+    ctx = setup(model, data, config("50"), "cpu", None)
+    opt = make_optimizers(model, tiny_train())
+    unlabeled = torch.full((50, 784), float("nan"))  # the loop's batch: must not be used
+    for step in range(3):
+        logs = train_step(model, opt, unlabeled, None, ctx, step)
+    assert all(torch.isfinite(v) for v in logs.values()), logs
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_resume_is_exact_and_training_lowers_the_loss(data, tmp_path):
+    cfg = config("100", epochs=2, batch_size=20)
+    straight = tiny_supervised()
+    summary = fit(straight, data, cfg.train, out=tmp_path / "a", config=cfg, progress=False)
+    for key in ("test_recon_bce", "conditional_accuracy", "style_consistency",
+                "prior_std_ratio_min", "classifier_accuracy"):  # fmt: skip
+        assert 0 <= summary[key] < float("inf"), key
+    history = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").open()]
+    assert history[1]["loss/recon"] < history[0]["loss/recon"]
+    one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))
+    fit(tiny_supervised(), data, one.train, out=tmp_path / "b", config=one, progress=False)
+    resumed = tiny_supervised()
+    fit(resumed, data, cfg.train, out=tmp_path / "b", resume=True, config=cfg, progress=False)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    for png in ("style_grid", "class_samples", "samples", "latent"):
+        assert (tmp_path / "a" / "plots" / f"{png}.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a_run_without_the_evaluation_classifier_stops_before_training(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_AAE_CACHE", str(tmp_path / "empty"))
+    cfg = config("100")
+    with pytest.raises(AAEError, match="aae classifier train"):
+        fit(tiny_supervised(), data, cfg.train, out=tmp_path / "run", config=cfg, progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics: known answers
+
+
+def test_conditional_accuracy_known_answers():
+    perfect = np.tile(np.arange(10), (7, 1))  # (7 codes, 10 labels), each called its label
+    assert conditional_accuracy(perfect) == {"conditional_accuracy": 1.0}
+    assert conditional_accuracy(np.zeros((7, 10), int))["conditional_accuracy"] == pytest.approx(0.1)
+    noise = np.random.default_rng(0).integers(0, 10, (5000, 10))
+    assert conditional_accuracy(noise)["conditional_accuracy"] == pytest.approx(0.1, abs=0.01)
+
+
+def bar(width: int = 2, shear: float = 0.0) -> torch.Tensor:
+    """A vertical bar (28, 28), `width` pixels wide, sheared by `shear` (> 0 leans right)."""
+    img = torch.zeros(28, 28)
+    img[4:24, 14 - width // 2 : 14 - width // 2 + width] = 1
+    return styled(img, shear, 0)
+
+
+def styled(img: torch.Tensor, shear: float, thicken: int) -> torch.Tensor:
+    """Shear an image (28, 28) (> 0 leans right) and thicken its strokes `thicken` times."""
+    theta = torch.tensor([[[1.0, shear, 0.0], [0.0, 1.0, 0.0]]])
+    grid = F.affine_grid(theta, (1, 1, 28, 28), align_corners=False)
+    out = F.grid_sample(img[None, None], grid, align_corners=False)
+    for _ in range(thicken):
+        out = F.max_pool2d(out, 3, stride=1, padding=1)
+    return out[0, 0]
+
+
+def test_stroke_features_known_answers():
+    thin, thick, right, left = bar(2), bar(4), bar(2, 0.4), bar(2, -0.4)
+    feats = stroke_features(torch.stack([thin, thick, right, left]).numpy())
+    assert feats[1, 0] == pytest.approx(2 * feats[0, 0], rel=0.01)  # twice the ink
+    assert abs(feats[0, 1]) < 1e-6 and feats[2, 1] > 0.2 and feats[3, 1] < -0.2
+    assert feats[2, 1] == pytest.approx(-feats[3, 1], rel=1e-3)
+
+
+def test_style_consistency_separates_a_consistent_grid_from_a_shuffled_one(mnist):
+    # One real digit per class (the columns); each row applies one handwriting style to all of
+    # them: a slant and a stroke width. Then the same cells with rows shuffled per column.
+    digits = [mnist.test_x[(mnist.test_y == k).nonzero()[0, 0]].view(28, 28) for k in range(10)]
+    rng = np.random.default_rng(0)
+    rows = [(rng.uniform(-0.4, 0.4), rng.integers(0, 2)) for _ in range(40)]
+    grid = np.stack([[styled(d, s, t).numpy() for d in digits] for s, t in rows])  # (40, 10, 28, 28)
+    feats = stroke_features(grid.reshape(-1, 28, 28)).reshape(40, 10, 2)
+    consistent = style_consistency(feats)
+    shuffled = feats.copy()
+    for k in range(10):
+        shuffled[:, k] = shuffled[rng.permutation(40), k]
+    mixed = style_consistency(shuffled)
+    assert consistent["style_consistency"] > 0.8, consistent
+    assert abs(mixed["style_consistency"]) < 0.2, mixed
+    assert set(consistent) == {"style_consistency", "style_consistency_thickness",
+                               "style_consistency_slant"}  # fmt: skip
+    # A constant column carries no style: it correlates 0 with the others.
+    feats[:, 0] = 1.0
+    assert style_consistency(feats)["style_consistency"] < consistent["style_consistency"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The CLI
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [("0", "--labels 0: must be positive"),
+     ("600", "--labels 600: only 500 labeled training images exist"),
+     ("15", "--labels 15: must be divisible by the 10 classes")],  # fmt: skip
+)
+def test_bad_label_requests_fail_with_one_line(labels, message, npz, tmp_path):
+    proc = run_cli("train", "supervised", "--dataset", npz, "--labels", labels, *TINY_FLAGS,
+                   "--out", tmp_path / "run")  # fmt: skip
+    assert_one_line_error(proc, message)
+
+
+def test_the_cli_default_is_10000_labels(npz, tmp_path, capsys):
+    argv = ["train", "supervised", "--dataset", str(npz), "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 1
+    assert "--labels 10000: only 500 labeled training images" in capsys.readouterr().err
+
+
+def test_cli_trains_a_supervised_run(npz, tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("train", "supervised", "--dataset", npz, "--labels", "100", "--epochs", "1",
+                   "--batch-size", "50", *TINY_FLAGS, "--out", run)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert 0 <= summary["conditional_accuracy"] <= 1 and "style_consistency" in summary
+    assert len(json.loads((run / "labeled_indices.json").read_text())) == 100
+    assert (run / "plots" / "style_grid.png").read_bytes()[:8] == PNG_MAGIC
