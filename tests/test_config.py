@@ -1,0 +1,181 @@
+"""Configuration dataclasses: validation, JSON round trip, unknown keys and wrong types."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from torch_aae import config as C
+from torch_aae.errors import AAEError
+
+
+def test_defaults_validate_and_match_the_blog():
+    cfg = C.Config()
+    assert cfg.model_kind == "unsupervised"
+    assert (cfg.model.z_dim, cfg.model.prior, cfg.model.prior_std) == (2, "gaussian", 5.0)
+    assert (cfg.model.hidden, cfg.model.depth, cfg.model.disc_hidden) == (1000, 2, 1000)
+    assert (cfg.train.batch_size, cfg.train.device, cfg.train.checkpoint_every) == (100, "auto", 0)
+    assert cfg.data == C.DataConfig(dataset="mnist")
+    assert C.from_dict({}) == cfg
+
+
+def test_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        C.TrainConfig().epochs = 3
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, message",
+    [
+        (C.TrainConfig, {"epochs": 0}, "--epochs 0: must be positive"),
+        (C.TrainConfig, {"epochs": -1}, "--epochs -1"),
+        (C.TrainConfig, {"batch_size": 0}, "--batch-size 0"),
+        (C.TrainConfig, {"lr_recon": 0.0}, "--lr-recon"),
+        (C.TrainConfig, {"lr_reg": -1e-3}, "--lr-reg"),
+        (C.TrainConfig, {"lr_recon": float("nan")}, "--lr-recon nan"),
+        (C.TrainConfig, {"log_every": 0}, "--log-every"),
+        (C.TrainConfig, {"beta1_reg": 1.0}, "--beta1-reg"),
+        (C.TrainConfig, {"beta1_reg": -0.1}, "--beta1-reg"),
+        (C.TrainConfig, {"checkpoint_every": -1}, "--checkpoint-every"),
+        (C.TrainConfig, {"device": "tpu"}, "--device 'tpu'"),
+        (C.TrainConfig, {"device": "CPU"}, "--device"),
+        (C.TrainConfig, {"device": ""}, "--device"),
+        (C.TrainConfig, {"device": "cudax"}, "--device"),
+        (C.TrainConfig, {"lr_reg": float("inf")}, "--lr-reg inf"),
+        (C.ModelConfig, {"dropout": 1.0}, "--dropout 1.0: must be in [0, 1)"),
+        (C.ModelConfig, {"dropout": 1.5}, "--dropout"),
+        (C.ModelConfig, {"dropout": -0.1}, "--dropout"),
+        (C.ModelConfig, {"z_dim": 0}, "--z-dim 0"),
+        (C.ModelConfig, {"hidden": -5}, "--hidden"),
+        (C.ModelConfig, {"depth": 0}, "--depth"),
+        (C.ModelConfig, {"disc_hidden": 0}, "--disc-hidden"),
+        (C.ModelConfig, {"disc_depth": 0}, "--disc-depth"),
+        (C.ModelConfig, {"prior_std": 0.0}, "--prior-std"),
+        (C.DataConfig, {"subset": 0}, "--subset 0"),
+        (C.DataConfig, {"val_size": -1}, "--val-size -1"),
+        (C.DataConfig, {"labels": "0"}, "--labels 0"),
+        (C.DataConfig, {"labels": "-10"}, "--labels -10"),
+        (C.DataConfig, {"labels": "some"}, "give a number of images or 'all'"),
+    ],
+)
+def test_bad_values_are_refused(cls, kwargs, message):
+    with pytest.raises(AAEError) as err:
+        cls(**kwargs)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (C.TrainConfig, {"device": "cpu"}),
+        (C.TrainConfig, {"device": "cuda:1"}),
+        (C.TrainConfig, {"checkpoint_every": 0, "beta1_reg": 0.0}),
+        (C.ModelConfig, {"dropout": 0.0, "z_dim": 8}),
+        (C.DataConfig, {"subset": 1, "val_size": 0, "labels": "all"}),
+        (C.DataConfig, {"labels": "100"}),
+    ],
+)
+def test_good_values_are_accepted(cls, kwargs):
+    cfg = cls(**kwargs)
+    for key, value in kwargs.items():
+        assert getattr(cfg, key) == value
+
+
+def _custom() -> C.Config:
+    return C.Config(
+        data=C.DataConfig(dataset="my.npz", data_dir="/tmp/d", subset=300, val_size=10, labels="20"),
+        model=C.ModelConfig(z_dim=5, hidden=64, disc_hidden=32, dropout=0.0, prior_std=1.5),
+        train=C.TrainConfig(epochs=3, lr_recon=0.01, seed=7, device="cpu", checkpoint_every=5),
+    )
+
+
+@pytest.mark.parametrize("cfg", [C.Config(), _custom()], ids=["defaults", "custom"])
+def test_round_trip_through_json(cfg):
+    d = cfg.to_dict()
+    assert set(d) == {"model_kind", "data", "model", "train"}
+    assert C.from_dict(d) == cfg
+    assert C.from_dict(json.loads(json.dumps(d))) == cfg
+
+
+def test_missing_keys_take_defaults():
+    cfg = C.from_dict({"train": {"epochs": 4}})
+    assert cfg.train.epochs == 4 and cfg.train.batch_size == 100
+    assert cfg.model == C.ModelConfig() and cfg.data == C.DataConfig()
+
+
+@pytest.mark.parametrize(
+    "d, message",
+    [
+        ({"modle": {}}, "unknown config keys: modle"),
+        ({"model": {}, "extra": 1, "zzz": 2}, "unknown config keys: extra, zzz"),
+        ({"model": {"zdim": 3}}, "unknown keys in config section 'model': zdim"),
+        ({"train": {"epochs": 3, "lr": 0.1}}, "unknown keys in config section 'train': lr"),
+        ({"data": {"dataset": "mnist", "path": "x"}}, "section 'data': path"),
+    ],
+)
+def test_unknown_keys_are_rejected(d, message):
+    with pytest.raises(AAEError) as err:
+        C.from_dict(d)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("train", "epochs", "3"),
+        ("train", "epochs", 3.0),
+        ("train", "epochs", True),
+        ("train", "epochs", None),
+        ("train", "lr_recon", "0.1"),
+        ("train", "lr_recon", False),
+        ("train", "device", 0),
+        ("model", "z_dim", [2]),
+        ("model", "dropout", None),
+        ("model", "prior", None),
+        ("data", "subset", "300"),
+        ("data", "dataset", None),
+        ("data", "labels", 100),
+    ],
+)
+def test_wrong_types_are_rejected(section, key, value):
+    with pytest.raises(AAEError, match=f"config {section}.{key}: expected"):
+        C.from_dict({section: {key: value}})
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [("train", "lr_recon", 1), ("model", "prior_std", 2), ("data", "subset", None),
+     ("data", "data_dir", None), ("data", "labels", None)],  # fmt: skip
+)
+def test_compatible_types_are_accepted(section, key, value):
+    cfg = C.from_dict({section: {key: value}})
+    assert getattr(getattr(cfg, section), key) == value
+
+
+def test_validation_applies_to_dicts_too():
+    with pytest.raises(AAEError, match="--epochs 0"):
+        C.from_dict({"train": {"epochs": 0}})
+
+
+@pytest.mark.parametrize("d", [[], "config", None, {"model": [1, 2]}, {"train": "fast"}])
+def test_non_mapping_config_or_section(d):
+    with pytest.raises(AAEError, match="must be a mapping"):
+        C.from_dict(d)
+
+
+def test_cli_flags_are_generated_from_the_fields():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    for section in C.SECTIONS.values():
+        C.add_arguments(parser, section)
+    ns = parser.parse_args(["--z-dim", "3", "--lr-recon", "0.01", "--subset", "50", "--device", "cpu"])
+    assert C.from_namespace(C.ModelConfig, ns) == C.ModelConfig(z_dim=3)
+    assert C.from_namespace(C.TrainConfig, ns) == C.TrainConfig(lr_recon=0.01, device="cpu")
+    assert C.from_namespace(C.DataConfig, ns, val_size=4) == C.DataConfig(subset=50, val_size=4)
+    flags = {a for action in parser._actions for a in action.option_strings}
+    for section in C.SECTIONS.values():
+        for f in dataclasses.fields(section):
+            assert "--" + f.name.replace("_", "-") in flags

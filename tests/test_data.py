@@ -1,0 +1,622 @@
+"""Datasets: the IDX reader (real and corrupt files), lookup order, download, .npz, splits."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import MNIST_DIR, idx_bytes, md5_of, synthetic_dataset, write_fake_mnist
+from torch_aae import data as D
+from torch_aae.errors import AAEError
+
+# ----------------------------------------------------------------------------------------------
+# The real MNIST files
+
+
+def test_real_mnist_shapes_dtypes_and_ranges(mnist):
+    assert mnist.name == "mnist"
+    assert mnist.train_x.shape == (60000, 784)
+    assert mnist.test_x.shape == (10000, 784)
+    assert mnist.train_y.shape == (60000,)
+    assert mnist.test_y.shape == (10000,)
+    assert mnist.image_shape == (28, 28)
+    assert mnist.num_classes == 10 and mnist.features == 784
+    for x in (mnist.train_x, mnist.test_x):
+        assert x.dtype == torch.float32
+        assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    for y in (mnist.train_y, mnist.test_y):
+        assert y.dtype == torch.int64
+        assert sorted(y.unique().tolist()) == list(range(10))
+    assert mnist.val_x is None and mnist.val_y is None
+
+
+def test_real_mnist_known_content(mnist):
+    # Well-known facts about MNIST: the first training digit is a 5, the first test digit a 7,
+    # and the training set holds 5923 zeros. Pixel values are multiples of 1/255.
+    assert int(mnist.train_y[0]) == 5
+    assert int(mnist.test_y[0]) == 7
+    assert int((mnist.train_y == 0).sum()) == 5923
+    scaled = mnist.test_x[:100] * 255
+    assert torch.allclose(scaled, scaled.round(), atol=1e-3)
+    split, x, y = mnist.eval_split()
+    assert split == "test" and x is mnist.test_x and y is mnist.test_y
+
+
+def test_read_idx_real_file_matches_dataset(mnist):
+    labels = D.read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz", ndim=1)
+    assert labels.dtype == np.uint8 and labels.shape == (10000,)
+    assert np.array_equal(labels, mnist.test_y.numpy())
+
+
+def test_md5_of_real_files_matches_published():
+    for fname, md5 in D.MNIST_FILES.values():
+        assert D.md5sum(MNIST_DIR / fname) == md5
+
+
+# ----------------------------------------------------------------------------------------------
+# parse_idx on synthetic bytes
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 2, 4), (0,), (0, 28, 28)])
+def test_parse_idx_round_trip(shape):
+    array = np.arange(int(np.prod(shape)), dtype=np.uint8).reshape(shape)
+    out = D.parse_idx(idx_bytes(array), ndim=len(shape))
+    assert out.dtype == np.uint8 and out.shape == shape
+    assert np.array_equal(out, array)
+
+
+def _labels_raw() -> bytes:
+    return idx_bytes(np.arange(10, dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    "raw, ndim, message",
+    [
+        (b"\x00\x00\x08", 1, "truncated IDX header"),
+        (b"\x00\x00\x08\x01\x00\x00", 1, "truncated IDX header"),
+        (b"\x00\x00\x08\x03" + _labels_raw()[4:], 1, "bad magic number 0x00000803"),
+        (_labels_raw(), 3, "bad magic number 0x00000801"),
+        (b"\x00\x00\x0d\x01" + _labels_raw()[4:], 1, "bad magic"),  # float IDX, not unsigned byte
+        (_labels_raw()[:-1], 1, "header says shape (10,)"),  # truncated data
+        (_labels_raw() + b"\x00", 1, "but the file holds 11"),  # trailing bytes
+        (b"\x00\x00\x08\x01" + (11).to_bytes(4, "big") + bytes(10), 1, "(11,)"),  # count mismatch
+    ],
+    ids=["header3", "header6", "magic-ndim3", "magic-ndim1", "magic-float", "truncated",
+         "trailing", "count"],  # fmt: skip
+)
+def test_parse_idx_rejects_bad_bytes(raw, ndim, message):
+    with pytest.raises(AAEError, match="labels.idx") as err:
+        D.parse_idx(raw, ndim, source="labels.idx")
+    assert message in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# read_idx on corrupt files built from the real bytes
+
+
+@pytest.fixture(scope="module")
+def real_label_bytes() -> tuple[bytes, bytes]:
+    """(gzipped, raw) bytes of the real MNIST test labels."""
+    gz = (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    return gz, gzip.decompress(gz)
+
+
+def _corrupt(kind: str, gz: bytes, raw: bytes) -> bytes:
+    if kind == "bad-magic":
+        return gzip.compress(b"\x00\x00\x08\x03" + raw[4:])
+    if kind == "truncated-data":
+        return gzip.compress(raw[:-100])
+    if kind == "count-mismatch":
+        return gzip.compress(raw[:4] + (10001).to_bytes(4, "big") + raw[8:])
+    if kind == "truncated-gzip":
+        return gz[: len(gz) // 2]
+    if kind == "bad-gzip-crc":
+        return gz[:-8] + bytes(b ^ 0xFF for b in gz[-8:-4]) + gz[-4:]
+    if kind == "gzip-magic-then-garbage":
+        return b"\x1f\x8b" + bytes(range(256)) * 4
+    if kind == "garbage":
+        return b"this is not an IDX file, nor gzip" * 10
+    if kind == "empty":
+        return b""
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("bad-magic", "bad magic number"),
+        ("truncated-data", "header says shape (10000,)"),
+        ("count-mismatch", "header says shape (10001,)"),
+        ("truncated-gzip", "not a readable gzip IDX file"),
+        ("bad-gzip-crc", "not a readable gzip IDX file"),
+        ("gzip-magic-then-garbage", "not a readable gzip IDX file"),
+        ("garbage", "bad magic number"),
+        ("empty", "truncated IDX header"),
+    ],
+)
+def test_read_idx_rejects_corrupt_files(tmp_path, real_label_bytes, kind, message):
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(_corrupt(kind, *real_label_bytes))
+    with pytest.raises(AAEError) as err:
+        D.read_idx(path, ndim=1)
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_read_idx_accepts_uncompressed_file(tmp_path, real_label_bytes):
+    path = tmp_path / "labels.idx"
+    path.write_bytes(real_label_bytes[1])
+    assert np.array_equal(D.read_idx(path, 1), D.read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz", 1))
+
+
+def test_read_idx_missing_file(tmp_path):
+    with pytest.raises(AAEError, match="not a readable gzip IDX file"):
+        D.read_idx(tmp_path / "nope.gz", 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# read_idx_dataset: md5 and consistency checks over the four files
+
+
+def test_read_idx_dataset_on_small_fake_mnist(tmp_path):
+    files = write_fake_mnist(tmp_path, n_train=12, n_test=6)
+    data = D.read_idx_dataset(tmp_path, files, False, "fake")
+    assert data.train_x.shape == (12, 784) and data.test_x.shape == (6, 784)
+    assert data.train_y.tolist() == [i % 10 for i in range(12)]
+    assert data.image_shape == (28, 28) and data.num_classes == 10
+
+
+def test_image_label_count_mismatch(tmp_path):
+    files = write_fake_mnist(tmp_path, n_train=12, n_train_labels=11)
+    with pytest.raises(AAEError, match="train set has 12 images but 11 labels"):
+        D.read_idx_dataset(tmp_path, files, False, "fake")
+
+
+def test_labels_above_nine_are_refused(tmp_path):
+    files = write_fake_mnist(tmp_path, n_train=12, max_label=11)
+    with pytest.raises(AAEError, match="labels go up to 11"):
+        D.read_idx_dataset(tmp_path, files, False, "fake")
+
+
+def test_missing_file_in_dataset_folder(tmp_path):
+    files = write_fake_mnist(tmp_path)
+    (tmp_path / files["test_labels"][0]).unlink()
+    with pytest.raises(AAEError, match="missing file .*t10k-labels"):
+        D.read_idx_dataset(tmp_path, files, False, "fake")
+
+
+def _regzip(path: Path, out: Path) -> None:
+    """Write the same uncompressed content as `path`, gzipped with other settings."""
+    out.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()), compresslevel=1, mtime=1))
+
+
+def test_md5_mismatch_of_a_regzipped_real_file(tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for fname, _ in D.MNIST_FILES.values():
+        (folder / fname).symlink_to(MNIST_DIR / fname)
+    target = folder / "train-labels-idx1-ubyte.gz"
+    target.unlink()
+    _regzip(MNIST_DIR / target.name, target)
+    # Same content, different gzip bytes: the compressed md5 differs, the uncompressed one not.
+    assert D.md5sum(target) != D.MNIST_FILES["train_labels"][1]
+    assert D.md5sum(target, True) == D.md5sum(MNIST_DIR / target.name, True)
+    with pytest.raises(AAEError, match="train-labels-idx1-ubyte.gz: md5 [0-9a-f]{32} does not match"):
+        D.load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_garbage_file_fails_md5_in_load_dataset(tmp_path, monkeypatch):
+    files = write_fake_mnist(tmp_path / "mnist")
+    monkeypatch.setattr(D, "MNIST_FILES", files)
+    assert len(D.load_dataset("mnist", data_dir=tmp_path).train_x) == 12  # valid as written
+    (tmp_path / "mnist" / files["train_images"][0]).write_bytes(b"garbage")
+    with pytest.raises(AAEError, match="does not match the published"):
+        D.load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_md5sum_uncompressed_of_non_gzip_file_is_an_error(tmp_path):
+    path = tmp_path / "x.gz"
+    path.write_bytes(b"not gzip at all")
+    with pytest.raises(AAEError, match="cannot read"):
+        D.md5sum(path, uncompressed=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lookup order: data_dir, then $TORCH_AAE_DATA, then ./data
+
+
+@pytest.fixture
+def three_roots(tmp_path, monkeypatch):
+    """Three data roots with distinguishable fake MNISTs (10, 11, 12 training images), the
+    library's md5 table patched to theirs; cwd = a folder whose ./data is the third root."""
+    roots = {"explicit": tmp_path / "explicit", "env": tmp_path / "env", "cwd": tmp_path / "cwd" / "data"}
+    files = {}
+    for n, (name, root) in zip((10, 11, 12), roots.items()):
+        files[name] = write_fake_mnist(root / "mnist", n_train=n, seed=n)
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.delenv("TORCH_AAE_DATA", raising=False)
+    return roots, files
+
+
+@pytest.mark.parametrize(
+    "explicit, env, expected", [(True, True, "explicit"), (False, True, "env"), (False, False, "cwd")]
+)
+def test_lookup_order(three_roots, monkeypatch, explicit, env, expected):
+    roots, files = three_roots
+    monkeypatch.setattr(D, "MNIST_FILES", files[expected])
+    if env:
+        monkeypatch.setenv("TORCH_AAE_DATA", str(roots["env"]))
+    data_dir = roots["explicit"] if explicit else None
+    folder = D.find_dataset_dir("mnist", data_dir)
+    assert folder.resolve() == (roots[expected] / "mnist").resolve()
+    data = D.load_dataset("mnist", data_dir=data_dir)
+    assert len(data.train_x) == {"explicit": 10, "env": 11, "cwd": 12}[expected]
+
+
+def test_files_directly_in_the_root_are_found(tmp_path):
+    write_fake_mnist(tmp_path)
+    assert D.find_dataset_dir("mnist", tmp_path) == tmp_path
+
+
+def test_empty_env_var_falls_back_to_cwd(three_roots, monkeypatch):
+    roots, _ = three_roots
+    monkeypatch.setenv("TORCH_AAE_DATA", "")
+    assert D.data_roots() == [Path("data")]
+    assert D.find_dataset_dir("mnist").resolve() == (roots["cwd"] / "mnist").resolve()
+
+
+@pytest.mark.parametrize("how", ["explicit", "env", "cwd"])
+def test_missing_dataset_says_where_it_looked(tmp_path, monkeypatch, how):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TORCH_AAE_DATA", raising=False)
+    root = tmp_path / "nowhere"
+    data_dir = root if how == "explicit" else None
+    if how == "env":
+        monkeypatch.setenv("TORCH_AAE_DATA", str(root))
+    if how == "cwd":
+        root = Path("data")
+    with pytest.raises(AAEError) as err:
+        D.load_dataset("mnist", data_dir=data_dir)
+    message = str(err.value)
+    assert "train-images-idx3-ubyte.gz" in message
+    assert f"{root / 'mnist'}, {root};" in message
+    assert "aae download" in message
+
+
+def test_fashion_mnist_missing_mentions_debian_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
+    with pytest.raises(AAEError, match="fashion-mnist.*debian"):
+        D.load_dataset("fashion-mnist", data_dir=tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("name", ["nope", "MNIST", "mnist.npy", ""])
+def test_unknown_dataset_name(name, tmp_path):
+    with pytest.raises(AAEError, match="unknown dataset"):
+        D.load_dataset(name, data_dir=tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# download_mnist from local file:// mirrors
+
+
+def _mirror(folder: Path, corrupt: str | None = None) -> str:
+    """A file:// mirror of the real files (symlinks), one of them optionally corrupted."""
+    folder.mkdir(parents=True)
+    for fname, _ in D.MNIST_FILES.values():
+        if fname == corrupt:
+            raw = bytearray((MNIST_DIR / fname).read_bytes())
+            raw[len(raw) // 2] ^= 0xFF
+            (folder / fname).write_bytes(bytes(raw))
+        else:
+            (folder / fname).symlink_to(MNIST_DIR / fname)
+    return folder.as_uri() + "/"
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_download_from_file_mirror_falls_through_a_failing_one(tmp_path):
+    good = _mirror(tmp_path / "good")
+    missing = (tmp_path / "missing").as_uri() + "/"
+    folder = D.download_mnist(tmp_path / "root", base_urls=(missing, good))
+    assert folder == tmp_path / "root" / "mnist"
+    for fname, md5 in D.MNIST_FILES.values():
+        assert (folder / fname).is_file() and not (folder / fname).is_symlink()
+        assert md5_of(folder / fname) == md5
+    assert _leftovers(folder) == []
+    # Everything is present and valid: a second call needs no mirror at all.
+    assert D.download_mnist(tmp_path / "root", base_urls=(missing,)) == folder
+
+
+def test_download_with_corrupt_mirror_leaves_no_file(tmp_path):
+    bad = _mirror(tmp_path / "bad", corrupt="t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(AAEError) as err:
+        D.download_mnist(tmp_path / "root", base_urls=(bad,))
+    message = str(err.value)
+    assert "could not download t10k-labels-idx1-ubyte.gz" in message and "md5" in message
+    folder = tmp_path / "root" / "mnist"
+    assert not (folder / "t10k-labels-idx1-ubyte.gz").exists()
+    assert _leftovers(folder) == []
+    # The files before it were fetched and are intact.
+    assert md5_of(folder / "t10k-images-idx3-ubyte.gz") == D.MNIST_FILES["test_images"][1]
+
+
+def test_download_skips_corrupt_mirror_and_replaces_corrupt_local_file(tmp_path):
+    bad = _mirror(tmp_path / "bad", corrupt="train-labels-idx1-ubyte.gz")
+    good = _mirror(tmp_path / "good")
+    folder = tmp_path / "root" / "mnist"
+    folder.mkdir(parents=True)
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(b"stale, corrupt")
+    D.download_mnist(tmp_path / "root", base_urls=(bad, good))
+    for fname, md5 in D.MNIST_FILES.values():
+        assert md5_of(folder / fname) == md5
+    assert _leftovers(folder) == []
+
+
+def test_download_with_only_failing_mirrors_lists_every_error(tmp_path):
+    urls = ((tmp_path / "a").as_uri() + "/", (tmp_path / "b").as_uri() + "/")
+    with pytest.raises(AAEError) as err:
+        D.download_mnist(tmp_path / "root", base_urls=urls)
+    assert "could not download train-images-idx3-ubyte.gz" in str(err.value)
+    assert urls[0] in str(err.value) and urls[1] in str(err.value)
+    assert list((tmp_path / "root" / "mnist").iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# .npz files
+
+
+def _save_npz(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def test_npz_valid_with_test_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 3, 4)).astype(np.float32)
+    x_test = rng.random((5, 3, 4))
+    y, y_test = np.arange(20) % 3, np.array([0, 1, 2, 3, 0])
+    path = _save_npz(tmp_path / "mine.npz", x=x, y=y, x_test=x_test, y_test=y_test)
+    data = D.load_dataset(str(path))
+    assert data.name == "mine.npz"
+    assert data.train_x.shape == (20, 12) and data.train_x.dtype == torch.float32
+    assert torch.equal(data.train_x, torch.from_numpy(x.reshape(20, 12)))
+    assert data.train_y.dtype == torch.int64 and data.train_y.tolist() == y.tolist()
+    assert data.test_x.shape == (5, 12) and data.test_x.dtype == torch.float32
+    assert data.test_y.tolist() == y_test.tolist()
+    assert data.image_shape == (3, 4) and data.features == 12
+    assert data.num_classes == 4  # the largest label over both splits, plus one
+    assert data.eval_split()[0] == "test"
+
+
+def test_npz_without_labels_or_test(tmp_path):
+    x = np.linspace(0, 1, 30, dtype=np.float64).reshape(10, 3)
+    data = D.load_npz(_save_npz(tmp_path / "x.npz", x=x))
+    assert data.train_y is None and data.num_classes is None
+    assert data.test_x is None and data.test_y is None
+    assert data.image_shape == (3,)
+    split, ex, ey = data.eval_split()
+    assert split == "train" and ex is data.train_x and ey is None
+
+
+def _good_x(n=6):
+    return np.full((n, 2, 2), 0.5, dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x": np.array([{"a": 1}, None], dtype=object)}, "refused"),
+        ({"x": _good_x(), "y": np.array([0, "a", None, 1, 2, 3], dtype=object)}, "refused"),
+        ({"x": np.array([[0.1, np.nan]])}, "NaN or infinite"),
+        ({"x": np.array([[0.1, np.inf]])}, "NaN or infinite"),
+        ({"x": np.array([[0.1, 1.5]])}, "values in"),
+        ({"x": np.array([[-0.1, 0.5]])}, "values in"),
+        ({"x": np.array([[0, 255]], dtype=np.uint8)}, "values in"),
+        ({"x": np.array([0.1, 0.2])}, "at least 2 dimensions"),
+        ({"x": np.zeros((0, 4))}, "no rows"),
+        ({"x": np.array([["a", "b"]])}, "not numeric"),
+        ({"x": _good_x(), "y": np.array([0.0, 1, 2, 0, 1, 2])}, "must be integers"),
+        ({"x": _good_x(), "y": np.array([True] * 6)}, "must be integers"),
+        ({"x": _good_x(), "y": np.arange(5)}, "expected (6,)"),
+        ({"x": _good_x(), "y": np.arange(6).reshape(6, 1)}, "expected (6,)"),
+        ({"x": _good_x(), "y": np.array([0, 1, -1, 0, 1, 2])}, "labels in [-1, 2]"),
+        ({"images": _good_x()}, "no array named 'x' (found: ['images'])"),
+        ({"x": _good_x(), "x_test": np.full((3, 4), 0.5)}, "x_test shape"),
+        ({"x": _good_x(), "x_test": np.full((3, 2, 2), 2.0)}, "x_test: values in"),
+        ({"x": _good_x(), "y": np.arange(6), "x_test": _good_x(3), "y_test": np.arange(4)},
+         "y_test: shape"),  # fmt: skip
+    ],
+    ids=["object-x", "object-y", "nan", "inf", "above-1", "below-0", "uint8-255", "rank-1",
+         "zero-rows", "strings", "float-labels", "bool-labels", "labels-short", "labels-2d",
+         "negative-labels", "missing-x", "test-shape", "test-range", "test-labels"],  # fmt: skip
+)
+def test_npz_refuses_bad_arrays(tmp_path, arrays, message):
+    path = _save_npz(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(AAEError) as err:
+        D.load_dataset(str(path))
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"not a zip file at all" * 3, b"PK\x03\x04truncated zip"], ids=["empty", "text", "zip-header"]
+)
+def test_npz_not_a_zip(tmp_path, content):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(content)
+    with pytest.raises(AAEError, match="bad.npz"):
+        D.load_npz(path)
+
+
+def test_npz_that_is_a_plain_npy_file(tmp_path):
+    path = tmp_path / "plain.npz"
+    with open(path, "wb") as f:
+        np.save(f, _good_x())
+    with pytest.raises(AAEError, match="not a readable .npz"):
+        D.load_npz(path)
+
+
+class TouchOnUnpickle:
+    """Unpickling this object creates the file `path`."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_npz_object_array_is_never_unpickled(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.npz"
+    np.savez(path, x=np.array([TouchOnUnpickle(marker)], dtype=object))
+    with np.load(path, allow_pickle=True) as f:  # control: unsafe loading does create it
+        f["x"]
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(AAEError, match="object arrays are not supported"):
+        D.load_npz(path)
+    assert not marker.exists()
+
+
+def test_npz_missing_file(tmp_path):
+    with pytest.raises(AAEError, match="no such file"):
+        D.load_dataset(str(tmp_path / "absent.npz"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation split, subset, balanced labels, batches
+
+
+def _indexed(n: int = 50):
+    """A dataset whose pixel 0 of image i is i / 1000 and whose label is i: easy to track."""
+    ds = synthetic_dataset(n, shape=(2, 2), classes=n)
+    ds.train_x[:, 0] = torch.arange(n) / 1000
+    ds.train_y = torch.arange(n)
+    return ds
+
+
+@pytest.mark.parametrize("val_size", [1, 10, 49])
+def test_split_validation_sizes_and_disjointness(val_size):
+    data = D.split_validation(_indexed(50), val_size, seed=3)
+    assert len(data.val_x) == len(data.val_y) == val_size
+    assert len(data.train_x) == len(data.train_y) == 50 - val_size
+    val, train = set(data.val_y.tolist()), set(data.train_y.tolist())
+    assert not val & train and val | train == set(range(50))
+    # Images moved together with their labels.
+    assert torch.allclose(data.val_x[:, 0], data.val_y / 1000)
+    assert torch.allclose(data.train_x[:, 0], data.train_y / 1000)
+
+
+def test_split_validation_is_deterministic_by_seed():
+    a = D.split_validation(_indexed(), 10, seed=1).val_y
+    b = D.split_validation(_indexed(), 10, seed=1).val_y
+    c = D.split_validation(_indexed(), 10, seed=2).val_y
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("val_size", [-1, 50, 51])
+def test_split_validation_bad_size(val_size):
+    with pytest.raises(AAEError, match="validation size"):
+        D.split_validation(_indexed(50), val_size, seed=0)
+
+
+def test_split_validation_without_labels():
+    ds = _indexed(20)
+    ds.train_y = None
+    out = D.split_validation(ds, 5, 0)
+    assert out.val_x.shape == (5, 4) and out.val_y is None and out.train_y is None
+
+
+@pytest.fixture
+def fake_mnist_root(tmp_path, monkeypatch):
+    """A data root with a fake MNIST of 40 training images; md5 table patched to match."""
+    monkeypatch.setattr(D, "MNIST_FILES", write_fake_mnist(tmp_path / "mnist", n_train=40))
+    return tmp_path
+
+
+def test_load_dataset_subset_after_validation(fake_mnist_root):
+    full = D.load_dataset("mnist", data_dir=fake_mnist_root)
+    data = D.load_dataset("mnist", data_dir=fake_mnist_root, subset=7, val_size=10, seed=4)
+    assert len(data.val_x) == 10 and len(data.train_x) == len(data.train_y) == 7
+    expected = D.split_validation(full, 10, seed=4)
+    assert torch.equal(data.val_x, expected.val_x)
+    assert torch.equal(data.train_x, expected.train_x[:7])
+    assert len(data.test_x) == 6  # the test split is never cut
+
+
+@pytest.mark.parametrize("subset", [0, -3, 41])
+def test_load_dataset_bad_subset(fake_mnist_root, subset):
+    with pytest.raises(AAEError, match=f"--subset {subset}: must be in 1..40"):
+        D.load_dataset("mnist", data_dir=fake_mnist_root, subset=subset)
+
+
+def test_load_dataset_full_subset_is_everything(fake_mnist_root):
+    assert len(D.load_dataset("mnist", data_dir=fake_mnist_root, subset=40).train_x) == 40
+
+
+LABELS = torch.arange(200) % 10  # 20 images of each class
+
+
+@pytest.mark.parametrize("n", [10, 50, 200])
+def test_balanced_label_indices_counts(n):
+    idx = D.balanced_label_indices(LABELS, n, 10, seed=0)
+    assert idx.dtype == torch.int64 and len(idx) == n
+    assert torch.equal(idx, idx.sort().values) and len(idx.unique()) == n
+    assert torch.bincount(LABELS[idx], minlength=10).tolist() == [n // 10] * 10
+
+
+def test_balanced_label_indices_deterministic_by_seed():
+    a = D.balanced_label_indices(LABELS, 30, 10, seed=5)
+    assert torch.equal(a, D.balanced_label_indices(LABELS, 30, 10, seed=5))
+    assert not torch.equal(a, D.balanced_label_indices(LABELS, 30, 10, seed=6))
+
+
+@pytest.mark.parametrize(
+    "labels, n, message",
+    [
+        (LABELS, 0, "must be positive"),
+        (LABELS, -10, "must be positive"),
+        (LABELS, 210, "only 200 labeled"),
+        (LABELS, 25, "divisible by the 10 classes"),
+        (torch.cat([LABELS, torch.zeros(50, dtype=torch.int64)]), 250, "class 1 has only 20"),
+        (torch.arange(100) % 5, 20, "class 5 has only 0"),
+    ],
+)
+def test_balanced_label_indices_errors(labels, n, message):
+    with pytest.raises(AAEError, match=message):
+        D.balanced_label_indices(labels, n, 10, seed=0)
+
+
+@pytest.mark.parametrize("n, bs", [(10, 3), (10, 10), (7, 100)])
+def test_batches_cover_a_permutation(n, bs):
+    parts = D.batches(n, bs, torch.Generator().manual_seed(0))
+    assert [len(p) for p in parts[:-1]] == [bs] * (len(parts) - 1)
+    assert sorted(torch.cat(parts).tolist()) == list(range(n))
+
+
+@pytest.mark.parametrize("labels", [None, "all"])
+def test_labeled_indices_all(labels):
+    ds = synthetic_dataset(30, classes=3)
+    assert torch.equal(D.labeled_indices(ds, labels, seed=0), torch.arange(30))
+
+
+def test_labeled_indices_balanced_draw():
+    ds = synthetic_dataset(30, classes=3)
+    idx = D.labeled_indices(ds, "9", seed=1)
+    assert torch.equal(idx, D.balanced_label_indices(ds.train_y, 9, 3, seed=1))
+    assert torch.bincount(ds.train_y[idx]).tolist() == [3, 3, 3]
+
+
+def test_labeled_indices_without_labels():
+    ds = synthetic_dataset(30)
+    ds.train_y = None
+    with pytest.raises(AAEError, match="needs labels"):
+        D.labeled_indices(ds, "all", seed=0)
