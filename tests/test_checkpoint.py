@@ -72,12 +72,6 @@ def test_load_model_with_a_custom_prior(tmp_path):
     assert isinstance(load_model(tmp_path / "m.pt", prior=Box()).prior, Box)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG: checkpoint.load_model passes the checkpoint's model_args to the model class "
-    "unchecked; an unknown (e.g. newer-version) argument raises TypeError, not AAEError",
-)
 def test_load_model_with_unknown_model_args_is_an_aae_error(tmp_path):
     model = tiny_model()
     payload = {"model_kind": "unsupervised", "model_args": {**model.model_args, "future": 1},
@@ -128,13 +122,6 @@ def test_checkpoint_with_corrupt_pickle(tmp_path, good_checkpoint_bytes, offset)
         load_checkpoint(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(KeyError, TypeError, IndexError, AttributeError),
-    reason="BUG: checkpoint.load_checkpoint only catches UnpicklingError, RuntimeError, EOFError, "
-    "OSError and ValueError; some single-byte corruptions of the pickle make torch.load raise "
-    "KeyError/TypeError/IndexError/AttributeError, which escape as tracebacks",
-)
 def test_any_single_byte_corruption_is_an_aae_error_or_loads(tmp_path, good_checkpoint_bytes):
     start, end = _pickle_span(good_checkpoint_bytes)
     rng = np.random.default_rng(0)
@@ -280,13 +267,6 @@ def test_existing_run_folder_needs_resume_or_overwrite(tmp_path):
     RunFolder(tmp_path / "empty").close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AAEError,
-    reason="BUG: RunFolder leaves RUN/.lock behind and counts it as content, so after a run that "
-    "failed before writing anything (e.g. --device cuda on a CPU machine) the retry is refused "
-    "with 'already holds a run' (and --resume says there is no checkpoint)",
-)
 def test_retry_after_a_run_that_failed_at_once(tmp_path, monkeypatch):
     from conftest import synthetic_dataset
 
@@ -387,12 +367,7 @@ def test_resume_continues_the_history(tmp_path, resume_data):
     "dropout",
     [
         0.0,
-        pytest.param(0.2, marks=pytest.mark.xfail(
-            strict=True, raises=AssertionError,
-            reason="BUG: model.eval() after each epoch is never undone (train._train_epochs), so an "
-                   "uninterrupted run trains epochs 2+ without dropout while a resumed run (fresh "
-                   "model in train mode) uses dropout: the two diverge",
-        )),  # fmt: skip
+        0.2,
     ],
 )
 def test_resumed_run_is_bitwise_equal_to_an_uninterrupted_one(tmp_path, resume_data, dropout):
@@ -474,12 +449,6 @@ def test_fit_into_an_existing_run_without_flags(tmp_path, resume_data):
         _fit(resume_data, run, epochs=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG: train.fit(resume=True, out=None) computes `None / CHECKPOINT` and raises "
-    "TypeError instead of an AAEError saying that resuming needs a run folder",
-)
 def test_resume_without_run_folder_is_an_aae_error(resume_data):
     with pytest.raises(AAEError):
         fit(tiny_model(), resume_data, tiny_train(), out=None, resume=True, progress=False)

@@ -220,15 +220,10 @@ def test_resumed_config_refuses_other_changes(given, fragment):
     assert fragment in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: cli._resumed_config skips every flag whose value equals the argparse default, so "
-    "a resumable flag cannot be set back to its default: `--resume --epochs 10` (the default) on a run saved "
-    "with --epochs 2 silently keeps 2 (same for --device auto, --checkpoint-every 0)",
-)
 def test_resumed_config_can_set_epochs_to_the_default_value():
     default = C.TrainConfig().epochs
     saved = C.Config(train=C.TrainConfig(epochs=2))
     given = C.Config(train=C.TrainConfig(epochs=default))  # what `--epochs DEFAULT` parses to
-    assert cli._resumed_config(saved, given).train.epochs == default
+    assert cli._resumed_config(saved, given, explicit={"epochs"}).train.epochs == default
+    # Without the flag, the saved value stays.
+    assert cli._resumed_config(saved, given, explicit=set()).train.epochs == 2

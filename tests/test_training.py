@@ -438,12 +438,6 @@ def test_diverged_training_is_an_error(tmp_path, monkeypatch):
     assert not (tmp_path / "run" / CHECKPOINT).exists()  # no checkpoint of a diverged epoch
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: train._train_epochs calls model.eval() for the end-of-epoch metrics and never "
-    "model.train() again, so every epoch after the first trains without dropout",
-)
 def test_every_epoch_trains_in_train_mode(monkeypatch):
     modes = []
     original = unsupervised.train_step
@@ -460,12 +454,6 @@ def test_every_epoch_trains_in_train_mode(monkeypatch):
     assert all(modes), modes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="BUG: plots.save_latent_scatter (pca_2d returns (n, 1) for z_dim 1) indexes column 1, "
-    "so fit(out=...) of a valid z_dim=1 model crashes after training",
-)
 def test_fit_with_one_dimensional_codes_writes_plots(tmp_path):
     data = synthetic_dataset(40, shape=(4, 4), test=10)
     fit(tiny_model(in_dim=16, image_shape=(4, 4), z_dim=1), data, tiny_train(batch_size=20),
@@ -473,12 +461,6 @@ def test_fit_with_one_dimensional_codes_writes_plots(tmp_path):
     assert (tmp_path / "run" / "plots" / "latent.png").is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: plots.image_grid unpacks (n, h, w) from image_shape[-2:], so a .npz with flat "
-    "x of shape (n, d) (accepted by load_npz) crashes fit(out=...) after training",
-)
 def test_fit_on_flat_npz_writes_plots(tmp_path):
     from torch_aae.data import load_npz
 

@@ -108,7 +108,7 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
             f"{path}: refused to load: it holds objects that safe (weights_only) loading does "
             f"not allow, possibly code ({first})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # a corrupt pickle can raise nearly anything: KeyError, TypeError...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise AAEError(f"{path}: not a readable checkpoint (truncated or corrupt?): {first}") from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
@@ -157,7 +157,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", prio
         if prior is None:
             raise AAEError("this model was trained with a custom prior: pass prior=...")
         args["prior"] = prior
-    model = get_variant(ckpt["model_kind"]).MODEL(**args)
+    try:
+        model = get_variant(ckpt["model_kind"]).MODEL(**args)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise AAEError(f"{path}: its model arguments do not fit this version ({e})") from None
     load_state(model, ckpt["networks"], "networks")
     return model.to(device).eval()
 

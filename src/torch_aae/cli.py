@@ -20,7 +20,7 @@ from .errors import AAEError
 from .variants import VARIANTS
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aae", description="Adversarial Autoencoders (Makhzani et al., 2015) on PyTorch."
     )
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         for section in cfg.SECTIONS.values():
-            cfg.add_arguments(p, section, defaults=getattr(module, "CLI_DEFAULTS", {}))
+            cfg.add_arguments(p, section, getattr(module, "CLI_DEFAULTS", {}), suppress_defaults)
 
     ev = sub.add_parser("evaluate", help="compute a run's final metrics; print and save them")
     ev.add_argument("run", help="run folder")
@@ -92,6 +92,9 @@ def _add_runtime_flags(p):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The flags actually given (a parse where no flag has a default), so that --resume can tell
+    # `--epochs 10` from no --epochs at all.
+    args.explicit = set(vars(build_parser(suppress_defaults=True).parse_args(argv)))
     try:
         return COMMANDS[args.command](args) or 0
     except AAEError as e:
@@ -109,7 +112,7 @@ def cmd_train(args) -> int:
 
     config = _config_from_args(args)
     if args.resume:
-        config = _resumed_config(load_run_config(args.out), config)
+        config = _resumed_config(load_run_config(args.out), config, args.explicit)
     torch.manual_seed(config.train.seed)
     d = config.data
     data = load_dataset(d.dataset, d.data_dir, d.subset, d.val_size, config.train.seed)
@@ -129,16 +132,25 @@ def _config_from_args(args) -> cfg.Config:
 RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every"}
 
 
-def _resumed_config(saved: cfg.Config, given: cfg.Config) -> cfg.Config:
-    """The saved config, with the resumable flags taken from the command line when given."""
-    default = _config_from_args(build_parser().parse_args(["train", given.model_kind, "--out", "-"]))
+def _resumed_config(saved: cfg.Config, given: cfg.Config, explicit: set | None = None) -> cfg.Config:
+    """The saved config, with the resumable flags taken from the command line when given.
+
+    Args:
+        explicit: the fields given on the command line (None: those that differ from the
+            model's defaults).
+    """
     if saved.model_kind != given.model_kind:
         raise AAEError(f"--resume: the run is a {saved.model_kind} model, not {given.model_kind}")
+    if explicit is None:
+        default = _config_from_args(build_parser().parse_args(["train", given.model_kind, "--out", "-"]))
+        explicit = {name for section in cfg.SECTIONS
+                    for name, value in vars(getattr(given, section)).items()
+                    if value != getattr(getattr(default, section), name)}  # fmt: skip
     changes = {}
     for section in cfg.SECTIONS:
-        s, g, d = (getattr(c, section) for c in (saved, given, default))
+        s, g = getattr(saved, section), getattr(given, section)
         for name, value in vars(g).items():
-            if value == getattr(d, name) or value == getattr(s, name):
+            if name not in explicit or value == getattr(s, name):
                 continue
             if name not in RESUMABLE:
                 raise AAEError(

@@ -66,6 +66,7 @@ class TrainConfig:
     beta1_reg: float = _f(0.9, "Adam beta1 of the regularization phases")
     lr_sup: float = _f(1e-3, "Adam learning rate of the supervised phase (semi-supervised model)")
     input_noise: float = _f(0.0, "std of Gaussian noise added to the encoder's input in training (semi-supervised model)")
+    code_noise: float = _f(0.0, "std of Gaussian noise added to the code z in training: q(z|x) = N(encoder(x), s^2 I) (supervised model)")
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
     checkpoint_every: int = _f(0, "also checkpoint every N steps within an epoch (0: only at epoch ends)")
@@ -76,6 +77,8 @@ class TrainConfig:
             _positive(self, name)
         if self.input_noise < 0:
             raise AAEError(f"--input-noise {self.input_noise}: must be >= 0")
+        if self.code_noise < 0:
+            raise AAEError(f"--code-noise {self.code_noise}: must be >= 0")
         if not 0 <= self.beta1_reg < 1:
             raise AAEError(f"--beta1-reg {self.beta1_reg}: must be in [0, 1)")
         if self.checkpoint_every < 0:
@@ -153,9 +156,11 @@ def _positive(obj, name: str, allow_none: bool = False):
 # CLI generation
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls, defaults: dict | None = None) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, cls, defaults: dict | None = None, suppress: bool = False
+) -> None:
     """Add one --flag per field of the dataclass `cls`, with its help line and default
-    (from `defaults` where given: a model's own defaults)."""
+    (from `defaults` where given: a model's own defaults; none at all when `suppress`)."""
     group = parser.add_argument_group(cls.__name__.replace("Config", "").lower())
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -165,7 +170,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, defaults: dict | None = 
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             type=kind,
-            default=default,
+            default=argparse.SUPPRESS if suppress else default,
             help=f"{f.metadata['help']} (default: {default})",
         )
 

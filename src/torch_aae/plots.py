@@ -13,6 +13,8 @@ import numpy as np  # noqa: E402
 
 def image_grid(images: np.ndarray, image_shape, nrow: int) -> np.ndarray:
     """Tile images (n, features) into one (nrow*h, ncol*w) array, row by row."""
+    if len(image_shape) == 1:  # flat vectors (a .npz of shape (n, d)): one row of pixels each
+        image_shape = (1, image_shape[0])
     images = np.asarray(images).reshape(len(images), *image_shape[-2:])
     n, h, w = images.shape
     ncol = -(-n // nrow)
@@ -36,7 +38,9 @@ def save_image_grid(images, image_shape, nrow: int, path: Path, title: str | Non
 def pca_2d(codes: np.ndarray) -> np.ndarray:
     """Project codes (n, d) on their first two principal components (identity for d = 2)."""
     codes = np.asarray(codes, dtype=np.float64)
-    if codes.shape[1] <= 2:
+    if codes.shape[1] == 1:  # 1-D codes: spread them on a line at y = 0
+        return np.concatenate([codes, np.zeros_like(codes)], axis=1)
+    if codes.shape[1] == 2:
         return codes
     centred = codes - codes.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)

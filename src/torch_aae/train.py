@@ -69,7 +69,7 @@ class RunFolder:
         self.path = Path(path)
         if resume and overwrite:
             raise AAEError("--resume and --overwrite contradict each other; pick one")
-        exists = self.path.exists() and any(self.path.iterdir())
+        exists = self.path.exists() and any(p.name != ".lock" for p in self.path.iterdir())
         if resume and not (self.path / CHECKPOINT).is_file():
             raise AAEError(f"--resume: no checkpoint at {self.path / CHECKPOINT}")
         if exists and not (resume or overwrite):
@@ -117,6 +117,8 @@ def fit(
         The summary: final evaluation metrics plus epochs, train_seconds, samples_per_second.
     """
     variant = get_variant(model.kind)
+    if resume and out is None:
+        raise AAEError("resume needs the run folder to resume from (out=...)")
     config = config or default_config(model, data, train)
     folder = RunFolder(Path(out), resume, overwrite) if out is not None else None
     run_path = folder.path if folder else None
@@ -174,6 +176,7 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         index_batches = state.perm.to(device).split(bs)
         bar = tqdm(total=steps_per_epoch, initial=state.batch, disable=not progress,
                    desc=f"epoch {epoch + 1}/{train.epochs}", leave=False, dynamic_ncols=True)  # fmt: skip
+        model.train()  # the epoch-end metrics below switch to eval mode
         start = time.perf_counter()
         try:
             for b in range(state.batch, steps_per_epoch):
