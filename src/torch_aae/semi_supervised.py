@@ -6,7 +6,8 @@ discriminators regularize the heads: a categorical one pushes softmax(y) towards
 drawn uniformly, a Gaussian one pushes z towards N(0, std^2 I). A supervised phase trains q(y|x)
 on the few labeled images with cross-entropy on the logits. q(y|x)'s argmax is the classifier.
 
-Per mini-batch of training images (the loop's batch) and of labeled images (cycled from ctx):
+Per mini-batch of training images (the loop's batch; all training images, labeled ones
+included, serve as unlabeled data) and of labeled images (cycled through):
 1. reconstruction, 2. both discriminators, 3. generator (encoder against both),
 4. supervised classification.
 """
@@ -21,7 +22,7 @@ from torch import nn
 
 from . import losses
 from .config import ModelConfig, TrainConfig
-from .data import labeled_indices
+from .data import cycled_batch, labeled_indices
 from .networks import Decoder, Discriminator, mlp
 from .optim import adam
 from .priors import GaussianPrior
@@ -135,33 +136,18 @@ def make_optimizers(model: SemiSupervisedAAE, cfg: TrainConfig) -> dict[str, tor
     }
 
 
-class LabeledCycle:
-    """The labeled images on the device, served in batches that cycle through a fresh
-    permutation each pass. Batch k is a pure function of (seed, k), so resuming is exact."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
-        self.x, self.y, self.seed = x, y, seed
-        self.batch_size = min(batch_size, len(x))
-        self.per_pass = len(x) // self.batch_size  # full batches per pass
-        self._perm_pass, self._perm = -1, None
-
-    def batch(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        p, i = divmod(k, self.per_pass)
-        if p != self._perm_pass:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + p)
-            self._perm_pass, self._perm = p, torch.randperm(len(self.x), generator=gen).to(self.x.device)
-        idx = self._perm[i * self.batch_size : (i + 1) * self.batch_size]
-        return self.x[idx], self.y[idx]
-
-
 def setup(model, data, config, device, run_path) -> dict:
     """Draw the labeled images (class-balanced, by seed); save their indices to the run folder."""
     idx = labeled_indices(data, config.data.labels, config.train.seed)
     if run_path is not None:
         (run_path / "labeled_indices.json").write_text(json.dumps(idx.tolist()))
-    cycle = LabeledCycle(data.train_x[idx].to(device), data.train_y[idx].to(device),
-                         config.train.batch_size, config.train.seed)  # fmt: skip
-    return {"labeled": cycle, "input_noise": config.train.input_noise}
+    return {
+        "x": data.train_x[idx].to(device),  # (n_labeled, in_dim)
+        "y": data.train_y[idx].to(device),
+        "batch_size": config.train.batch_size,
+        "seed": config.train.seed,
+        "input_noise": config.train.input_noise,
+    }
 
 
 def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: int = 0) -> dict:
@@ -204,7 +190,10 @@ def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: i
     opt["gen"].step()
 
     # 4. Supervised: min cross-entropy(q(y|x_labeled), label) on the logits (no double softmax).
-    xl, yl = ctx["labeled"].batch(step)
+    # The labeled set is cycled, one fresh permutation per pass: batch `step` is a pure function
+    # of (seed, step), so a resumed run draws the same batches.
+    idx = cycled_batch(len(ctx["x"]), ctx["batch_size"], ctx["seed"], step).to(x.device)
+    xl, yl = ctx["x"][idx], ctx["y"][idx]
     if noise > 0:
         xl = xl + noise * torch.randn_like(xl)
     opt["sup"].zero_grad(set_to_none=True)

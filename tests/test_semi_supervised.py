@@ -1,0 +1,178 @@
+"""The semi-supervised AAE: phases, label sampling, the categorical prior, no test leakage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import subset_of, tiny_train
+
+from torch_aae import semi_supervised as semi
+from torch_aae.config import Config, DataConfig, ModelConfig, TrainConfig
+from torch_aae.data import cycled_batch
+from torch_aae.train import fit
+
+
+def tiny_semi(seed: int = 0, **kw) -> semi.SemiSupervisedAAE:
+    args = dict(z_dim=2, hidden=32, depth=2, disc_hidden=32, disc_depth=2, dropout=0.0)
+    args.update(kw)
+    torch.manual_seed(seed)
+    return semi.SemiSupervisedAAE(784, (28, 28), 10, **args)
+
+
+def semi_config(labels="100", seed=0, **train) -> Config:
+    return Config("semi-supervised", DataConfig(labels=labels), ModelConfig(z_dim=2),
+                  tiny_train(seed=seed, **train))  # fmt: skip
+
+
+@pytest.fixture
+def data(mnist):
+    return subset_of(mnist, 1000, 300)
+
+
+def test_setup_draws_balanced_labels_reproducibly_and_saves_them(data, tmp_path):
+    model = tiny_semi()
+    ctx = semi.setup(model, data, semi_config("100", seed=3), "cpu", tmp_path)
+    saved = json.loads((tmp_path / "labeled_indices.json").read_text())
+    assert len(saved) == 100 and len(set(saved)) == 100
+    assert torch.equal(ctx["y"], data.train_y[saved])
+    assert torch.bincount(ctx["y"], minlength=10).tolist() == [10] * 10
+    again = semi.setup(model, data, semi_config("100", seed=3), "cpu", None)
+    other = semi.setup(model, data, semi_config("100", seed=4), "cpu", None)
+    assert torch.equal(again["x"], ctx["x"])
+    assert not torch.equal(other["x"], ctx["x"])
+
+
+def test_labeled_batches_cycle_through_every_labeled_image():
+    seen = torch.cat([cycled_batch(100, 30, seed=0, step=s) for s in range(3)])
+    assert len(seen) == 90 and len(set(seen.tolist())) == 90  # one pass: no repeats
+    assert torch.equal(cycled_batch(100, 30, 0, 7), cycled_batch(100, 30, 0, 7))  # pure function
+
+
+class StepRecorder:
+    """Which parameters each phase's optimizer step changed, in the order the steps ran."""
+
+    def __init__(self, model, optimizers):
+        self.model, self.order, self.changed, self.before = model, [], {}, {}
+        for phase, opt in optimizers.items():
+            opt.register_step_pre_hook(lambda o, a, k, phase=phase: self._pre(phase))
+            opt.register_step_post_hook(lambda o, a, k, phase=phase: self._post(phase))
+
+    def _pre(self, phase):
+        self.order.append(phase)
+        self.before = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+
+    def _post(self, phase):
+        self.changed[phase] = {n for n, p in self.model.named_parameters()
+                               if not torch.equal(p, self.before[n])}  # fmt: skip
+
+
+def _names(model, *prefixes):
+    return {n for n, _ in model.named_parameters() if n.startswith(prefixes)}
+
+
+@pytest.fixture
+def recorded(data):
+    model = tiny_semi().train()
+    optimizers = semi.make_optimizers(model, tiny_train(lr_recon=1e-2, lr_reg=1e-2, lr_sup=1e-2))
+    rec = StepRecorder(model, optimizers)
+    ctx = semi.setup(model, data, semi_config(), "cpu", None)
+    torch.manual_seed(0)
+    logs = semi.train_step(model, optimizers, data.train_x[:50], None, ctx, 0)
+    return model, rec, logs
+
+
+def test_phases_run_in_the_papers_order(recorded):
+    assert recorded[1].order == ["recon", "disc", "gen", "sup"]
+
+
+@pytest.mark.parametrize(
+    "phase, owners",
+    [
+        ("recon", ("encoder.", "decoder.")),
+        ("disc", ("label_discriminator.", "latent_discriminator.")),
+        ("gen", ("encoder.",)),
+        ("sup", ("encoder.trunk.", "encoder.class_head.")),  # the encoder only, not the style head
+    ],
+)
+def test_each_phase_changes_only_its_own_parameters(recorded, phase, owners):
+    model, rec, _ = recorded
+    assert rec.changed[phase] == _names(model, *owners)
+
+
+def test_step_logs_every_loss_as_finite_tensors(recorded):
+    logs = recorded[2]
+    for key in ("loss/recon", "loss/disc_cat", "loss/disc_gauss", "loss/gen", "loss/sup"):
+        assert logs[key].dim() == 0 and torch.isfinite(logs[key])
+
+
+def test_categorical_discriminator_sees_one_hot_prior_samples(data):
+    model = tiny_semi()
+    optimizers = semi.make_optimizers(model, tiny_train())
+    ctx = semi.setup(model, data, semi_config(), "cpu", None)
+    inputs = []
+    model.label_discriminator.register_forward_hook(lambda m, a, out: inputs.append(a[0].detach()))
+    torch.manual_seed(0)
+    for step in range(4):
+        semi.train_step(model, optimizers, data.train_x[step * 100 : (step + 1) * 100], None, ctx, step)
+    one_hot = [t for t in inputs if torch.all((t == 0) | (t == 1)) and torch.all(t.sum(1) == 1)]
+    soft = [t for t in inputs if not torch.all((t == 0) | (t == 1))]
+    assert len(one_hot) == 4  # one batch of prior samples per step ...
+    assert len(soft) == 8  # ... and softmax(y) codes, in the discriminator and generator phases
+    counts = torch.cat(one_hot).argmax(1).bincount(minlength=10)
+    assert counts.min() > 15  # uniform over the 10 classes (400 draws, 40 expected each)
+
+
+def test_no_test_image_reaches_training(data, monkeypatch):
+    seen = []
+    original = semi.train_step
+
+    def spy(model, opt, x, y, ctx, step):
+        seen.append(x)
+        seen.append(ctx["x"])
+        return original(model, opt, x, y, ctx, step)
+
+    monkeypatch.setattr(semi, "train_step", spy)
+    model = tiny_semi()
+    fit(model, data, tiny_train(epochs=1, batch_size=100), config=semi_config(), progress=False)
+    trained_on = {tuple(row.tolist()) for row in torch.cat(seen).unique(dim=0)}
+    test_rows = {tuple(row.tolist()) for row in data.test_x}
+    train_rows = {tuple(row.tolist()) for row in data.train_x}
+    assert trained_on <= train_rows
+    assert not trained_on & test_rows
+
+
+def test_short_run_learns_to_classify_and_reports_test_error(data, tmp_path):
+    model = tiny_semi(hidden=64, disc_hidden=32)
+    config = semi_config("100", epochs=4, batch_size=50)
+    summary = fit(model, data, config.train, out=tmp_path / "run", config=config, progress=False)
+    assert 0 <= summary["test_error"] < 0.6  # chance is 0.9
+    assert {"test_recon_bce", "prior_mean_abs_max", "epochs"} <= set(summary)
+    for name in ("latent.png", "style_grid.png", "samples.png", "losses.png"):
+        assert (tmp_path / "run" / "plots" / name).stat().st_size > 1000
+
+
+def test_validation_error_is_logged_per_epoch_when_a_split_exists(data):
+    data.val_x, data.val_y = data.train_x[:200], data.train_y[:200]
+    model = tiny_semi()
+    fit(model, data, tiny_train(epochs=1), config=semi_config(epochs=1), out=None, progress=False)
+    assert 0 <= semi.epoch_metrics(model, data, "cpu")["eval/val_error"] <= 1
+
+
+def test_bench_seeds_reports_mean_and_std(data, tmp_path, monkeypatch):
+    from torch_aae import bench
+
+    import torch_aae.data as data_module
+
+    monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: subset_of(data, 500, 200))
+    config = Config("semi-supervised", DataConfig(labels="100"),
+                    ModelConfig(z_dim=2, hidden=32, disc_hidden=32), tiny_train(epochs=1))  # fmt: skip
+    result = bench.bench_seeds(config, 2, tmp_path, "aae bench ...", progress=False)
+    assert result["seeds"] == [0, 1] and len(result["test_error"]) == 2
+    mean = sum(result["test_error"]) / 2
+    assert result["test_error_mean"] == pytest.approx(mean)
+    assert result["test_error_std"] == pytest.approx(abs(result["test_error"][0] - mean) * 2**0.5)
+    on_disk = json.loads((tmp_path / "bench.json").read_text())
+    assert on_disk["test_error_mean"] == result["test_error_mean"]
+    assert "| semi-supervised | 100 | 2 |" in (tmp_path / "bench.md").read_text()
