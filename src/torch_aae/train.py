@@ -88,6 +88,10 @@ class RunFolder:
             for child in self.path.iterdir():
                 if child.name != ".lock":
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
+        # Temporary files of writes that a crash interrupted (the files they were to replace
+        # are intact): safe to delete now that the folder is ours.
+        for stale in self.path.glob("**/.*.tmp"):
+            stale.unlink()
 
     def close(self) -> None:
         fcntl.flock(self._lock, fcntl.LOCK_UN)
