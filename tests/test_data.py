@@ -209,11 +209,23 @@ def test_md5_mismatch_of_a_regzipped_real_file(tmp_path):
         D.load_dataset("mnist", data_dir=tmp_path)
 
 
-def test_garbage_file_fails_md5_in_load_dataset(tmp_path, monkeypatch):
+def test_garbage_file_fails_in_load_dataset(tmp_path, monkeypatch):
     files = write_fake_mnist(tmp_path / "mnist")
     monkeypatch.setattr(D, "MNIST_FILES", files)
     assert len(D.load_dataset("mnist", data_dir=tmp_path).train_x) == 12  # valid as written
     (tmp_path / "mnist" / files["train_images"][0]).write_bytes(b"garbage")
+    # The structure is checked before the md5 sum: the message names what is wrong.
+    with pytest.raises(AAEError, match="train-images-idx3-ubyte.gz: truncated IDX header"):
+        D.load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_valid_idx_with_other_content_fails_md5(tmp_path, monkeypatch):
+    files = write_fake_mnist(tmp_path / "mnist")
+    monkeypatch.setattr(D, "MNIST_FILES", files)
+    other = write_fake_mnist(tmp_path / "other", seed=1)  # same shapes, other pixels
+    name = files["train_images"][0]
+    (tmp_path / "mnist" / name).write_bytes((tmp_path / "other" / name).read_bytes())
+    assert other["train_images"][1] != files["train_images"][1]
     with pytest.raises(AAEError, match="does not match the published"):
         D.load_dataset("mnist", data_dir=tmp_path)
 

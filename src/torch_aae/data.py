@@ -140,12 +140,12 @@ def _check_md5(path: Path, expected: str, uncompressed: bool) -> None:
 
 def read_idx_dataset(folder: Path, files: dict, md5_uncompressed: bool, name: str) -> Dataset:
     """Read the four IDX files of an MNIST-format dataset from `folder`, checking md5 sums."""
+    # Structure first (magic, dimensions, counts: the most specific message), then md5 sums.
     arrays = {}
-    for key, (fname, md5) in files.items():
+    for key, (fname, _) in files.items():
         path = folder / fname
         if not path.is_file():
             raise AAEError(f"{name}: missing file {path}")
-        _check_md5(path, md5, md5_uncompressed)
         arrays[key] = read_idx(path, ndim=3 if key.endswith("images") else 1)
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
@@ -155,6 +155,8 @@ def read_idx_dataset(folder: Path, files: dict, md5_uncompressed: bool, name: st
             )
         if labels.size and labels.max() > 9:
             raise AAEError(f"{name}: {split} labels go up to {labels.max()}, expected 0..9")
+    for fname, md5 in files.values():
+        _check_md5(folder / fname, md5, md5_uncompressed)
     shape = tuple(arrays["train_images"].shape[1:])
     return Dataset(
         name=name,
