@@ -84,7 +84,8 @@ def predict(classifier: Classifier, images: torch.Tensor, device=None,
             batch_size: int = 1000) -> torch.Tensor:  # fmt: skip
     """Predicted classes (n,) int64 of images (n, features), on the CPU."""
     classifier.eval()
-    return collect(lambda xb: classifier(xb).argmax(1), images, _device(classifier, device), batch_size)
+    device = _device(classifier, device)
+    return collect(lambda xb: classifier(xb).argmax(1), images, device, batch_size)
 
 
 def features(classifier: Classifier, images: torch.Tensor, device=None,
@@ -127,7 +128,8 @@ def train_classifier(data: Dataset, epochs: int = DEFAULT_EPOCHS, batch_size: in
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     x, y = data.train_x.to(device), data.train_y.to(device)
     steps = epochs * -(-len(x) // batch_size)
-    bar = tqdm(total=steps, desc="classifier", disable=not progress, dynamic_ncols=True, leave=False)
+    bar = tqdm(total=steps, desc="classifier", disable=not progress, dynamic_ncols=True,
+               leave=False)  # fmt: skip
     model.train()
     for epoch in range(epochs):
         if epoch == epochs - 1 and epochs > 1:  # a lower rate to settle the last epoch
@@ -211,7 +213,8 @@ def cached_classifier(data: Dataset, cache: str | os.PathLike | None = None,
 
 def train_and_cache(data: Dataset, cache: str | os.PathLike | None = None,
                     epochs: int = DEFAULT_EPOCHS, seed: int = 0, device="cpu",
-                    retrain: bool = False, progress: bool = True) -> tuple[Classifier, dict]:  # fmt: skip
+                    retrain: bool = False,
+                    progress: bool = True) -> tuple[Classifier, dict]:  # fmt: skip
     """Train (or, unless `retrain`, reuse) the cached classifier of `data`.
 
     Returns:
