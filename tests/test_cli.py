@@ -155,7 +155,7 @@ def _main_error(capsys, argv) -> str:
         (["--device", "tpu"], "--device 'tpu'"),
         (["--val-size", "-1"], "--val-size -1"),
         (["--prior", "uniform"], "unknown prior 'uniform'"),
-        (["--resume"], "not a run folder (no config.json)"),
+        (["--resume"], "--resume: no checkpoint at"),
         (["--dataset", "{tmp}/absent.npz"], "no such file"),
     ],
 )

@@ -470,7 +470,7 @@ def test_npz_that_is_a_plain_npy_file(tmp_path):
     path = tmp_path / "plain.npz"
     with open(path, "wb") as f:
         np.save(f, _good_x())
-    with pytest.raises(AAEError, match="not a readable .npz"):
+    with pytest.raises(AAEError, match="not a .npz file"):
         D.load_npz(path)
 
 

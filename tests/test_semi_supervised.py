@@ -9,7 +9,7 @@ import torch
 from conftest import subset_of, tiny_train
 
 from torch_aae import semi_supervised as semi
-from torch_aae.config import Config, DataConfig, ModelConfig, TrainConfig
+from torch_aae.config import Config, DataConfig, ModelConfig
 from torch_aae.data import cycled_batch
 from torch_aae.train import fit
 
@@ -33,8 +33,12 @@ def data(mnist):
 
 def test_setup_draws_balanced_labels_reproducibly_and_saves_them(data, tmp_path):
     model = tiny_semi()
-    ctx = semi.setup(model, data, semi_config("100", seed=3), "cpu", tmp_path)
-    saved = json.loads((tmp_path / "labeled_indices.json").read_text())
+    config = semi_config("100", seed=3)
+    ctx = semi.setup(model, data, config, "cpu", tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # setup writes nothing: fit writes its run_files
+    fit(model, data, config.train, out=tmp_path / "run", config=config, progress=False)
+    saved = json.loads((tmp_path / "run" / "labeled_indices.json").read_text())
+    assert saved == ctx["run_files"]["labeled_indices.json"]
     assert len(saved) == 100 and len(set(saved)) == 100
     assert torch.equal(ctx["y"], data.train_y[saved])
     assert torch.bincount(ctx["y"], minlength=10).tolist() == [10] * 10

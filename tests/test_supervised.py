@@ -85,7 +85,7 @@ def test_the_decoder_takes_the_label_and_the_code(data):
 def test_setup_draws_balanced_labels_and_saves_their_indices(data, tmp_path):
     ctx = setup(tiny_supervised(), data, config("50", seed=3), "cpu", tmp_path)
     assert ctx["y"].bincount(minlength=10).tolist() == [5] * 10
-    saved = json.loads((tmp_path / "labeled_indices.json").read_text())
+    saved = ctx["run_files"]["labeled_indices.json"]  # fit writes it into the run folder
     assert saved == labeled_indices(data, "50", 3).tolist() and saved == sorted(saved)
     assert torch.equal(ctx["x"], data.train_x[saved])
     # No --labels on a training set of <= 10,000 images: every image, through the loop's batches.

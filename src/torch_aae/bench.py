@@ -226,7 +226,7 @@ def bench_markdown(r: dict) -> str:
     paper = r["paper_test_error"]
     paper_txt = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "-"
     lines = [
-        f"| model | labels | seeds | test error (%) | paper (%) | epochs | minutes per seed |",
+        "| model | labels | seeds | test error (%) | paper (%) | epochs | minutes per seed |",
         "|---|---|---|---|---|---|---|",
         f"| {r['model']} | {r['labels']} | {len(r['seeds'])} | "
         f"{100 * r['test_error_mean']:.2f} ± {100 * r['test_error_std']:.2f} | {paper_txt} | "

@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -103,10 +104,11 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f" ({unsupported.group(1)})" if unsupported else ""
         raise AAEError(
-            f"{path}: refused to load: it holds objects that safe (weights_only) loading does "
-            f"not allow, possibly code ({first})"
+            f"{path}: refused to load: it holds objects{what} that safe (weights_only) loading "
+            "does not allow, possibly code"
         ) from None
     except Exception as e:  # a corrupt pickle can raise nearly anything: KeyError, TypeError...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -110,6 +110,9 @@ def cmd_train(args) -> int:
     from .data import load_dataset
     from .train import fit
 
+    from .train import RunFolder
+
+    RunFolder.check(args.out, args.resume, args.overwrite)  # before loading any data
     config = _config_from_args(args)
     if args.resume:
         config = _resumed_config(load_run_config(args.out), config, args.explicit)

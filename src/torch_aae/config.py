@@ -55,6 +55,10 @@ class ModelConfig:
             _positive(self, name)
         if not 0 <= self.dropout < 1:
             raise AAEError(f"--dropout {self.dropout}: must be in [0, 1)")
+        from .priors import PRIORS
+
+        if self.prior not in (*PRIORS, "custom"):
+            raise AAEError(f"unknown prior {self.prior!r}; choose one of {', '.join(PRIORS)}")
 
 
 @dataclass(frozen=True)

@@ -267,6 +267,13 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     if not path.is_file():
         raise AAEError(f"{path}: no such file")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise AAEError(f"{path}: cannot read ({e.strerror})") from None
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # a .npz is a zip archive
+        raise AAEError(f"{path}: not a .npz file (not a zip archive)")
+    try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except ValueError as e:

@@ -14,7 +14,6 @@ included, serve as unlabeled data) and of labeled images (cycled through):
 
 from __future__ import annotations
 
-import json
 
 import torch
 import torch.nn.functional as F
@@ -139,9 +138,8 @@ def make_optimizers(model: SemiSupervisedAAE, cfg: TrainConfig) -> dict[str, tor
 def setup(model, data, config, device, run_path) -> dict:
     """Draw the labeled images (class-balanced, by seed); save their indices to the run folder."""
     idx = labeled_indices(data, config.data.labels, config.train.seed)
-    if run_path is not None:
-        (run_path / "labeled_indices.json").write_text(json.dumps(idx.tolist()))
     return {
+        "run_files": {"labeled_indices.json": idx.tolist()},  # written by fit to the run folder
         "x": data.train_x[idx].to(device),  # (n_labeled, in_dim)
         "y": data.train_y[idx].to(device),
         "batch_size": config.train.batch_size,

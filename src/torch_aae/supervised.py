@@ -35,13 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses
-from .checkpoint import atomic_write_json
 from .config import ModelConfig
 from .data import cycled_batch, labeled_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder
 from .priors import Prior, make_prior
-from .unsupervised import make_optimizers  # the same three phases and parameter groups
 
 DEFAULT_LABELS = 10_000  # the blog's number of labeled images
 # The CLI's defaults for this model where they differ from the config's: the blog's 10,000 labels
@@ -135,7 +133,7 @@ MODEL = SupervisedAAE  # the variant registry's entry point
 
 
 def setup(model: SupervisedAAE, data, config, device, run_path) -> dict:
-    """Draw the labeled images (class-balanced, by seed), save their indices to
+    """Draw the labeled images (class-balanced, by seed), have their indices saved to
     RUN/labeled_indices.json, and check that the evaluation classifier exists (runs with a
     folder are evaluated at the end).
 
@@ -153,9 +151,9 @@ def setup(model: SupervisedAAE, data, config, device, run_path) -> dict:
         from .classifier import require_classifier
 
         require_classifier(data)
-        atomic_write_json(run_path / "labeled_indices.json", idx.tolist())
     every = len(idx) == len(data.train_x)
     return {
+        "run_files": {"labeled_indices.json": idx.tolist()},  # written by fit to the run folder
         "x": None if every else data.train_x[idx].to(device),
         "y": None if every else data.train_y[idx].to(device),
         "batch_size": config.train.batch_size,

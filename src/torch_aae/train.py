@@ -67,16 +67,7 @@ class RunFolder:
 
     def __init__(self, path: Path, resume: bool = False, overwrite: bool = False):
         self.path = Path(path)
-        if resume and overwrite:
-            raise AAEError("--resume and --overwrite contradict each other; pick one")
-        exists = self.path.exists() and any(p.name != ".lock" for p in self.path.iterdir())
-        if resume and not (self.path / CHECKPOINT).is_file():
-            raise AAEError(f"--resume: no checkpoint at {self.path / CHECKPOINT}")
-        if exists and not (resume or overwrite):
-            raise AAEError(
-                f"{self.path} already holds a run; pass --resume to continue it or --overwrite "
-                "to replace it"
-            )
+        exists = self.check(self.path, resume, overwrite)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.path / ".lock", "a+")
         try:
@@ -92,6 +83,24 @@ class RunFolder:
         # are intact): safe to delete now that the folder is ours.
         for stale in self.path.glob("**/.*.tmp"):
             stale.unlink()
+
+    @staticmethod
+    def check(path: Path, resume: bool, overwrite: bool) -> bool:
+        """Refuse a bad request before anything is loaded or written; True if a run exists."""
+        path = Path(path)
+        if resume and overwrite:
+            raise AAEError("--resume and --overwrite contradict each other; pick one")
+        if path.exists() and not path.is_dir():
+            raise AAEError(f"{path} is a file, not a run folder")
+        exists = path.exists() and any(p.name != ".lock" for p in path.iterdir())
+        if resume and not (path / CHECKPOINT).is_file():
+            raise AAEError(f"--resume: no checkpoint at {path / CHECKPOINT}")
+        if exists and not (resume or overwrite):
+            raise AAEError(
+                f"{path} already holds a run; pass --resume to continue it or --overwrite "
+                "to replace it"
+            )
+        return exists
 
     def close(self) -> None:
         fcntl.flock(self._lock, fcntl.LOCK_UN)
@@ -124,11 +133,17 @@ def fit(
     if resume and out is None:
         raise AAEError("resume needs the run folder to resume from (out=...)")
     config = config or default_config(model, data, train)
-    folder = RunFolder(Path(out), resume, overwrite) if out is not None else None
-    run_path = folder.path if folder else None
+    run_path = Path(out) if out is not None else None
+    device = resolve_device(train.device)
+    if run_path is not None:
+        RunFolder.check(run_path, resume, overwrite)
+    # Variant-specific fixed inputs of the step (e.g. the labeled subset), built once, and
+    # validated before the run folder is touched: a bad request leaves no half-made run.
+    ctx = variant.setup(model, data, config, device, run_path)
+    run_files = ctx.pop("run_files", {}) if isinstance(ctx, dict) else {}
+    folder = RunFolder(run_path, resume, overwrite) if run_path is not None else None
     logger = RunLogger(run_path)
     try:
-        device = resolve_device(train.device)
         torch.manual_seed(train.seed)
         model.to(device)
         optimizers = variant.make_optimizers(model, train)
@@ -137,8 +152,8 @@ def fit(
             state = _restore(run_path / CHECKPOINT, model, optimizers, device)
         elif run_path is not None:
             atomic_write_json(run_path / "config.json", config.to_dict())
-        # Variant-specific fixed inputs of the step (e.g. the labeled subset), built once.
-        ctx = variant.setup(model, data, config, device, run_path)
+            for name, content in run_files.items():
+                atomic_write_json(run_path / name, content)
         _train_epochs(model, variant, optimizers, data, train, state, device, run_path, logger,
                       config, progress, ctx)  # fmt: skip
         summary = variant.evaluate(model, data, device)

@@ -3,7 +3,8 @@
 - `MODEL`: the nn.Module class, with `kind`, `model_args`, `from_config(cfg, in_dim, image_shape)`;
 - `make_optimizers(model, train_cfg) -> dict[str, Optimizer]`, one per phase;
 - `setup(model, data, config, device, run_path) -> ctx`: fixed inputs of the step built once
-  (e.g. the labeled subset; it may write files such as the drawn label indices to run_path);
+  (e.g. the labeled subset), called before the run folder is created so that it can refuse a
+  bad request first; files for the run folder go in ctx["run_files"] ({name: JSON data});
 - `train_step(model, optimizers, x, y, ctx, step) -> dict[str, 0-d Tensor]`: one mini-batch of
   the phases, each with its own zero_grad / backward / step; no host sync;
 - `epoch_metrics(model, data, device) -> dict` logged after each epoch (keys `eval/...`);
