@@ -470,3 +470,15 @@ def test_fit_on_flat_npz_writes_plots(tmp_path):
     fit(tiny_model(in_dim=12, image_shape=data.image_shape), data, tiny_train(batch_size=20),
         out=tmp_path / "run", progress=False)  # fmt: skip
     assert (tmp_path / "run" / "plots" / "samples.png").is_file()
+
+
+def test_epoch_seconds_add_up_to_the_training_time_with_intra_epoch_checkpoints(tmp_path):
+    from conftest import synthetic_dataset
+
+    data = synthetic_dataset(120, shape=(4, 4))
+    model = tiny_model(in_dim=16, image_shape=(4, 4))
+    summary = fit(model, data, tiny_train(epochs=2, batch_size=10, checkpoint_every=3),
+                  out=tmp_path / "run", progress=False)  # fmt: skip
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    total = sum(r["time/epoch_seconds"] for r in rows)
+    assert total == pytest.approx(summary["train_seconds"], abs=0.01)

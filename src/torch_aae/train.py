@@ -59,6 +59,7 @@ class TrainState:
     sums: dict = dataclasses.field(default_factory=dict)  # running sums of this epoch's logs
     history: list = dataclasses.field(default_factory=list)  # one dict per completed epoch
     train_seconds: float = 0.0
+    epoch_seconds: float = 0.0  # training time of the current epoch so far
     images_seen: int = 0
 
 
@@ -191,7 +192,7 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
 
     for epoch in range(state.epoch, train.epochs):
         if state.perm is None:
-            state.perm, state.batch, state.sums = torch.randperm(n), 0, {}
+            state.perm, state.batch, state.sums, state.epoch_seconds = torch.randperm(n), 0, {}, 0.0
         index_batches = state.perm.to(device).split(bs)
         bar = tqdm(total=steps_per_epoch, initial=state.batch, disable=not progress,
                    desc=f"epoch {epoch + 1}/{train.epochs}", leave=False, dynamic_ncols=True)  # fmt: skip
@@ -211,29 +212,35 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
                     bar.set_postfix(_means(state.sums, state.batch, check=True), refresh=False)
                 if train.checkpoint_every and state.step % train.checkpoint_every == 0:
                     _means(state.sums, state.batch, check=True)
-                    state.train_seconds += time.perf_counter() - start
-                    start = time.perf_counter()
+                    start = _tick(state, start)
                     checkpoint()
         except KeyboardInterrupt:
-            state.train_seconds += time.perf_counter() - start
+            _tick(state, start)
             bar.close()
             _means(state.sums, max(state.batch, 1), check=True)
             checkpoint()
             where = f"; resume with --resume --out {run_path}" if run_path else ""
             raise AAEError(f"interrupted at epoch {epoch + 1}, step {state.step}{where}") from None
         bar.close()
-        seconds = time.perf_counter() - start
-        state.train_seconds += seconds
+        _tick(state, start)
         row = {"epoch": epoch + 1, **_means(state.sums, steps_per_epoch, check=True)}
         model.eval()
         row.update(variant.epoch_metrics(model, data, device))
-        row["time/epoch_seconds"] = round(seconds, 3)
+        row["time/epoch_seconds"] = round(state.epoch_seconds, 3)
         state.history.append(row)
         state.epoch, state.perm, state.batch, state.sums = epoch + 1, None, 0, {}
         checkpoint()
         logger.write_epoch(state.history)
         shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in row.items() if k != "epoch")
         tqdm.write(f"epoch {epoch + 1}/{train.epochs} {shown}", file=sys.stderr)
+
+
+def _tick(state: TrainState, start: float) -> float:
+    """Add the time since `start` to the run's and the epoch's training time; return now."""
+    now = time.perf_counter()
+    state.train_seconds += now - start
+    state.epoch_seconds += now - start
+    return now
 
 
 def _means(sums: dict, count: int, check: bool = False) -> dict[str, float]:
@@ -260,6 +267,7 @@ def _save(path: Path, model, optimizers, state: TrainState, config: Config) -> N
             "epoch": state.epoch, "step": state.step, "batch": state.batch, "perm": state.perm,
             "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
             "history": state.history, "train_seconds": state.train_seconds,
+            "epoch_seconds": state.epoch_seconds,
             "images_seen": state.images_seen,
         },
         "rng": rng_state(),
@@ -283,7 +291,8 @@ def _restore(path: Path, model, optimizers, device) -> TrainState:
     return TrainState(
         epoch=s["epoch"], step=s["step"], batch=s["batch"], perm=s["perm"],
         sums={k: v.to(device) for k, v in s["sums"].items()}, history=list(s["history"]),
-        train_seconds=s["train_seconds"], images_seen=s["images_seen"],
+        train_seconds=s["train_seconds"], epoch_seconds=s["epoch_seconds"],
+        images_seen=s["images_seen"],
     )  # fmt: skip
 
 
