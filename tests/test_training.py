@@ -482,3 +482,17 @@ def test_epoch_seconds_add_up_to_the_training_time_with_intra_epoch_checkpoints(
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     total = sum(r["time/epoch_seconds"] for r in rows)
     assert total == pytest.approx(summary["train_seconds"], abs=0.01)
+
+
+def test_lr_step_divides_every_learning_rate_by_ten_from_that_epoch():
+    from torch_aae.train import set_learning_rates
+
+    model = tiny_model()
+    optimizers = make_optimizers(model, tiny_train(lr_recon=1e-3, lr_reg=2e-4))
+    rates = lambda: [g["lr"] for o in optimizers.values() for g in o.param_groups]  # noqa: E731
+    set_learning_rates(optimizers, epoch=1, lr_step=2)
+    assert rates() == [1e-3, 2e-4, 2e-4]
+    set_learning_rates(optimizers, epoch=2, lr_step=2)
+    assert rates() == pytest.approx([1e-4, 2e-5, 2e-5])
+    set_learning_rates(optimizers, epoch=3, lr_step=0)  # no schedule: the initial rates
+    assert rates() == [1e-3, 2e-4, 2e-4]

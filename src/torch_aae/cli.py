@@ -132,7 +132,7 @@ def _config_from_args(args) -> cfg.Config:
 
 
 # Flags that may change when a run is resumed; every other flag must match the saved run.
-RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every"}
+RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every", "lr_step"}
 
 
 def _resumed_config(saved: cfg.Config, given: cfg.Config, explicit: set | None = None) -> cfg.Config:

@@ -71,6 +71,7 @@ class TrainConfig:
     lr_sup: float = _f(1e-3, "Adam learning rate of the supervised phase (semi-supervised model)")
     input_noise: float = _f(0.0, "std of Gaussian noise added to the encoder's input in training (semi-supervised model)")
     code_noise: float = _f(0.0, "std of Gaussian noise added to the code z in training: q(z|x) = N(encoder(x), s^2 I) (supervised model)")
+    lr_step: int = _f(0, "from this epoch on, every learning rate is divided by 10 (0: constant)")
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
     checkpoint_every: int = _f(0, "also checkpoint every N steps within an epoch (0: only at epoch ends)")
@@ -85,6 +86,8 @@ class TrainConfig:
             raise AAEError(f"--code-noise {self.code_noise}: must be >= 0")
         if not 0 <= self.beta1_reg < 1:
             raise AAEError(f"--beta1-reg {self.beta1_reg}: must be in [0, 1)")
+        if self.lr_step < 0:
+            raise AAEError(f"--lr-step {self.lr_step}: must be >= 0")
         if self.checkpoint_every < 0:
             raise AAEError(f"--checkpoint-every {self.checkpoint_every}: must be >= 0")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):

@@ -196,6 +196,7 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         index_batches = state.perm.to(device).split(bs)
         bar = tqdm(total=steps_per_epoch, initial=state.batch, disable=not progress,
                    desc=f"epoch {epoch + 1}/{train.epochs}", leave=False, dynamic_ncols=True)  # fmt: skip
+        set_learning_rates(optimizers, epoch, train.lr_step)
         model.train()  # the epoch-end metrics below switch to eval mode
         start = time.perf_counter()
         try:
@@ -233,6 +234,16 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         logger.write_epoch(state.history)
         shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in row.items() if k != "epoch")
         tqdm.write(f"epoch {epoch + 1}/{train.epochs} {shown}", file=sys.stderr)
+
+
+def set_learning_rates(optimizers: dict, epoch: int, lr_step: int) -> None:
+    """The step schedule: each optimizer's initial rate, divided by 10 from epoch `lr_step` on
+    (counting from 0). A function of the epoch alone, so a resumed run gets the same rates."""
+    factor = 0.1 if lr_step and epoch >= lr_step else 1.0
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * factor
 
 
 def _tick(state: TrainState, start: float) -> float:
