@@ -6,7 +6,11 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import sys
+import time
 from pathlib import Path
+
+import torch
 
 from .checkpoint import atomic_write_json, load_model
 from .config import Config, from_dict
@@ -45,11 +49,21 @@ def _run_data(run, data_dir) -> Dataset:
     return load_dataset(d.dataset, data_dir or d.data_dir)
 
 
-def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None) -> dict:
-    """Final metrics of the run's latest checkpoint; also written to RUN/eval.json."""
+def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, parzen: bool = False,
+                 n_samples: int = 10000, seed: int = 0, cache_dir=None, note=None) -> dict:
+    """Final metrics of the run's latest checkpoint; also written to RUN/eval.json.
+
+    Args:
+        parzen: also the sample metrics of `sample_metrics` (Parzen log-likelihood, and the
+            classifier's Frechet distance and class histogram when it is cached), from
+            `n_samples` samples drawn with `seed`; `cache_dir` and `note` are passed on.
+    """
     device = resolve_device(device)
     model = load_model(run, device)
-    metrics = get_variant(model.kind).evaluate(model, _run_data(run, data_dir), device)
+    data = _run_data(run, data_dir)
+    metrics = get_variant(model.kind).evaluate(model, data, device)
+    if parzen:
+        metrics.update(sample_metrics(model, data, device, n_samples, seed, cache_dir, note))
     atomic_write_json(Path(run) / "eval.json", metrics)
     return metrics
 
@@ -59,3 +73,60 @@ def plot_run(run: str | os.PathLike, device: str = "cpu", data_dir=None) -> list
     device = resolve_device(device)
     model = load_model(run, device)
     return make_plots(model, _run_data(run, data_dir), Path(run), device, read_history(run))
+
+
+# ----------------------------------------------------------------------------------------------
+# Sample evaluation: Parzen log-likelihood (paper's Table 1) and classifier-based sample quality
+
+
+@torch.no_grad()
+def draw_samples(model, n: int, device, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
+    """`n` decoded prior samples (n, features) of `model`, drawn after torch.manual_seed(seed)."""
+    if n < 2:
+        raise AAEError(f"--samples {n}: need at least 2")
+    model.eval()
+    torch.manual_seed(seed)
+    out = [model.sample(min(batch_size, n - i)).cpu() for i in range(0, n, batch_size)]
+    return torch.cat(out).to(torch.float32)
+
+
+def sample_metrics(model, data: Dataset, device, n_samples: int = 10000, seed: int = 0,
+                   cache_dir=None, note=None) -> dict:  # fmt: skip
+    """Parzen log-likelihood of the test images (see `torch_aae.parzen`) and, when the
+    evaluation classifier of `data` is cached, `classifier_fd` (Frechet distance between the
+    classifier's penultimate features of the samples and of the test images) and the class
+    histogram of the samples, all from the same `n_samples` samples.
+
+    Args:
+        note: called with a one-line message when the classifier metrics are skipped
+            (default: print to stderr).
+    Returns:
+        parzen_* keys (see `parzen.parzen_evaluate`), parzen_seconds, and when the classifier
+        is cached classifier_fd and sample_class_* (see `metrics.class_histogram`).
+    """
+    from .classifier import classifier_path, features, load_classifier, predict
+    from .metrics import class_histogram, frechet_distance
+    from .parzen import parzen_evaluate, validation_images
+
+    if data.test_x is None:
+        raise AAEError(f"{data.name}: sample metrics need a test split (x_test in the .npz)")
+    note = note or (lambda msg: print(msg, file=sys.stderr))
+    samples = draw_samples(model, n_samples, device, seed)  # (n_samples, features)
+    start = time.perf_counter()
+    out = parzen_evaluate(samples, data.test_x, validation_images(data.train_x))
+    out["parzen_seconds"] = round(time.perf_counter() - start, 1)
+    try:
+        path = classifier_path(data, cache_dir)
+    except AAEError as e:
+        path, why = None, str(e)
+    else:
+        why = f"no evaluation classifier cached at {path} (`aae classifier train` makes it)"
+    if path is None or not path.is_file():
+        note(f"note: classifier_fd and the class histogram skipped: {why}")
+        return out
+    classifier = load_classifier(path, device)
+    fd = frechet_distance(features(classifier, samples).numpy(),
+                          features(classifier, data.test_x).numpy())  # fmt: skip
+    out["classifier_fd"] = fd
+    out.update(class_histogram(predict(classifier, samples).numpy(), data.num_classes))
+    return out

@@ -41,6 +41,13 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="compute a run's final metrics; print and save them")
     ev.add_argument("run", help="run folder")
     _add_runtime_flags(ev)
+    ev.add_argument("--parzen", action="store_true",
+                    help="also the Parzen log-likelihood of the test set (paper's Table 1) and, when "
+                         "the evaluation classifier is cached, classifier_fd and the class "
+                         "histogram of the samples")  # fmt: skip
+    ev.add_argument("--samples", type=int, default=10000, help="samples for --parzen (default: 10000)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the --parzen samples (default: 0)")
+    ev.add_argument("--cache-dir", default=None, help="classifier cache (default: $TORCH_AAE_CACHE, else ~/.cache/torch_aae)")
 
     sample = sub.add_parser("sample", help="decode prior samples of a trained model into a PNG")
     sample.add_argument("run", help="run folder or checkpoint file")
@@ -171,7 +178,8 @@ def _resumed_config(saved: cfg.Config, given: cfg.Config, explicit: set | None =
 def cmd_evaluate(args) -> int:
     from .api import evaluate_run
 
-    metrics = evaluate_run(args.run, device=args.device, data_dir=args.data_dir)
+    metrics = evaluate_run(args.run, device=args.device, data_dir=args.data_dir, parzen=args.parzen,
+                           n_samples=args.samples, seed=args.seed, cache_dir=args.cache_dir)  # fmt: skip
     print(json.dumps(metrics, indent=2))
     return 0
 

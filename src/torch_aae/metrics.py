@@ -106,3 +106,54 @@ def style_consistency(features: np.ndarray, names=STYLE_FEATURES) -> dict[str, f
         out[f"style_consistency_{name}"] = float(corr[~np.eye(k, dtype=bool)].mean())
     out = {"style_consistency": float(np.mean(list(out.values()))), **out}
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Sample quality: pure functions of an evaluation classifier's outputs on samples and test images
+
+
+def _sqrtm_psd(a: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a symmetric positive semi-definite matrix (eigenvalues < 0
+    from rounding are set to 0)."""
+    w, v = np.linalg.eigh(a)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (n, d) and (m, d):
+    |mu_a - mu_b|^2 + tr(C_a + C_b - 2 (C_a C_b)^(1/2)) (the FID formula, on any features).
+
+    tr((C_a C_b)^(1/2)) is computed as the sum of the square roots of the eigenvalues of the
+    symmetric PSD matrix C_a^(1/2) C_b C_a^(1/2), which has the same eigenvalues, in float64.
+    """
+    a = np.asarray(features_a, dtype=np.float64)
+    b = np.asarray(features_b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"frechet_distance: need (n, d) and (m, d) with n, m >= 2, got "
+                         f"{a.shape} and {b.shape}")  # fmt: skip
+    cov_a, cov_b = np.cov(a, rowvar=False, ddof=1), np.cov(b, rowvar=False, ddof=1)  # (d, d)
+    root_a = _sqrtm_psd(np.atleast_2d(cov_a))
+    eig = np.linalg.eigvalsh(root_a @ np.atleast_2d(cov_b) @ root_a)
+    trace_sqrt = np.sqrt(np.clip(eig, 0.0, None)).sum()
+    mean_term = float(((a.mean(0) - b.mean(0)) ** 2).sum())
+    return max(0.0, mean_term + float(np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt))
+
+
+def class_histogram(predicted: np.ndarray, n_classes: int) -> dict[str, float]:
+    """How evenly samples cover the classes an evaluation classifier assigns them.
+
+    Args:
+        predicted: (n,) predicted classes of n samples, in 0..n_classes-1.
+    Returns:
+        sample_class_<k>: the fraction of samples classified as k, for every k;
+        sample_class_entropy: the entropy of these fractions / log(n_classes) (1 when uniform,
+        0 when every sample is one class).
+    """
+    predicted = np.asarray(predicted).astype(np.int64)
+    if n_classes < 2 or predicted.size == 0 or predicted.min() < 0 or predicted.max() >= n_classes:
+        raise ValueError(f"class_histogram: need n_classes >= 2 and classes in 0..{n_classes - 1}")
+    frac = np.bincount(predicted, minlength=n_classes) / predicted.size
+    nonzero = frac[frac > 0]
+    out = {f"sample_class_{k}": float(f) for k, f in enumerate(frac)}
+    out["sample_class_entropy"] = float(-(nonzero * np.log(nonzero)).sum() / np.log(n_classes))
+    return out
