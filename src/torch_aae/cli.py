@@ -1,4 +1,4 @@
-"""The `aae` command line: train, evaluate, sample, plot, bench, download, classifier.
+"""The `aae` command line: train, evaluate, report, sample, plot, bench, download, classifier.
 
 Every expected failure is one line on stderr (`aae: error: ...`) and exit status 1; argparse
 usage errors exit with 2.
@@ -48,6 +48,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     ev.add_argument("--samples", type=int, default=10000, help="samples for --parzen (default: 10000)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the --parzen samples (default: 0)")
     ev.add_argument("--cache-dir", default=None, help="classifier cache (default: $TORCH_AAE_CACHE, else ~/.cache/torch_aae)")
+
+    rep = sub.add_parser("report", help="write a run's self-contained HTML report")
+    rep.add_argument("run", help="run folder")
+    rep.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html)")
 
     sample = sub.add_parser("sample", help="decode prior samples of a trained model into a PNG")
     sample.add_argument("run", help="run folder or checkpoint file")
@@ -184,6 +188,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.run, args.out)}")
+    return 0
+
+
 def cmd_sample(args) -> int:
     from . import plots
     from .checkpoint import load_model
@@ -253,6 +264,7 @@ def cmd_classifier(args) -> int:
 COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
+    "report": cmd_report,
     "sample": cmd_sample,
     "plot": cmd_plot,
     "bench": cmd_bench,

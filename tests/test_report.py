@@ -1,0 +1,105 @@
+"""`aae report`: one self-contained HTML file for a finished run, checked in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import PNG_MAGIC, subset_of, tiny_model, tiny_train
+from torch_aae import cli
+from torch_aae.errors import AAEError
+from torch_aae.report import render_report, write_report
+from torch_aae.train import fit
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, mnist):
+    """A finished tiny run (2 epochs on 300 MNIST images) with an eval.json holding a histogram."""
+    run = tmp_path_factory.mktemp("report") / "run"
+    fit(tiny_model(), subset_of(mnist, 300, 100), tiny_train(epochs=2), out=run, progress=False)
+    evaluation = {"test_recon_bce": 0.2, "parzen_ll": 123.4, "parzen_se": 2.0,
+                  **{f"sample_class_{k}": 0.1 for k in range(10)}}  # fmt: skip
+    (run / "eval.json").write_text(json.dumps(evaluation))
+    return run
+
+
+class _Images(HTMLParser):
+    """Collects the src of every <img>."""
+
+    def __init__(self):
+        super().__init__()
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.srcs.append(dict(attrs)["src"])
+
+
+def embedded_pngs(text: str) -> list[bytes]:
+    parser = _Images()
+    parser.feed(text)
+    prefix = "data:image/png;base64,"
+    assert all(src.startswith(prefix) for src in parser.srcs), "every image is embedded"
+    return [base64.b64decode(src[len(prefix) :], validate=True) for src in parser.srcs]
+
+
+def test_report_holds_config_metrics_curves_and_every_plot(run, capsys):
+    assert cli.main(["report", str(run)]) == 0
+    assert str(run / "report.html") in capsys.readouterr().out
+    text = (run / "report.html").read_text()
+    pngs = embedded_pngs(text)
+    plots = sorted((run / "plots").glob("*.png"))
+    assert len(plots) >= 2
+    # every plot byte for byte, plus the curves and the class histogram
+    assert [p.read_bytes() in pngs for p in plots] == [True] * len(plots)
+    assert len(pngs) == len(plots) + 2 and all(png.startswith(PNG_MAGIC) for png in pngs)
+    for fragment in ("parzen_ll", "123.4", "test_recon_bce", "loss/recon", "z_dim",
+                     "plots/samples.png", "Per-epoch curves"):  # fmt: skip
+        assert fragment in text, fragment
+    # self-contained: no external resource, no script
+    assert not re.search(r"""(src|href)=['"](?!data:)""", text) and "<script" not in text
+
+
+def test_report_out_flag_and_errors(run, tmp_path):
+    out = write_report(run, tmp_path / "sub" / "r.html")
+    assert out.is_file() and out.read_text().startswith("<!DOCTYPE html>")
+    with pytest.raises(AAEError, match="not a run folder"):
+        write_report(tmp_path)
+    with pytest.raises(AAEError, match=".html"):
+        write_report(run, tmp_path / "r.png")
+
+
+def test_report_of_an_unfinished_run_says_what_is_missing(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_kind": "unsupervised"}))
+    text = render_report(tmp_path)
+    assert "No summary.json" in text and "No plots" in text and "No per-epoch history" in text
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI installs it)")
+def test_chromium_renders_the_report_with_its_figures(run, tmp_path):
+    html_path = write_report(run)
+    png = tmp_path / "report.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}",
+           "--window-size=1200,3000", html_path.resolve().as_uri()]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Failed to load" not in proc.stderr and "ERR_" not in proc.stderr, proc.stderr
+    data = png.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 50_000  # a blank page is a few kB
+    pixels = np.asarray(Image.open(png).convert("L"))  # (3000, 1200)
+    assert pixels.shape == (3000, 1200)
+    # The figures show: many grey levels and a good share of non-white pixels (text alone
+    # covers a few percent of a page).
+    assert len(np.unique(pixels)) > 50 and (pixels < 200).mean() > 0.05
