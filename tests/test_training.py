@@ -56,10 +56,10 @@ def test_gaussian_prior_bad_args(dim, std):
 def test_make_prior():
     prior = make_prior("gaussian", 4, 2.5)
     assert isinstance(prior, GaussianPrior) and (prior.dim, prior.std) == (4, 2.5)
-    with pytest.raises(AAEError, match="unknown prior 'uniform'"):
-        make_prior("uniform", 2, 1.0)
+    with pytest.raises(AAEError, match="unknown prior 'bogus'"):
+        make_prior("bogus", 2, 1.0)
     with pytest.raises(AAEError, match="unknown prior"):
-        UnsupervisedAAE(prior="mixture")
+        UnsupervisedAAE(prior="bogus")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,14 +1,20 @@
-"""Priors p(z) that the adversarial phase pushes the codes towards.
+"""Priors p(z) that the adversarial phase pushes the codes towards (paper Fig. 2 and 4).
 
 A prior is any object with `sample(n, labels=None) -> Tensor` of shape (n, dim) and a `dim`
-attribute; users may pass their own. `make_prior` builds the named ones from a config.
+attribute; users may pass their own. Priors made of K parts (the mixture's components, the swiss
+roll's segments, the categorical's classes) also have `num_classes`; given `labels` (n,) with
+values 0..K-1 they sample each row from that label's part, and label -1 ("no label") from the
+whole prior. That is what the label-conditioned prior of section 2.3 needs. `make_prior` builds
+the named ones.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 
 from .errors import AAEError
 
@@ -36,11 +42,156 @@ class GaussianPrior:
         return f"GaussianPrior(dim={self.dim}, std={self.std})"
 
 
-PRIORS = ("gaussian",)
+class MixturePrior:
+    """K Gaussians in 2-D whose means sit on a circle of `radius`, component k at angle 2 pi k / K.
+
+    Each component is elongated along its radius (std `std_along`) and thin across it
+    (`std_across`), as in the re-implementations of the paper's Fig. 4 (std 0.5 / 0.05, radius
+    1.4): ten petals around the origin.
+    """
+
+    def __init__(self, num_classes: int = 10, radius: float = 1.4, std_along: float = 0.5,
+                 std_across: float = 0.05):  # fmt: skip
+        _check_positive(num_classes=num_classes, radius=radius, std_along=std_along,
+                        std_across=std_across)  # fmt: skip
+        self.dim, self.num_classes = 2, int(num_classes)
+        self.radius, self.std_along = float(radius), float(std_along)
+        self.std_across = float(std_across)
+
+    def directions(self, k: torch.Tensor) -> torch.Tensor:
+        """Unit vectors (n, 2) pointing from the origin to the means of components k (n,)."""
+        angle = 2 * math.pi * k.float() / self.num_classes
+        return torch.stack([angle.cos(), angle.sin()], 1)
+
+    def sample(self, n: int, labels: torch.Tensor | None = None, device=None) -> torch.Tensor:
+        k = _parts(n, labels, self.num_classes, device)  # (n,) component of each row
+        radial = self.directions(k)  # (n, 2)
+        tangent = torch.stack([-radial[:, 1], radial[:, 0]], 1)  # (n, 2)
+        along = self.radius + self.std_along * torch.randn(n, 1, device=radial.device)
+        across = self.std_across * torch.randn(n, 1, device=radial.device)
+        return along * radial + across * tangent
+
+    def assign(self, z: torch.Tensor) -> torch.Tensor:
+        """The component (n,) whose mean direction is closest in angle to each point z (n, 2)."""
+        angle = torch.atan2(z[:, 1], z[:, 0]) % (2 * math.pi)
+        return (angle / (2 * math.pi / self.num_classes)).round().long() % self.num_classes
+
+    def __repr__(self) -> str:
+        return (f"MixturePrior(num_classes={self.num_classes}, radius={self.radius}, "
+                f"std_along={self.std_along}, std_across={self.std_across})")  # fmt: skip
 
 
-def make_prior(name: str, dim: int, std: float) -> Prior:
-    """Build a prior by name."""
-    if name == "gaussian":
-        return GaussianPrior(dim, std)
-    raise AAEError(f"unknown prior {name!r}; choose one of {', '.join(PRIORS)}")
+class SwissRollPrior:
+    """A 2-D spiral: r = radius sqrt(u), theta = 2 pi turns sqrt(u), u ~ U(0, 1) (the
+    re-implementations' r = 3 sqrt(u), theta = 4 pi sqrt(u)). Segment k of K holds
+    u in [k / K, (k + 1) / K): equal probability, consecutive along the roll."""
+
+    def __init__(self, num_classes: int = 10, radius: float = 3.0, turns: float = 2.0):
+        _check_positive(num_classes=num_classes, radius=radius, turns=turns)
+        self.dim, self.num_classes = 2, int(num_classes)
+        self.radius, self.turns = float(radius), float(turns)
+
+    def sample(self, n: int, labels: torch.Tensor | None = None, device=None) -> torch.Tensor:
+        k = _parts(n, labels, self.num_classes, device)  # (n,) segment of each row
+        u = (k + torch.rand(n, device=k.device)) / self.num_classes  # (n,) in the segment
+        r, theta = self.radius * u.sqrt(), 2 * math.pi * self.turns * u.sqrt()
+        return torch.stack([r * theta.cos(), r * theta.sin()], 1)
+
+    def assign(self, z: torch.Tensor) -> torch.Tensor:
+        """The segment (n,) of each point z (n, 2), from its distance to the origin."""
+        u = (z.norm(dim=1) / self.radius) ** 2
+        return (u * self.num_classes).floor().long().clamp(0, self.num_classes - 1)
+
+    def __repr__(self) -> str:
+        return (f"SwissRollPrior(num_classes={self.num_classes}, radius={self.radius}, "
+                f"turns={self.turns})")  # fmt: skip
+
+
+class UniformPrior:
+    """Uniform on the box [-half_width, half_width]^dim."""
+
+    def __init__(self, dim: int, half_width: float = 1.0):
+        _check_positive(dim=dim, half_width=half_width)
+        self.dim, self.half_width = int(dim), float(half_width)
+
+    def sample(self, n: int, labels: torch.Tensor | None = None, device=None) -> torch.Tensor:
+        return (2 * torch.rand(n, self.dim, device=device) - 1) * self.half_width
+
+    def __repr__(self) -> str:
+        return f"UniformPrior(dim={self.dim}, half_width={self.half_width})"
+
+
+class CategoricalPrior:
+    """One-hot vectors (n, K), uniform over the K classes (the discrete codes' prior)."""
+
+    def __init__(self, num_classes: int):
+        _check_positive(num_classes=num_classes)
+        self.dim = self.num_classes = int(num_classes)
+
+    def sample(self, n: int, labels: torch.Tensor | None = None, device=None) -> torch.Tensor:
+        return F.one_hot(_parts(n, labels, self.num_classes, device), self.num_classes).float()
+
+    def __repr__(self) -> str:
+        return f"CategoricalPrior(num_classes={self.num_classes})"
+
+
+def _parts(n: int, labels: torch.Tensor | None, num_classes: int, device) -> torch.Tensor:
+    """The part (n,) each sample comes from: the label where one is given (>= 0), else uniform.
+
+    The uniform draw is made for every row, labeled or not, so that the random stream does not
+    depend on which rows are labeled.
+    """
+    drawn = torch.randint(num_classes, (n,), device=device)
+    if labels is None:
+        return drawn
+    labels = torch.as_tensor(labels)
+    if labels.shape != (n,) or labels.dtype.is_floating_point:
+        raise AAEError(f"prior labels: expected an integer tensor of shape ({n},), got "
+                       f"{labels.dtype} {tuple(labels.shape)}")  # fmt: skip
+    if n and not (-1 <= int(labels.min()) and int(labels.max()) < num_classes):
+        raise AAEError(f"prior labels must be in -1..{num_classes - 1} (-1: no label), got "
+                       f"{int(labels.min())}..{int(labels.max())}")  # fmt: skip
+    labels = labels.to(drawn.device)
+    return torch.where(labels >= 0, labels, drawn)
+
+
+def _check_positive(**values) -> None:
+    for name, value in values.items():
+        if not (value > 0 and math.isfinite(value)):
+            raise AAEError(f"prior {name} {value}: must be positive and finite")
+
+
+# The priors of a continuous code, chosen with --prior; "categorical" is for discrete codes.
+PRIORS = ("gaussian", "mixture", "swiss-roll", "uniform")
+TWO_D_PRIORS = ("mixture", "swiss-roll")
+
+
+def make_prior(
+    name: str, dim: int, std: float = 1.0, scale: float | None = None, components: int = 10,
+    std_along: float = 0.5, std_across: float = 0.05,
+) -> Prior:  # fmt: skip
+    """Build a prior by name from `ModelConfig`'s prior fields; each prior uses its own.
+
+    Args:
+        name: one of PRIORS, or "categorical".
+        dim: dimension of the code: 2 for the mixture and the swiss roll; K for categorical.
+        std: the Gaussian's standard deviation.
+        scale: the mixture's radius (default 1.4), the swiss roll's outer radius (3), the
+            uniform box's half-width (1).
+        components: the mixture's components, the swiss roll's segments.
+        std_along, std_across: the mixture components' std along / across their radius.
+    """
+    if name not in (*PRIORS, "categorical"):
+        raise AAEError(f"unknown prior {name!r}; choose one of {', '.join(PRIORS)}")
+    if name in TWO_D_PRIORS and dim != 2:
+        raise AAEError(f"the {name} prior is 2-D: use --z-dim 2, not {dim}")
+    size = {} if scale is None else {"radius": scale}
+    if name == "mixture":
+        return MixturePrior(components, std_along=std_along, std_across=std_across, **size)
+    if name == "swiss-roll":
+        return SwissRollPrior(components, **size)
+    if name == "uniform":
+        return UniformPrior(dim, 1.0 if scale is None else scale)
+    if name == "categorical":
+        return CategoricalPrior(dim)
+    return GaussianPrior(dim, std)
