@@ -42,8 +42,13 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     z_dim: int = _f(2, "dimension of the latent code z")
-    prior: str = _f("gaussian", "prior p(z) the codes are pushed towards: gaussian")
+    prior: str = _f("gaussian", "prior p(z) the codes are pushed towards: gaussian, mixture, swiss-roll (both 2-D) or uniform")
     prior_std: float = _f(5.0, "standard deviation of the Gaussian prior (the blog: 5 with z-dim 2)")
+    prior_scale: float | None = _f(None, "size of the other priors: mixture radius (default 1.4), swiss-roll outer radius (3), uniform box half-width (1)")
+    prior_components: int = _f(10, "mixture components / swiss-roll segments (with --condition-labels: the classes)")
+    prior_std_along: float = _f(0.5, "std of each mixture component along its radius")
+    prior_std_across: float = _f(0.05, "std of each mixture component across its radius")
+    condition_labels: int = _f(0, "unsupervised: condition the prior on the labels of N training images (class-balanced, by --seed); 0: off")
     hidden: int = _f(1000, "units per hidden layer of the encoder and decoder")
     depth: int = _f(2, "hidden layers of the encoder and decoder")
     disc_hidden: int = _f(1000, "units per hidden layer of the discriminator(s)")
@@ -51,14 +56,23 @@ class ModelConfig:
     dropout: float = _f(0.2, "dropout after each hidden layer of the encoder")
 
     def __post_init__(self):
-        for name in ("z_dim", "prior_std", "hidden", "depth", "disc_hidden", "disc_depth"):
+        for name in ("z_dim", "prior_std", "hidden", "depth", "disc_hidden", "disc_depth",
+                     "prior_components", "prior_std_along", "prior_std_across"):  # fmt: skip
             _positive(self, name)
+        _positive(self, "prior_scale", allow_none=True)
         if not 0 <= self.dropout < 1:
             raise AAEError(f"--dropout {self.dropout}: must be in [0, 1)")
-        from .priors import PRIORS
+        from .priors import PRIORS, TWO_D_PRIORS
 
         if self.prior not in (*PRIORS, "custom"):
             raise AAEError(f"unknown prior {self.prior!r}; choose one of {', '.join(PRIORS)}")
+        if self.prior in TWO_D_PRIORS and self.z_dim != 2:
+            raise AAEError(f"--prior {self.prior} is 2-D: use --z-dim 2, not {self.z_dim}")
+        if self.condition_labels < 0:
+            raise AAEError(f"--condition-labels {self.condition_labels}: must be >= 0")
+        if self.condition_labels and self.prior not in (*TWO_D_PRIORS, "custom"):
+            raise AAEError(f"--condition-labels needs a prior made of one part per class: "
+                           f"--prior {' or '.join(TWO_D_PRIORS)}, not {self.prior}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,19 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        # Only the unsupervised model builds its prior from these fields: refuse rather than
+        # silently ignore them elsewhere.
+        m = self.model
+        if self.model_kind == "unsupervised":
+            return
+        if m.condition_labels:
+            raise AAEError(f"--condition-labels {m.condition_labels}: only the unsupervised model "
+                           f"takes it, not {self.model_kind}")  # fmt: skip
+        if m.prior not in ("gaussian", "custom"):
+            raise AAEError(f"--prior {m.prior}: only the unsupervised model takes it, not "
+                           f"{self.model_kind}")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

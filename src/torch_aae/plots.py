@@ -47,19 +47,37 @@ def pca_2d(codes: np.ndarray) -> np.ndarray:
     return centred @ vt[:2].T
 
 
-def save_latent_scatter(codes, labels, path: Path, title: str = "test codes"):
-    """Scatter of codes (2-D, or their first two principal components) coloured by label."""
+def save_latent_scatter(codes, labels, path: Path, title: str = "test codes", prior=None):
+    """Scatter of codes (2-D, or their first two principal components) coloured by label.
+
+    Args:
+        prior: optional (samples (m, 2), labels (m,) or None) of a 2-D prior, drawn faintly in
+            grey behind the codes, so one can see whether the codes fill it; with labels (a
+            prior conditioned on them), a first panel shows the samples coloured by label.
+    """
+    panels = 2 if prior is not None and prior[1] is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 6), squeeze=False)
+    ax = axes[0, -1]
+    if prior is not None:
+        ax.scatter(prior[0][:, 0], prior[0][:, 1], s=1, c="k", alpha=0.15, label="prior samples")
+    if panels == 2:
+        _scatter(axes[0, 0], fig, prior[0], prior[1], "prior samples of each class's part")
     xy = pca_2d(codes)
-    fig, ax = plt.subplots(figsize=(7, 6))
+    _scatter(ax, fig, xy, labels, title + ("" if np.asarray(codes).shape[1] <= 2
+                                           else " (first two principal components)"))
+    if prior is not None:
+        ax.legend(loc="upper right", fontsize=8, markerscale=5)
+    _save(fig, path)
+
+
+def _scatter(ax, fig, xy, labels, title):
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.5)
     else:
         sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=2, alpha=0.6)
         fig.colorbar(sc, ax=ax, ticks=np.unique(labels))
-    pcs = "" if np.asarray(codes).shape[1] <= 2 else " (first two principal components)"
-    ax.set_title(title + pcs)
+    ax.set_title(title)
     ax.set_aspect("equal", adjustable="datalim")
-    _save(fig, path)
 
 
 def save_loss_curves(history: list[dict], path: Path):

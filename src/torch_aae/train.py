@@ -182,7 +182,10 @@ def default_config(model, data: Dataset, train: TrainConfig) -> Config:
 def _train_epochs(model, variant, optimizers, data, train, state, device, run_path, logger,
                   config, progress, ctx):  # fmt: skip
     train_x = data.train_x.to(device)  # the whole training set, moved once
-    train_y = None if data.train_y is None else data.train_y.to(device)
+    # The labels the step sees: the dataset's, unless the variant's setup gave its own (the
+    # conditioned unsupervised AAE hides the labels of its unlabeled images as -1).
+    train_y = ctx.get("train_y", data.train_y) if isinstance(ctx, dict) else data.train_y
+    train_y = None if train_y is None else train_y.to(device)
     n, bs = len(train_x), train.batch_size
     steps_per_epoch = math.ceil(n / bs)
 

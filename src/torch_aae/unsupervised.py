@@ -3,15 +3,24 @@
 An encoder q(z|x) and decoder p(x|z) are trained to reconstruct; a discriminator on the code
 tells prior samples from codes; the encoder, as generator, learns to fool it, so that the
 aggregated posterior q(z) matches the prior p(z). Decoding prior samples then generates images.
+
+The prior is a free choice (Fig. 2 and 4): Gaussian, a mixture of 10 Gaussians, a swiss roll, a
+uniform box. With `condition_labels` N > 0 the prior is conditioned on labels (section 2.3,
+Fig. 4): the discriminator also receives a one-hot label with an extra "no label" state; the code
+of one of the N labeled images is compared with samples of its class's mixture component (or
+swiss-roll segment), the code of an unlabeled image with samples of the whole prior.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import losses
 from .config import ModelConfig, TrainConfig
+from .data import balanced_label_indices
+from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder
 from .optim import adam
 from .priors import Prior, make_prior
@@ -24,8 +33,11 @@ class UnsupervisedAAE(nn.Module):
         in_dim: features per image (784 for MNIST).
         image_shape: shape to view one image as, for plots.
         z_dim, hidden, depth, disc_hidden, disc_depth, dropout: see `ModelConfig`.
-        prior: name of a built-in prior, or any object with `dim` and `sample(n, labels=None)`.
-        prior_std: standard deviation of the built-in Gaussian prior.
+        prior: name of a built-in prior, or any object with `dim` and `sample(n, labels=None)`
+            (with `num_classes` and label-aware sampling for `condition_labels`).
+        prior_std, prior_scale, prior_components, prior_std_along, prior_std_across: the
+            built-in prior's parameters, see `ModelConfig` and `priors.make_prior`.
+        condition_labels: labeled training images the prior is conditioned on (0: none).
     """
 
     kind = "unsupervised"
@@ -42,6 +54,11 @@ class UnsupervisedAAE(nn.Module):
         dropout: float = 0.2,
         prior: str | Prior = "gaussian",
         prior_std: float = 5.0,
+        prior_scale: float | None = None,
+        prior_components: int = 10,
+        prior_std_along: float = 0.5,
+        prior_std_across: float = 0.05,
+        condition_labels: int = 0,
     ):
         super().__init__()
         # Constructor arguments, saved in checkpoints to rebuild the model (never pickled objects).
@@ -50,17 +67,32 @@ class UnsupervisedAAE(nn.Module):
             depth=depth, disc_hidden=disc_hidden, disc_depth=disc_depth, dropout=dropout,
             prior=prior if isinstance(prior, str) else "custom", prior_std=prior_std,
         )  # fmt: skip
+        # The later arguments are recorded only where they matter, so that the model_args (and
+        # the checkpoints) of a Gaussian, unconditioned model are those of earlier versions.
+        prior_args = dict(scale=prior_scale, components=prior_components,
+                          std_along=prior_std_along, std_across=prior_std_across)  # fmt: skip
+        if isinstance(prior, str) and prior != "gaussian":
+            self.model_args.update({f"prior_{k}": v for k, v in prior_args.items()})
+        if condition_labels:
+            self.model_args["condition_labels"] = condition_labels
         self.image_shape = tuple(image_shape)
-        self.prior = make_prior(prior, z_dim, prior_std) if isinstance(prior, str) else prior
+        if isinstance(prior, str):
+            prior = make_prior(prior, z_dim, prior_std, **prior_args)
+        self.prior = prior
+        # Conditioned: the discriminator's input is z and a one-hot label with K + 1 states.
+        self.condition_classes = condition_classes(self.prior) if condition_labels else 0
+        disc_in = z_dim + (self.condition_classes + 1 if condition_labels else 0)
         self.encoder = Encoder(in_dim, z_dim, [hidden] * depth, dropout)  # q(z|x)
         self.decoder = Decoder(z_dim, in_dim, [hidden] * depth)  # p(x|z)
-        self.latent_discriminator = Discriminator(z_dim, [disc_hidden] * disc_depth)  # D
+        self.latent_discriminator = Discriminator(disc_in, [disc_hidden] * disc_depth)  # D
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, in_dim: int, image_shape, prior=None):
         return cls(
             in_dim, image_shape, cfg.z_dim, cfg.hidden, cfg.depth, cfg.disc_hidden,
             cfg.disc_depth, cfg.dropout, prior if prior is not None else cfg.prior, cfg.prior_std,
+            cfg.prior_scale, cfg.prior_components, cfg.prior_std_along, cfg.prior_std_across,
+            cfg.condition_labels,
         )  # fmt: skip
 
     @property
@@ -89,6 +121,20 @@ class UnsupervisedAAE(nn.Module):
 MODEL = UnsupervisedAAE  # the variant registry's entry point
 
 
+def condition_classes(prior) -> int:
+    """K, the number of parts of a prior that can be conditioned on labels."""
+    k = getattr(prior, "num_classes", None)
+    if not isinstance(k, int) or k <= 0:
+        raise AAEError(f"conditioning on labels needs a prior made of parts (with num_classes), "
+                       f"such as the mixture or the swiss roll; {prior!r} is not one")  # fmt: skip
+    return k
+
+
+def label_one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Labels (n,) in -1..k-1 -> one-hot (n, k + 1); -1 ("no label") becomes the last state."""
+    return F.one_hot(torch.where(labels < 0, k, labels), k + 1).float()
+
+
 def make_optimizers(model: UnsupervisedAAE, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
     """One optimizer per phase: reconstruction (encoder + decoder), discriminator, generator."""
     reg_betas = (cfg.beta1_reg, 0.999)
@@ -99,13 +145,33 @@ def make_optimizers(model: UnsupervisedAAE, cfg: TrainConfig) -> dict[str, torch
     }
 
 
-def setup(model, data, config, device, run_path) -> None:
-    """Nothing beyond the batches is needed: no step context."""
-    return None
+def setup(model, data, config, device, run_path) -> dict | None:
+    """Unconditioned: no step context. Conditioned on labels: draw the labeled images
+    (class-balanced, by seed) and give the loop the labels its step may see, "train_y": the
+    label of each labeled image, -1 for every other image (their true labels never reach the
+    step); their indices are saved to the run folder."""
+    n = model.model_args.get("condition_labels", 0)
+    if not n:
+        return None
+    if data.train_y is None:
+        raise AAEError(f"--condition-labels {n}: {data.name} has no labels")
+    if data.num_classes != model.condition_classes:
+        raise AAEError(f"--condition-labels: the prior has {model.condition_classes} parts, the "
+                       f"data {data.num_classes} classes; "
+                       f"set --prior-components {data.num_classes}")  # fmt: skip
+    idx = balanced_label_indices(data.train_y, n, data.num_classes, config.train.seed)
+    visible = torch.full_like(data.train_y, -1)  # (n_train,)
+    visible[idx] = data.train_y[idx]
+    return {"run_files": {"labeled_indices.json": idx.tolist()}, "train_y": visible.to(device)}
 
 
 def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=None, step=0):
-    """One mini-batch of the three phases, in the paper's order. Labels are not used.
+    """One mini-batch of the three phases, in the paper's order.
+
+    Args:
+        y: used only by a model conditioned on labels: the batch's visible labels (batch,),
+            -1 where an image is unlabeled (the loop takes them from ctx["train_y"]); None: all
+            unlabeled.
 
     Returns:
         Losses and discriminator accuracies as 0-d tensors (no host sync).
@@ -122,7 +188,15 @@ def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=N
     # The codes are computed once, after the reconstruction update; the encoder does not change
     # during this phase, so the generator phase below reuses the same forward pass.
     z_fake = enc(x)  # (batch, z_dim), with graph for the generator phase
-    z_real = model.prior.sample(len(x)).to(x.device)  # (batch, z_dim); a no-op on the CPU
+    if model.condition_classes:
+        # Conditioned: a labeled code is compared with its class's part of the prior, an
+        # unlabeled one with the whole prior; both sides carry the same one-hot (batch, K + 1).
+        labels = torch.full((len(x),), -1, device=x.device) if y is None else y
+        z_real = model.prior.sample(len(x), labels=labels).to(x.device)
+        onehot = label_one_hot(labels, model.condition_classes)
+        z_real, z_fake = torch.cat([z_real, onehot], 1), torch.cat([z_fake, onehot], 1)
+    else:
+        z_real = model.prior.sample(len(x)).to(x.device)  # (batch, z_dim); a no-op on the CPU
     opt["disc"].zero_grad(set_to_none=True)
     real_logits, fake_logits = disc(z_real), disc(z_fake.detach())
     disc_loss = losses.discriminator_loss(real_logits, fake_logits)
@@ -156,23 +230,35 @@ def epoch_metrics(model: UnsupervisedAAE, data, device) -> dict[str, float]:
 
 
 def evaluate(model: UnsupervisedAAE, data, device) -> dict[str, float]:
-    """Final metrics on the test set (the training set for a .npz without test arrays)."""
+    """Final metrics on the test set (the training set for a .npz without test arrays).
+
+    For a prior made of parts (mixture, swiss roll): the smallest and largest fraction of the
+    codes that fall in each part (1/K each when the codes fill the prior evenly) and, with
+    labels, the fraction of codes in their class's part (the conditioned prior's aim).
+    """
     from .metrics import collect, prior_match, recon_bce
 
-    split, x, _ = data.eval_split()
+    split, x, y = data.eval_split()
     model.eval()
     codes = collect(model.encode, x, device)
     out = {f"{split}_recon_bce": recon_bce(model, x, device)}
     if hasattr(model.prior, "std"):
         out.update(prior_match(codes.numpy(), model.prior.std))
+    if hasattr(model.prior, "assign"):
+        part = model.prior.assign(codes)
+        share = part.bincount(minlength=model.prior.num_classes).float() / len(part)
+        out.update(part_share_min=float(share.min()), part_share_max=float(share.max()))
+        if y is not None and model.condition_classes:
+            out[f"{split}_part_accuracy"] = float((part == y).float().mean())
     return out
 
 
 def manifold(model: UnsupervisedAAE, n: int = 20, extent: float | None = None) -> torch.Tensor:
     """Decode a uniform n x n grid over [-extent, extent]^2 in the first two code dimensions
-    (the others 0). The default extent is 2 prior std devs: [-10, 10] for the blog's std 5."""
+    (the others 0). The default extent is 2 prior std devs for a Gaussian prior ([-10, 10] for
+    the blog's std 5), else the largest |coordinate| of 10,000 prior samples."""
     if extent is None:
-        extent = 2 * getattr(model.prior, "std", 1.0)
+        extent = 2 * model.prior.std if hasattr(model.prior, "std") else prior_extent(model.prior)
     device = next(model.parameters()).device
     axis = torch.linspace(-extent, extent, n)
     grid = torch.zeros(n * n, model.z_dim)
@@ -180,6 +266,27 @@ def manifold(model: UnsupervisedAAE, n: int = 20, extent: float | None = None) -
     grid[:, 1] = axis.flip(0).repeat_interleave(n)  # y decreases down the rows
     with torch.no_grad():
         return model.decode(grid.to(device)).cpu()
+
+
+def prior_extent(prior, n: int = 10_000) -> float:
+    """The largest |coordinate| in the first two dimensions of n prior samples (seeded; the
+    global random state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return float(prior.sample(n)[:, :2].abs().max())
+
+
+def prior_for_plot(model: UnsupervisedAAE, n: int = 5000):
+    """(samples (n, 2), labels (n,) or None) of a 2-D prior to draw behind the codes, seeded;
+    labelled by part when the prior is conditioned on labels. None for other priors."""
+    if model.z_dim != 2:
+        return None
+    k = model.condition_classes
+    labels = torch.arange(n) % k if k else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        z = model.prior.sample(n, labels=labels) if k else model.prior.sample(n)
+    return z.cpu().numpy(), None if labels is None else labels.numpy()
 
 
 def make_plots(model: UnsupervisedAAE, data, folder, device) -> list:
@@ -191,7 +298,8 @@ def make_plots(model: UnsupervisedAAE, data, folder, device) -> list:
     model.eval()
     codes = collect(model.encode, x, device).numpy()
     written = [folder / "latent.png", folder / "samples.png"]
-    plots.save_latent_scatter(codes, None if y is None else y.numpy(), written[0], f"{split} codes")
+    plots.save_latent_scatter(codes, None if y is None else y.numpy(), written[0], f"{split} codes",
+                              prior=prior_for_plot(model))  # fmt: skip
     torch.manual_seed(0)
     plots.save_image_grid(model.sample(100).cpu().numpy(), model.image_shape, 10, written[1],
                           "decoded prior samples")  # fmt: skip

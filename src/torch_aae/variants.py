@@ -5,6 +5,7 @@
 - `setup(model, data, config, device, run_path) -> ctx`: fixed inputs of the step built once
   (e.g. the labeled subset), called before the run folder is created so that it can refuse a
   bad request first; files for the run folder go in ctx["run_files"] ({name: JSON data});
+  ctx["train_y"], when given, replaces the training labels the loop passes to the step;
 - `train_step(model, optimizers, x, y, ctx, step) -> dict[str, 0-d Tensor]`: one mini-batch of
   the phases, each with its own zero_grad / backward / step; no host sync;
 - `epoch_metrics(model, data, device) -> dict` logged after each epoch (keys `eval/...`);

@@ -1,0 +1,202 @@
+"""The label-conditioned prior (paper section 2.3, Fig. 4) in the unsupervised AAE."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from conftest import REPO_ROOT, synthetic_dataset, tiny_model, tiny_train
+
+from torch_aae import cli, unsupervised
+from torch_aae.config import Config, DataConfig, ModelConfig
+from torch_aae.errors import AAEError
+from torch_aae.train import fit
+
+K = 3  # classes of the synthetic data = parts of the prior
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_dataset(n=120, shape=(4, 4), classes=K, test=30)  # labels i % 3
+
+
+def conditioned(prior="mixture", labels=30, seed=0):
+    return tiny_model(seed, in_dim=16, image_shape=(4, 4), prior=prior, prior_components=K,
+                      condition_labels=labels)  # fmt: skip
+
+
+def config_of(model, seed=0, **train):
+    names = set(ModelConfig.__dataclass_fields__)
+    model_cfg = ModelConfig(**{k: v for k, v in model.model_args.items() if k in names})
+    return Config("unsupervised", DataConfig(), model_cfg, tiny_train(seed=seed, **train))
+
+
+def disc_inputs(model):
+    """Record every input (batch, features) of the latent discriminator."""
+    seen = []
+    model.latent_discriminator.register_forward_hook(lambda m, a, out: seen.append(a[0].detach()))
+    return seen
+
+
+@pytest.mark.parametrize("prior", ["mixture", "swiss-roll"])
+def test_discriminator_gets_the_code_and_k_plus_one_label_states(data, prior):
+    model = conditioned(prior)
+    assert model.latent_discriminator.net[0].in_features == 2 + K + 1
+    assert model.condition_classes == K
+    unconditioned = tiny_model(in_dim=16, image_shape=(4, 4), prior=prior, prior_components=K)
+    assert unconditioned.latent_discriminator.net[0].in_features == 2
+    seen = disc_inputs(model)
+    opt = unsupervised.make_optimizers(model, tiny_train())
+    y = torch.tensor([0, 1, 2, -1, -1, 0])
+    unsupervised.train_step(model, opt, data.train_x[:6], y, None, 0)
+    real, fake, gen = seen  # discriminator phase (prior samples, codes), generator phase
+    expected_onehot = torch.eye(K + 1)[[0, 1, 2, K, K, 0]]  # -1 -> the extra "no label" state
+    for t in (real, fake, gen):
+        assert t.shape == (6, 2 + K + 1)
+        assert torch.equal(t[:, 2:], expected_onehot)
+
+
+@pytest.mark.parametrize("prior", ["mixture", "swiss-roll"])
+def test_labeled_codes_meet_their_class_part_unlabeled_ones_the_whole_prior(data, prior):
+    model = conditioned(prior)
+    seen = disc_inputs(model)
+    opt = unsupervised.make_optimizers(model, tiny_train())
+    n = 3000
+    y = torch.where(torch.arange(n) % 2 == 0, torch.arange(n) % K, torch.tensor(-1))
+    x = data.train_x[torch.arange(n) % len(data.train_x)]
+    torch.manual_seed(0)
+    unsupervised.train_step(model, opt, x, y, None, 0)
+    real = seen[0]
+    part = model.prior.assign(real[:, :2])
+    labeled = y >= 0
+    # Mixture: assign() goes by angle, so a rare sample near the origin can look misplaced.
+    assert (part[labeled] == y[labeled]).float().mean() > 0.99
+    counts = part[~labeled].bincount(minlength=K).float() / (~labeled).sum()
+    assert torch.allclose(counts, torch.full((K,), 1 / K), atol=0.05)  # all of the prior
+    assert torch.all(real[~labeled, 2 + K] == 1)  # in the "no label" state
+
+
+def test_setup_hides_the_labels_of_unlabeled_images(data, tmp_path):
+    model = conditioned(labels=30)
+    ctx = unsupervised.setup(model, data, config_of(model, seed=2), "cpu", None)
+    idx = torch.tensor(ctx["run_files"]["labeled_indices.json"])
+    assert len(idx) == 30 and torch.bincount(data.train_y[idx], minlength=K).tolist() == [10] * K
+    visible = ctx["train_y"]
+    assert torch.equal(visible[idx], data.train_y[idx])
+    mask = torch.ones(len(visible), dtype=torch.bool)
+    mask[idx] = False
+    assert torch.all(visible[mask] == -1)
+    other = unsupervised.setup(model, data, config_of(model, seed=3), "cpu", None)
+    assert other["run_files"] != ctx["run_files"]  # drawn by seed
+    assert unsupervised.setup(tiny_model(in_dim=16), data, config_of(model), "cpu", None) is None
+
+
+def test_true_labels_of_unlabeled_images_never_reach_the_step(data, tmp_path, monkeypatch):
+    model = conditioned(labels=30)
+    row_of = {bytes(x.numpy()): i for i, x in enumerate(data.train_x)}
+    seen = {}
+    original = unsupervised.train_step
+
+    def recording_step(model, opt, x, y, ctx, step):
+        for xi, yi in zip(x, y):
+            seen[row_of[bytes(xi.numpy())]] = int(yi)
+        return original(model, opt, x, y, ctx, step)
+
+    monkeypatch.setattr(unsupervised, "train_step", recording_step)
+    config = config_of(model)
+    fit(model, data, config.train, out=tmp_path / "run", config=config, progress=False)
+    labeled = set(json.loads((tmp_path / "run" / "labeled_indices.json").read_text()))
+    assert len(labeled) == 30 and len(seen) == len(data.train_x)  # every image, once an epoch
+    for i, label in seen.items():
+        assert label == (int(data.train_y[i]) if i in labeled else -1), i
+
+
+class StepRecorder:
+    """Which parameters each phase's optimizer step changed."""
+
+    def __init__(self, model, optimizers):
+        self.model, self.changed, self.before = model, {}, {}
+        for phase, opt in optimizers.items():
+            opt.register_step_pre_hook(lambda o, a, k, phase=phase: self._pre())
+            opt.register_step_post_hook(lambda o, a, k, phase=phase: self._post(phase))
+
+    def _pre(self):
+        self.before = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+
+    def _post(self, phase):
+        self.changed[phase] = {n for n, p in self.model.named_parameters()
+                               if not torch.equal(p, self.before[n])}  # fmt: skip
+
+
+@pytest.mark.parametrize("phase, owners", [("recon", ("encoder.", "decoder.")),
+                                           ("disc", ("latent_discriminator.",)),
+                                           ("gen", ("encoder.",))])  # fmt: skip
+def test_each_phase_changes_only_its_own_parameters(data, phase, owners):
+    model = conditioned()
+    opt = unsupervised.make_optimizers(model, tiny_train(lr_recon=1e-2, lr_reg=1e-2))
+    rec = StepRecorder(model, opt)
+    unsupervised.train_step(model, opt, data.train_x[:20], data.train_y[:20], None, 0)
+    assert rec.changed[phase] == {n for n, _ in model.named_parameters() if n.startswith(owners)}
+
+
+def test_conditioned_run_resumes_bitwise(data, tmp_path):
+    def run(out, epochs, resume=False):
+        model = conditioned(seed=1)
+        config = config_of(model, seed=1, epochs=epochs)
+        fit(model, data, config.train, out=out, resume=resume, config=config, progress=False)
+        return model
+
+    run(tmp_path / "run", 1)
+    resumed = run(tmp_path / "run", 2, resume=True)
+    straight = run(None, 2)
+    for (name, a), (_, b) in zip(resumed.state_dict().items(), straight.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(run(None, 1).encoder.net[0].weight, straight.encoder.net[0].weight)
+
+
+def test_model_args_rebuild_the_conditioned_model(tmp_path):
+    from torch_aae.checkpoint import load_model, save_model
+
+    model = conditioned("swiss-roll")
+    save_model(model, tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.model_args == model.model_args and loaded.condition_classes == K
+    assert loaded.model_args["condition_labels"] == 30
+    # A Gaussian, unconditioned model keeps the model_args of earlier versions.
+    assert set(tiny_model().model_args) == {"in_dim", "image_shape", "z_dim", "hidden", "depth",
+                                            "disc_hidden", "disc_depth", "dropout", "prior",
+                                            "prior_std"}  # fmt: skip
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda d: (conditioned(labels=31), d), "divisible by the 3 classes"),
+    (lambda d: (tiny_model(in_dim=16, image_shape=(4, 4), prior="mixture", condition_labels=30), d),
+     "the prior has 10 parts, the data 3 classes"),
+    (lambda d: (conditioned(), dataclasses.replace(d, train_y=None)), "no labels"),
+])  # fmt: skip
+def test_setup_refuses_bad_requests(data, make, match):
+    model, d = make(data)
+    with pytest.raises(AAEError, match=match):
+        unsupervised.setup(model, d, config_of(model), "cpu", None)
+
+
+def test_conditioning_needs_a_prior_made_of_parts():
+    with pytest.raises(AAEError, match="needs a prior made of parts"):
+        tiny_model(prior="uniform", condition_labels=10)
+
+
+def test_cli_trains_a_conditioned_mixture_and_plots_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = cli.main(["train", "unsupervised", "--prior", "mixture", "--condition-labels", "50",
+                   "--subset", "300", "--epochs", "1", "--hidden", "32", "--disc-hidden", "32",
+                   "--no-progress", "--data-dir", str(REPO_ROOT / "data"),
+                   "--out", str(run)])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0 <= summary["test_part_accuracy"] <= 1
+    assert 0 <= summary["part_share_min"] <= 1 / 10 <= summary["part_share_max"] <= 1
+    assert len(json.loads((run / "labeled_indices.json").read_text())) == 50
+    assert json.loads((run / "config.json").read_text())["model"]["condition_labels"] == 50
+    assert (run / "plots" / "latent.png").stat().st_size > 1000
