@@ -192,3 +192,10 @@ def test_cached_classifier_adds_fd_and_histogram(tiny_run, tmp_path, mnist):
     assert notes == [] and metrics["classifier_fd"] > 0
     assert sum(metrics[f"sample_class_{k}"] for k in range(10)) == pytest.approx(1.0)
     assert 0 <= metrics["sample_class_entropy"] <= 1
+
+
+def test_evaluate_refuses_too_few_samples_in_one_line(tiny_run, capsys):
+    assert cli.main(["evaluate", str(tiny_run), "--parzen", "--samples", "1",
+                     "--data-dir", DATA_DIR]) == 1  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("aae: error:") and "--samples 1" in err and "\n" not in err

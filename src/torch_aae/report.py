@@ -46,7 +46,7 @@ def _read_json(path: Path):
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.6g}" if math.isfinite(value) else str(value)
-    if isinstance(value, (dict, list)):
+    if value is None or isinstance(value, (dict, list)):
         return json.dumps(value)
     return str(value)
 
