@@ -8,7 +8,9 @@ after Breuleux et al. (2011), which the AAE paper's Table 1 reuses:
 3. choose sigma by grid search (`SIGMA_GRID` = 10 values log-spaced over [0.1, 1]) maximizing
    the mean log-likelihood of a validation set: the first 1,000 of the last 10,000 training images
    (MNIST training images 50,000-50,999, as `parzen_ll.py`'s `limit_size=1000`; see
-   `validation_images`);
+   `validation_images`). parzen_ll.py treats them as a held-out validation split; the runs of
+   this library train on all 60,000 images, so these were seen in training (only sigma is
+   chosen on them; the score is on the test set);
 4. report the mean log-likelihood (nats) of the test images and its standard error std / sqrt(n).
 
 Everything is a pure function of arrays. The squared distances of a batch of points to all samples
@@ -30,7 +32,8 @@ VAL_SIZE = 1000
 
 
 def _as_float64(a) -> torch.Tensor:
-    """A numpy array or tensor as a float64 CPU tensor (float32 distances lose ~1e-3 nats)."""
+    """A numpy array or tensor as a float64 CPU tensor: |x|^2 + |s|^2 - 2 x.s cancels badly
+    in float32 for nearby points, exactly the ones that dominate the log-sum-exp."""
     if not isinstance(a, torch.Tensor):
         a = torch.from_numpy(np.asarray(a))
     return a.detach().to("cpu", torch.float64)
