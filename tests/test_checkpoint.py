@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import signal
 import random
 
 import numpy as np
@@ -386,17 +387,18 @@ def test_interrupt_mid_epoch_then_resume_is_bitwise_equal(tmp_path, resume_data,
 
     def interrupted_step(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 6:  # epoch 2, its second batch
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
+        out = original(*args, **kwargs)
+        if len(calls) == 6:  # epoch 2, its second batch: Ctrl-C arrives in the middle of a step
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
 
     monkeypatch.setattr(unsupervised, "train_step", interrupted_step)
     run = tmp_path / "run"
-    with pytest.raises(AAEError, match=r"interrupted at epoch 2, step 5; resume with --resume"):
+    with pytest.raises(AAEError, match=r"interrupted at epoch 2, step 6; resume with --resume"):
         _fit(resume_data, run, epochs=3)
     monkeypatch.setattr(unsupervised, "train_step", original)
     meta = json.loads((run / "checkpoints" / "latest.json").read_text())
-    assert (meta["epoch"], meta["step"], meta["batch_in_epoch"]) == (1, 5, 1)
+    assert (meta["epoch"], meta["step"], meta["batch_in_epoch"]) == (1, 6, 2)
     assert len(_history(run)) == 1
 
     resumed, _ = _fit(resume_data, run, epochs=3, resume=True)
@@ -404,6 +406,23 @@ def test_interrupt_mid_epoch_then_resume_is_bitwise_equal(tmp_path, resume_data,
     _assert_same_weights(resumed, straight)
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]  # noqa: E731
     assert strip(_history(run)) == strip(_history(tmp_path / "straight"))
+
+
+def test_a_second_signal_inside_a_step_keeps_the_previous_checkpoint(tmp_path, resume_data, monkeypatch):
+    original, calls = unsupervised.train_step, []
+
+    def half_done_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt  # what the second Ctrl-C raises, wherever the step is
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(unsupervised, "train_step", half_done_step)
+    run = tmp_path / "run"
+    with pytest.raises(AAEError, match=r"stopped in the middle of step 6; the checkpoint of step 4 is kept"):
+        _fit(resume_data, run, epochs=3)
+    meta = json.loads((run / "checkpoints" / "latest.json").read_text())
+    assert (meta["epoch"], meta["step"]) == (1, 4)
 
 
 def test_checkpoint_every_n_steps(tmp_path, resume_data, monkeypatch):

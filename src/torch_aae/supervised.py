@@ -40,6 +40,7 @@ from .data import cycled_batch, labeled_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder
 from .priors import Prior, make_prior
+from .unsupervised import make_optimizers  # noqa: F401  (the variant's entry: the same three phases)
 
 DEFAULT_LABELS = 10_000  # the blog's number of labeled images
 # The CLI's defaults for this model where they differ from the config's: the blog's 10,000 labels

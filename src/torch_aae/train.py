@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -155,8 +158,9 @@ def fit(
             atomic_write_json(run_path / "config.json", config.to_dict())
             for name, content in run_files.items():
                 atomic_write_json(run_path / name, content)
-        _train_epochs(model, variant, optimizers, data, train, state, device, run_path, logger,
-                      config, progress, ctx)  # fmt: skip
+        with StopOnSignal() as stop:
+            _train_epochs(model, variant, optimizers, data, train, state, device, run_path,
+                          logger, config, progress, ctx, stop)  # fmt: skip
         summary = variant.evaluate(model, data, device)
         summary.update(
             epochs=state.epoch,
@@ -173,6 +177,33 @@ def fit(
             folder.close()
 
 
+class StopOnSignal:
+    """Ctrl-C (SIGINT) or SIGTERM (`kill`, a scheduler's preemption) during training asks the
+    loop to stop at the next step boundary, where it checkpoints: a signal never leaves a
+    half-done step (say, reconstruction applied, discriminator not) in a checkpoint. A second
+    signal stops at once, keeping the previous checkpoint. Handlers are installed only in the
+    main thread, and SIGINT only where it is not ignored (a background job)."""
+
+    def __init__(self):
+        self.requested, self._previous = False, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
 def default_config(model, data: Dataset, train: TrainConfig) -> Config:
     names = {f.name for f in dataclasses.fields(ModelConfig)}
     model_cfg = ModelConfig(**{k: v for k, v in model.model_args.items() if k in names})
@@ -180,7 +211,7 @@ def default_config(model, data: Dataset, train: TrainConfig) -> Config:
 
 
 def _train_epochs(model, variant, optimizers, data, train, state, device, run_path, logger,
-                  config, progress, ctx):  # fmt: skip
+                  config, progress, ctx, stop=None):  # fmt: skip
     train_x = data.train_x.to(device)  # the whole training set, moved once
     # The labels the step sees: the dataset's, unless the variant's setup gave its own (the
     # conditioned unsupervised AAE hides the labels of its unlabeled images as -1).
@@ -218,13 +249,17 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
                     _means(state.sums, state.batch, check=True)
                     start = _tick(state, start)
                     checkpoint()
-        except KeyboardInterrupt:
-            _tick(state, start)
+                if stop is not None and stop.requested:  # a signal: stop between two steps
+                    _tick(state, start)
+                    bar.close()
+                    _means(state.sums, state.batch, check=True)
+                    checkpoint()
+                    where = f"; resume with --resume --out {run_path}" if run_path else ""
+                    raise AAEError(f"interrupted at epoch {epoch + 1}, step {state.step}{where}")
+        except KeyboardInterrupt:  # inside a step: its updates are partial, do not save them
             bar.close()
-            _means(state.sums, max(state.batch, 1), check=True)
-            checkpoint()
-            where = f"; resume with --resume --out {run_path}" if run_path else ""
-            raise AAEError(f"interrupted at epoch {epoch + 1}, step {state.step}{where}") from None
+            kept = f"; the checkpoint of step {_saved_step(run_path)} is kept" if run_path else ""
+            raise AAEError(f"stopped in the middle of step {state.step + 1}{kept}") from None
         bar.close()
         _tick(state, start)
         row = {"epoch": epoch + 1, **_means(state.sums, steps_per_epoch, check=True)}
@@ -247,6 +282,11 @@ def set_learning_rates(optimizers: dict, epoch: int, lr_step: int) -> None:
         for group in opt.param_groups:
             group.setdefault("initial_lr", group["lr"])
             group["lr"] = group["initial_lr"] * factor
+
+
+def _saved_step(run_path: Path):
+    meta = run_path / CHECKPOINT.with_suffix(".json")
+    return json.loads(meta.read_text())["step"] if meta.is_file() else "none"
 
 
 def _tick(state: TrainState, start: float) -> float:
