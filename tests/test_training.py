@@ -496,3 +496,24 @@ def test_lr_step_divides_every_learning_rate_by_ten_from_that_epoch():
     assert rates() == pytest.approx([1e-4, 2e-5, 2e-5])
     set_learning_rates(optimizers, epoch=3, lr_step=0)  # no schedule: the initial rates
     assert rates() == [1e-3, 2e-4, 2e-4]
+
+
+def test_divergence_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    original, calls = unsupervised.train_step, []
+
+    def nan_in_epoch_two(*args, **kwargs):
+        logs = original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) > 2:  # 2 steps per epoch: epoch 2 diverges
+            logs["loss/recon"] = torch.tensor(float("inf"))
+        return logs
+
+    monkeypatch.setattr(unsupervised, "train_step", nan_in_epoch_two)
+    data = synthetic_dataset(40, shape=(4, 4))
+    run = tmp_path / "run"
+    with pytest.raises(AAEError, match=r"loss/recon became inf \(phase 'recon'\)"):
+        fit(tiny_model(in_dim=16, image_shape=(4, 4)), data, tiny_train(batch_size=20, epochs=3),
+            out=run, progress=False)  # fmt: skip
+    meta = json.loads((run / "checkpoints" / "latest.json").read_text())
+    assert (meta["epoch"], meta["step"]) == (1, 2)  # the end of epoch 1, the last good state
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
