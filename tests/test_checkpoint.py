@@ -382,14 +382,15 @@ def test_resumed_run_is_bitwise_equal_to_an_uninterrupted_one(tmp_path, resume_d
     assert not torch.equal(two.encoder.net[0].weight, straight.encoder.net[0].weight)
 
 
-def test_interrupt_mid_epoch_then_resume_is_bitwise_equal(tmp_path, resume_data, monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_mid_epoch_then_resume_is_bitwise_equal(tmp_path, resume_data, monkeypatch, signum):
     original, calls = unsupervised.train_step, []
 
     def interrupted_step(*args, **kwargs):
         calls.append(1)
         out = original(*args, **kwargs)
-        if len(calls) == 6:  # epoch 2, its second batch: Ctrl-C arrives in the middle of a step
-            os.kill(os.getpid(), signal.SIGINT)
+        if len(calls) == 6:  # epoch 2, its second batch: the signal arrives in the middle of a step
+            os.kill(os.getpid(), signum)
         return out
 
     monkeypatch.setattr(unsupervised, "train_step", interrupted_step)
