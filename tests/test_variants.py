@@ -15,3 +15,11 @@ def test_variant_implements_the_interface(kind):
     assert not missing, f"{kind} lacks {missing}"
     assert module.MODEL.kind == kind
     assert callable(module.MODEL.from_config)
+
+
+def test_the_flat_public_api_exports_what_it_lists():
+    import torch_aae
+
+    assert [name for name in torch_aae.__all__ if not hasattr(torch_aae, name)] == []
+    for name in ("UnsupervisedAAE", "SupervisedAAE", "SemiSupervisedAAE", "fit", "load_model"):
+        assert name in torch_aae.__all__

@@ -6,7 +6,12 @@ from .checkpoint import load_model, save_model
 from .config import Config, DataConfig, ModelConfig, TrainConfig
 from .data import Dataset, download_mnist, load_dataset
 from .errors import AAEError
-from .priors import GaussianPrior, make_prior
+from .metrics import class_histogram, frechet_distance
+from .parzen import parzen_evaluate
+from .priors import (
+    CategoricalPrior, GaussianPrior, MixturePrior, SwissRollPrior, UniformPrior, make_prior,
+)  # fmt: skip
+from .report import write_report
 from .train import fit
 from .semi_supervised import SemiSupervisedAAE
 from .supervised import SupervisedAAE
@@ -15,8 +20,10 @@ from .unsupervised import UnsupervisedAAE
 __version__ = "0.1.0"
 
 __all__ = [
-    "AAEError", "Classifier", "Config", "DataConfig", "Dataset", "GaussianPrior", "ModelConfig",
-    "TrainConfig", "SemiSupervisedAAE", "SupervisedAAE", "UnsupervisedAAE", "classifier_accuracy",
-    "features", "predict", "train_classifier", "build_model", "download_mnist", "evaluate_run", "fit", "load_dataset",
-    "load_model", "load_run_config", "make_prior", "plot_run", "save_model",
+    "AAEError", "CategoricalPrior", "Classifier", "Config", "DataConfig", "Dataset",
+    "GaussianPrior", "MixturePrior", "ModelConfig", "SemiSupervisedAAE", "SupervisedAAE",
+    "SwissRollPrior", "TrainConfig", "UniformPrior", "UnsupervisedAAE", "build_model",
+    "class_histogram", "classifier_accuracy", "download_mnist", "evaluate_run", "features", "fit",
+    "frechet_distance", "load_dataset", "load_model", "load_run_config", "make_prior",
+    "parzen_evaluate", "plot_run", "predict", "save_model", "train_classifier", "write_report",
 ]  # fmt: skip
