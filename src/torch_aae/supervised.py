@@ -40,6 +40,7 @@ from .data import cycled_batch, labeled_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder
 from .priors import Prior, make_prior
+from .unsupervised import adversarial_phases
 from .unsupervised import make_optimizers  # noqa: F401  (the variant's entry: the same three phases)
 
 DEFAULT_LABELS = 10_000  # the blog's number of labeled images
@@ -185,32 +186,11 @@ def train_step(model: SupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=Non
     recon.backward()
     opt["recon"].step()
 
-    # 2. Discriminator: max log D(z ~ prior) + log(1 - D(z ~ q(z|x))) over the discriminator.
-    # One encoder pass after the reconstruction update, reused by the generator phase.
+    # 2-3. Discriminator: prior samples vs. z ~ q(z|x); then generator: the encoder fools the
+    # updated discriminator. One encoder pass after the reconstruction update serves both.
     z_fake = code(x)  # (batch, z_dim)
     z_real = model.prior.sample(len(x)).to(x.device)  # (batch, z_dim)
-    opt["disc"].zero_grad(set_to_none=True)
-    real_logits, fake_logits = disc(z_real), disc(z_fake.detach())
-    disc_loss = losses.discriminator_loss(real_logits, fake_logits)
-    disc_loss.backward()
-    opt["disc"].step()
-
-    # 3. Generator: max log D(q(z|x)) over the encoder, against the updated discriminator.
-    opt["gen"].zero_grad(set_to_none=True)
-    disc.requires_grad_(False)
-    gen_loss = losses.generator_loss(disc(z_fake))
-    gen_loss.backward()
-    disc.requires_grad_(True)
-    opt["gen"].step()
-
-    acc_real, acc_fake = losses.accuracy_real_fake(real_logits.detach(), fake_logits.detach())
-    return {
-        "loss/recon": recon.detach(),
-        "loss/disc": disc_loss.detach(),
-        "loss/gen": gen_loss.detach(),
-        "acc/disc_real": acc_real,
-        "acc/disc_fake": acc_fake,
-    }
+    return {"loss/recon": recon.detach(), **adversarial_phases(disc, opt, z_real, z_fake)}
 
 
 # ----------------------------------------------------------------------------------------------

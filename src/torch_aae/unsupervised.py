@@ -184,9 +184,8 @@ def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=N
     recon.backward()
     opt["recon"].step()
 
-    # 2. Discriminator: max log D(z ~ prior) + log(1 - D(q(z|x))) over the discriminator.
-    # The codes are computed once, after the reconstruction update; the encoder does not change
-    # during this phase, so the generator phase below reuses the same forward pass.
+    # 2-3. Discriminator, then generator (adversarial_phases). The codes are computed once,
+    # after the reconstruction update, and serve both phases.
     z_fake = enc(x)  # (batch, z_dim), with graph for the generator phase
     if model.condition_classes:
         # Conditioned: a labeled code is compared with its class's part of the prior, an
@@ -197,6 +196,18 @@ def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=N
         z_real, z_fake = torch.cat([z_real, onehot], 1), torch.cat([z_fake, onehot], 1)
     else:
         z_real = model.prior.sample(len(x)).to(x.device)  # (batch, z_dim); a no-op on the CPU
+    return {"loss/recon": recon.detach(), **adversarial_phases(disc, opt, z_real, z_fake)}
+
+
+def adversarial_phases(disc, opt: dict, z_real: torch.Tensor, z_fake: torch.Tensor) -> dict:
+    """Phases 2 and 3 of a step with one latent discriminator (the unsupervised and supervised
+    models): `z_real` from the prior, `z_fake` from the encoder with its graph, computed once
+    after the reconstruction update (the encoder does not change during phase 2).
+
+    Returns:
+        loss/disc, loss/gen and the discriminator's accuracies, as 0-d tensors.
+    """
+    # 2. Discriminator: max log D(z ~ prior) + log(1 - D(q(z|x))) over the discriminator.
     opt["disc"].zero_grad(set_to_none=True)
     real_logits, fake_logits = disc(z_real), disc(z_fake.detach())
     disc_loss = losses.discriminator_loss(real_logits, fake_logits)
@@ -213,7 +224,6 @@ def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=N
 
     acc_real, acc_fake = losses.accuracy_real_fake(real_logits.detach(), fake_logits.detach())
     return {
-        "loss/recon": recon.detach(),
         "loss/disc": disc_loss.detach(),
         "loss/gen": gen_loss.detach(),
         "acc/disc_real": acc_real,
