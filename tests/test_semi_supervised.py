@@ -180,3 +180,32 @@ def test_bench_seeds_reports_mean_and_std(data, tmp_path, monkeypatch):
     on_disk = json.loads((tmp_path / "bench.json").read_text())
     assert on_disk["test_error_mean"] == result["test_error_mean"]
     assert "| semi-supervised | 100 | 2 |" in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_seeds_in_parallel_jobs_match_one_by_one(tmp_path):
+    # Two worker processes (spawned: they load the data themselves, from a small subset) give
+    # the same per-seed errors as training the seeds one after the other.
+    from torch_aae import bench
+
+    config = Config("semi-supervised", DataConfig(labels="100", subset=600),
+                    ModelConfig(z_dim=2, hidden=32, disc_hidden=32, dropout=0.0),
+                    tiny_train(epochs=1))  # fmt: skip
+    parallel = bench.bench_seeds(config, 2, tmp_path / "par", "aae bench ...", progress=False, jobs=2)
+    serial = bench.bench_seeds(config, 2, tmp_path / "ser", "aae bench ...", progress=False)
+    assert parallel["seeds"] == serial["seeds"] == [0, 1]
+    assert parallel["test_error"] == serial["test_error"]
+
+
+def test_bench_seeds_refuses_a_folder_holding_another_config(tmp_path):
+    from torch_aae import bench
+    from torch_aae.errors import AAEError
+
+    config = Config("semi-supervised", DataConfig(labels="100", subset=600),
+                    ModelConfig(z_dim=2, hidden=32, disc_hidden=32), tiny_train(epochs=1))  # fmt: skip
+    bench.bench_seeds(config, 1, tmp_path, "aae bench ...", progress=False)
+    before = (tmp_path / "seed-0" / "summary.json").read_bytes()
+    other = Config("semi-supervised", DataConfig(labels="100", subset=600),
+                   ModelConfig(z_dim=2, hidden=32, disc_hidden=32), tiny_train(epochs=1, lr_sup=0.5))  # fmt: skip
+    with pytest.raises(AAEError, match=r"seed-0 holds a run with train.lr_sup=0.001, not 0.5"):
+        bench.bench_seeds(other, 1, tmp_path, "aae bench ...", progress=False)
+    assert (tmp_path / "seed-0" / "summary.json").read_bytes() == before

@@ -46,19 +46,19 @@ def _transposed(t: torch.Tensor) -> bool:
     return t.dim() == 2 and t.stride(0) == 1 and t.shape[1] > 1
 
 
-def _operand(shape, transposed, device):
+def _operand(shape, transposed, device, dtype):
     if transposed:
-        return torch.randn(shape[1], shape[0], device=device).t()
-    return torch.randn(*shape, device=device)
+        return torch.randn(shape[1], shape[0], device=device, dtype=dtype).t()
+    return torch.randn(*shape, device=device, dtype=dtype)
 
 
-def matmul_throughput(calls, device, min_seconds: float = 1.0) -> float:
-    """GFLOP/s of replaying exactly these matrix products, back to back."""
+def matmul_throughput(calls, device, min_seconds: float = 1.0, dtype=torch.float32) -> float:
+    """GFLOP/s of replaying exactly these matrix products, back to back, in `dtype`."""
     ops = []
     for a_shape, a_t, b_shape, b_t, bias in calls:
-        a, b = _operand(a_shape, a_t, device), _operand(b_shape, b_t, device)
-        out = torch.empty(a_shape[0], b_shape[1], device=device)
-        c = torch.randn(b_shape[1], device=device) if bias else None
+        a, b = _operand(a_shape, a_t, device, dtype), _operand(b_shape, b_t, device, dtype)
+        out = torch.empty(a_shape[0], b_shape[1], device=device, dtype=dtype)
+        c = torch.randn(b_shape[1], device=device, dtype=dtype) if bias else None
         ops.append((a, b, c, out))
     flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b, _, _ in ops)
 
@@ -97,13 +97,17 @@ def throughput(
     device: str = "cpu",
     z_dim: int = 2,
     model_config: ModelConfig | None = None,
+    precision: str = "fp32",
 ) -> dict:
     """Measure training throughput of `model_kind` (default: the blog's architecture).
 
     Returns:
         images_per_second, flops_per_image, model_gflops (achieved), matmul_gflops (replayed
-        products of the same shapes), fraction_of_peak, plus the settings.
+        products of the same shapes), fraction_of_peak, plus the settings. With precision "bf16"
+        the step runs under bfloat16 autocast and the products are replayed in bfloat16.
     """
+    from .train import autocast
+
     dev = resolve_device(device)
     variant = get_variant(model_kind)
     mcfg = model_config or ModelConfig(z_dim=z_dim)
@@ -118,14 +122,15 @@ def throughput(
     batches = list(zip(x.split(batch_size), y.split(batch_size)))
 
     model.train()
-    with MatmulRecorder() as rec:
+    with MatmulRecorder() as rec, autocast(dev, precision):
         variant.train_step(model, optimizers, *batches[0], ctx, 0)
     i = 0
 
     def step():
         nonlocal i
         xb, yb = batches[i % len(batches)]
-        variant.train_step(model, optimizers, xb, yb, ctx, i)
+        with autocast(dev, precision):
+            variant.train_step(model, optimizers, xb, yb, ctx, i)
         i += 1
 
     for _ in range(10):  # warm-up (allocator, Adam state)
@@ -140,12 +145,14 @@ def throughput(
     images_per_second = steps * batch_size / seconds
     flops_per_image = rec.flops / batch_size
     model_gflops = images_per_second * flops_per_image / 1e9
-    matmul_gflops = matmul_throughput(rec.calls, dev)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    matmul_gflops = matmul_throughput(rec.calls, dev, dtype=dtype)
     return {
         "model": model_kind,
         "device": str(dev),
         "threads": torch.get_num_threads(),
         "batch_size": batch_size,
+        "precision": precision,
         "steps": steps,
         "images_per_second": round(images_per_second, 1),
         "flops_per_image": flops_per_image,
@@ -163,42 +170,58 @@ def throughput(
 PAPER_ERROR = {"100": (1.90, 0.10), "1000": (1.60, 0.08), "all": (0.85, 0.02)}
 
 
-def bench_seeds(config, seeds: int, out, command: str, progress: bool = True) -> dict:
+# Settings that do not change what a seed's run computes: a finished run may differ in these.
+_NOT_COMPARED = {"device", "log_every", "checkpoint_every"}
+
+
+def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jobs: int = 1) -> dict:
     """Train `config` once per seed (seed, seed+1, ...) into OUT/seed-K and report test error.
 
-    A seed whose run folder already holds a finished run (summary.json) is not trained again,
-    so an interrupted benchmark continues where it stopped.
+    A seed whose run folder already holds a finished run (summary.json) of the same config is not
+    trained again, so an interrupted benchmark continues where it stopped; a run of another config
+    there is an error. With jobs > 1, that many seeds train at once in separate processes, the
+    machine's threads shared out between them.
 
     Returns:
         The content of OUT/bench.json (also written, with OUT/bench.md).
     """
     import dataclasses
     import json
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
     from pathlib import Path
 
     import numpy as np
 
-    from .api import build_model
     from .checkpoint import atomic_write_bytes, atomic_write_json
-    from .data import load_dataset
-    from .train import fit
+    from .errors import AAEError
 
     out = Path(out)
-    runs = []
+    todo, summaries = [], {}
     for k in range(seeds):
         seed = config.train.seed + k
         cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
         run = out / f"seed-{seed}"
+        _check_same_config(run, cfg)
         if (run / "summary.json").is_file():
-            summary = json.loads((run / "summary.json").read_text())
+            summaries[seed] = json.loads((run / "summary.json").read_text())
         else:
-            torch.manual_seed(seed)
-            d = cfg.data
-            data = load_dataset(d.dataset, d.data_dir, d.subset, d.val_size, seed)
-            model = build_model(cfg, data)
-            resume = (run / "checkpoints" / "latest.pt").is_file()
-            summary = fit(model, data, cfg.train, out=run, resume=resume, config=cfg,
-                          progress=progress)  # fmt: skip
+            todo.append((seed, cfg, run))
+    if jobs > 1 and len(todo) > 1:
+        threads = max(1, torch.get_num_threads() // jobs)
+        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=get_context("spawn")) as pool:
+            futures = {seed: pool.submit(_train_seed, cfg.to_dict(), str(run), False, threads)
+                       for seed, cfg, run in todo}  # fmt: skip
+            for seed, future in futures.items():
+                summaries[seed] = future.result()
+    else:
+        for seed, cfg, run in todo:
+            summaries[seed] = _train_seed(cfg.to_dict(), str(run), progress)
+    runs = []
+    for seed in sorted(summaries):
+        summary = summaries[seed]
+        if "test_error" not in summary:
+            raise AAEError(f"{out / f'seed-{seed}'}: its summary has no test_error")
         runs.append({"seed": seed, "test_error": summary["test_error"],
                      "epochs": summary["epochs"], "train_seconds": summary["train_seconds"]})  # fmt: skip
     errors = np.array([r["test_error"] for r in runs])
@@ -215,10 +238,55 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True) ->
         "config": config.to_dict(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "jobs": jobs,
     }
     atomic_write_json(out / "bench.json", result)
     atomic_write_bytes(out / "bench.md", bench_markdown(result).encode())
     return result
+
+
+def _check_same_config(run, cfg) -> None:
+    """Refuse a run folder that holds a run of another config (it would mix into the table)."""
+    import json
+
+    from .errors import AAEError
+
+    saved_path = run / "config.json"
+    if not saved_path.is_file():
+        return
+    saved, wanted = json.loads(saved_path.read_text()), cfg.to_dict()
+    for section in ("data", "model", "train"):
+        for key in sorted(set(saved.get(section, {})) | set(wanted[section])):
+            if key in _NOT_COMPARED:
+                continue
+            a, b = saved.get(section, {}).get(key), wanted[section].get(key)
+            if a != b:
+                raise AAEError(f"{run} holds a run with {section}.{key}={a!r}, not {b!r}: "
+                               f"use another --out, or delete that run")  # fmt: skip
+    if saved.get("model_kind") != wanted["model_kind"]:
+        raise AAEError(f"{run} holds a {saved.get('model_kind')} run, not {wanted['model_kind']}")
+
+
+def _train_seed(config_dict: dict, run: str, progress: bool, threads: int | None = None) -> dict:
+    """Train (or resume) one seed's run; its summary. Runs in a worker process when jobs > 1."""
+    from pathlib import Path
+
+    from .api import build_model
+    from .config import from_dict
+    from .data import load_dataset
+    from .train import fit
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = from_dict(config_dict)
+    run = Path(run)
+    seed = cfg.train.seed
+    torch.manual_seed(seed)
+    d = cfg.data
+    data = load_dataset(d.dataset, d.data_dir, d.subset, d.val_size, seed)
+    model = build_model(cfg, data)
+    resume = (run / "checkpoints" / "latest.pt").is_file()
+    return fit(model, data, cfg.train, out=run, resume=resume, config=cfg, progress=progress)
 
 
 def bench_markdown(r: dict) -> str:

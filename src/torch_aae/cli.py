@@ -72,9 +72,13 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     tp.add_argument("--z-dim", type=int, default=2)
     tp.add_argument("--steps", type=int, default=200, help="timed training steps (default: 200)")
     tp.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    tp.add_argument("--precision", default="fp32", choices=cfg.PRECISIONS,
+                    help="fp32, or bf16 autocast (default: fp32)")
     semi = what.add_parser("semi-supervised", help="test error of the semi-supervised model over seeds")
     semi.add_argument("--out", required=True, help="folder for the runs, bench.json and bench.md")
     semi.add_argument("--seeds", type=int, default=5, help="number of seeds: --seed, --seed+1, ... (default: 5)")
+    semi.add_argument("--jobs", type=int, default=1,
+                      help="seeds trained at once, in separate processes sharing the threads (default: 1)")
     semi.add_argument("--no-progress", action="store_true", help="no progress bar")
     for section in cfg.SECTIONS.values():
         cfg.add_arguments(semi, section, defaults=VARIANTS["semi-supervised"].CLI_DEFAULTS)
@@ -133,7 +137,10 @@ def cmd_train(args) -> int:
     model = build_model(config, data)
     summary = fit(model, data, config.train, out=args.out, resume=args.resume,
                   overwrite=args.overwrite, config=config, progress=not args.no_progress)  # fmt: skip
-    print(json.dumps(summary, indent=2))
+    from .distributed import world_from_env
+
+    if world_from_env().main:  # under torchrun, one summary
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -224,17 +231,20 @@ def cmd_bench(args) -> int:
     if args.bench == "semi-supervised":
         if args.seeds <= 0:
             raise AAEError(f"--seeds {args.seeds}: must be positive")
+        if args.jobs <= 0:
+            raise AAEError(f"--jobs {args.jobs}: must be positive")
         args.model_kind = "semi-supervised"
         command = "aae " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         result = bench_seeds(_config_from_args(args), args.seeds, args.out, command,
-                             progress=not args.no_progress)  # fmt: skip
+                             progress=not args.no_progress, jobs=args.jobs)  # fmt: skip
         print(bench_markdown(result))
         return 0
 
     for name in ("batch_size", "steps", "z_dim"):
         if getattr(args, name) <= 0:
             raise AAEError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
-    result = throughput(args.model, args.batch_size, args.steps, args.device, args.z_dim)
+    result = throughput(args.model, args.batch_size, args.steps, args.device, args.z_dim,
+                        precision=args.precision)  # fmt: skip
     print(json.dumps(result, indent=2))
     return 0
 

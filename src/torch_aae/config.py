@@ -49,6 +49,7 @@ class ModelConfig:
     prior_std_along: float = _f(0.5, "std of each mixture component along its radius")
     prior_std_across: float = _f(0.05, "std of each mixture component across its radius")
     condition_labels: int = _f(0, "unsupervised: condition the prior on the labels of N training images (class-balanced, by --seed); 0: off")
+    clusters: int = _f(0, "clustering model: number of clusters K of the categorical code (the paper: 16 or 30)")
     hidden: int = _f(1000, "units per hidden layer of the encoder and decoder")
     depth: int = _f(2, "hidden layers of the encoder and decoder")
     disc_hidden: int = _f(1000, "units per hidden layer of the discriminator(s)")
@@ -75,6 +76,9 @@ class ModelConfig:
                            f"--prior {' or '.join(TWO_D_PRIORS)}, not {self.prior}")  # fmt: skip
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = _f(10, "passes over the training set")
@@ -83,11 +87,12 @@ class TrainConfig:
     lr_reg: float = _f(5e-5, "Adam learning rate of the regularization phases (discriminator, generator)")
     beta1_reg: float = _f(0.9, "Adam beta1 of the regularization phases")
     lr_sup: float = _f(1e-3, "Adam learning rate of the supervised phase (semi-supervised model)")
-    input_noise: float = _f(0.0, "std of Gaussian noise added to the encoder's input in training (semi-supervised model)")
-    code_noise: float = _f(0.0, "std of Gaussian noise added to the code z in training: q(z|x) = N(encoder(x), s^2 I) (supervised model)")
+    input_noise: float = _f(0.0, "std of Gaussian noise added to the encoder's input in training (semi-supervised and clustering models)")
+    code_noise: float = _f(0.0, "std of Gaussian noise added to the code z in training: q(z|x) = N(encoder(x), s^2 I) (supervised, semi-supervised and clustering models)")
     lr_step: int = _f(0, "from this epoch on, every learning rate is divided by 10 (0: constant)")
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
+    precision: str = _f("fp32", "fp32, or bf16: run the step under bfloat16 autocast (matrix products in bf16, weights and losses in fp32)")
     checkpoint_every: int = _f(0, "also checkpoint every N steps within an epoch (0: only at epoch ends)")
     log_every: int = _f(50, "refresh the progress bar's losses every N steps")
 
@@ -104,6 +109,8 @@ class TrainConfig:
             raise AAEError(f"--lr-step {self.lr_step}: must be >= 0")
         if self.checkpoint_every < 0:
             raise AAEError(f"--checkpoint-every {self.checkpoint_every}: must be >= 0")
+        if self.precision not in PRECISIONS:
+            raise AAEError(f"--precision {self.precision!r}: choose {' or '.join(PRECISIONS)}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise AAEError(f"--device {self.device!r}: choose auto, cpu or cuda[:N]")
 
@@ -121,6 +128,11 @@ class Config:
         # Only the unsupervised model builds its prior from these fields: refuse rather than
         # silently ignore them elsewhere.
         m = self.model
+        if m.clusters < 0:
+            raise AAEError(f"--clusters {m.clusters}: must be >= 0")
+        if m.clusters and self.model_kind != "clustering":
+            raise AAEError(f"--clusters {m.clusters}: only the clustering model takes it, not "
+                           f"{self.model_kind}")  # fmt: skip
         if self.model_kind == "unsupervised":
             return
         if m.condition_labels:

@@ -145,19 +145,51 @@ def setup(model, data, config, device, run_path) -> dict:
         "batch_size": config.train.batch_size,
         "seed": config.train.seed,
         "input_noise": config.train.input_noise,
+        "code_noise": config.train.code_noise,
     }
 
 
 def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: int = 0) -> dict:
     """The four phases on one batch of training images (labels unused) and one labeled batch."""
+    logs = adversarial_autoencoder_phases(model, opt, x, ctx["input_noise"], ctx["code_noise"])
+
+    # 4. Supervised: min cross-entropy(q(y|x_labeled), label) on the logits (no double softmax).
+    # The labeled set is cycled, one fresh permutation per pass: batch `step` is a pure function
+    # of (seed, step), so a resumed run draws the same batches.
+    noise = ctx["input_noise"]
+    idx = cycled_batch(len(ctx["x"]), ctx["batch_size"], ctx["seed"], step).to(x.device)
+    xl, yl = ctx["x"][idx], ctx["y"][idx]
+    if noise > 0:
+        xl = xl + noise * torch.randn_like(xl)
+    opt["sup"].zero_grad(set_to_none=True)
+    sup = F.cross_entropy(model.encoder.classify(xl), yl)
+    sup.backward()
+    opt["sup"].step()
+    logs["loss/sup"] = sup.detach()
+    return logs
+
+
+def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise: float,
+                                   code_noise: float = 0.0) -> dict:  # fmt: skip
+    """Phases 1-3 on a batch of images, no labels: reconstruction, both discriminators, generator.
+    Shared by the semi-supervised model and the clustering model (which has no phase 4).
+
+    Args:
+        noise: std of Gaussian noise on the encoder's input.
+        code_noise: std of Gaussian noise on z, a Gaussian posterior q(z|x) = N(encoder(x), s^2 I):
+            it limits what z can carry, so that the class goes through y.
+    """
     enc, dec = model.encoder, model.decoder
     cat_disc, gauss_disc = model.label_discriminator, model.latent_discriminator
-    noise = ctx["input_noise"]
     x_in = x + noise * torch.randn_like(x) if noise > 0 else x  # (batch, in_dim)
+
+    def encode(x_in):
+        logits, z = enc(x_in)
+        return logits, (z + code_noise * torch.randn_like(z) if code_noise > 0 else z)
 
     # 1. Reconstruction: min BCE(x, p(x | softmax(y), z)) over encoder + decoder.
     opt["recon"].zero_grad(set_to_none=True)
-    logits, z = enc(x_in)
+    logits, z = encode(x_in)
     recon = losses.reconstruction_loss(dec(torch.cat([logits.softmax(1), z], 1)), x)
     recon.backward()
     opt["recon"].step()
@@ -165,7 +197,7 @@ def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: i
     # 2. Discriminators: one-hot prior samples vs softmax(y); N(0, std^2) samples vs z.
     # One encoder pass after the reconstruction update, reused by the generator phase (the
     # encoder does not change in between).
-    logits, z = enc(x_in)
+    logits, z = encode(x_in)
     y_fake = logits.softmax(1)  # (batch, n_classes)
     y_real = sample_one_hot(len(x), model.n_classes, x.device)
     z_real = model.prior.sample(len(x), device=x.device)
@@ -187,18 +219,6 @@ def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: i
     gauss_disc.requires_grad_(True)
     opt["gen"].step()
 
-    # 4. Supervised: min cross-entropy(q(y|x_labeled), label) on the logits (no double softmax).
-    # The labeled set is cycled, one fresh permutation per pass: batch `step` is a pure function
-    # of (seed, step), so a resumed run draws the same batches.
-    idx = cycled_batch(len(ctx["x"]), ctx["batch_size"], ctx["seed"], step).to(x.device)
-    xl, yl = ctx["x"][idx], ctx["y"][idx]
-    if noise > 0:
-        xl = xl + noise * torch.randn_like(xl)
-    opt["sup"].zero_grad(set_to_none=True)
-    sup = F.cross_entropy(enc.classify(xl), yl)
-    sup.backward()
-    opt["sup"].step()
-
     acc_cat = losses.accuracy_real_fake(cat_real.detach(), cat_fake.detach())
     acc_gauss = losses.accuracy_real_fake(gauss_real.detach(), gauss_fake.detach())
     return {
@@ -206,7 +226,6 @@ def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: i
         "loss/disc_cat": disc_cat.detach(),
         "loss/disc_gauss": disc_gauss.detach(),
         "loss/gen": gen.detach(),
-        "loss/sup": sup.detach(),
         "acc/disc_cat_real": acc_cat[0],
         "acc/disc_cat_fake": acc_cat[1],
         "acc/disc_gauss_real": acc_gauss[0],

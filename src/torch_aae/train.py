@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import plots
+from . import distributed, plots
 from .checkpoint import (
     atomic_write_json,
     load_checkpoint,
@@ -138,39 +138,51 @@ def fit(
         raise AAEError("resume needs the run folder to resume from (out=...)")
     config = config or default_config(model, data, train)
     run_path = Path(out) if out is not None else None
-    device = resolve_device(train.device)
+    # Under torchrun: join the process group; rank 0 alone writes the run folder.
+    world, device = distributed.init(resolve_device(train.device))
+    distributed.check_batch(train.batch_size, world)
+    writes = run_path if world.main else None
     if run_path is not None:
         RunFolder.check(run_path, resume, overwrite)
     # Variant-specific fixed inputs of the step (e.g. the labeled subset), built once, and
     # validated before the run folder is touched: a bad request leaves no half-made run.
     ctx = variant.setup(model, data, config, device, run_path)
     run_files = ctx.pop("run_files", {}) if isinstance(ctx, dict) else {}
-    folder = RunFolder(run_path, resume, overwrite) if run_path is not None else None
-    logger = RunLogger(run_path)
+    folder = RunFolder(run_path, resume, overwrite) if writes is not None else None
+    logger = RunLogger(writes)
     try:
         torch.manual_seed(train.seed)
         model.to(device)
         optimizers = variant.make_optimizers(model, train)
+        if world.active:
+            distributed.broadcast_parameters(model)
+            distributed.average_gradients_before_step(optimizers, world)
         state = TrainState()
         if resume:
             state = _restore(run_path / CHECKPOINT, model, optimizers, device)
-        elif run_path is not None:
+        elif writes is not None:
             atomic_write_json(run_path / "config.json", config.to_dict())
             for name, content in run_files.items():
                 atomic_write_json(run_path / name, content)
+        if world.active and not world.main:  # other ranks draw other prior samples and noise
+            torch.manual_seed(train.seed + 1_000_003 * world.rank + state.step)
         with StopOnSignal() as stop:
-            _train_epochs(model, variant, optimizers, data, train, state, device, run_path,
-                          logger, config, progress, ctx, stop)  # fmt: skip
-        summary = variant.evaluate(model, data, device)
-        summary.update(
-            epochs=state.epoch,
-            train_seconds=round(state.train_seconds, 3),
-            samples_per_second=round(state.images_seen / max(state.train_seconds, 1e-9), 1),
-        )
-        if run_path is not None:
-            atomic_write_json(run_path / "summary.json", summary)
-            make_plots(model, data, run_path, device, state.history)
-        return summary
+            _train_epochs(model, variant, optimizers, data, train, state, device, writes,
+                          logger, config, progress and world.main, ctx, stop, world)  # fmt: skip
+        summary = None
+        if world.main:
+            summary = variant.evaluate(model, data, device)
+            summary.update(
+                epochs=state.epoch,
+                train_seconds=round(state.train_seconds, 3),
+                samples_per_second=round(state.images_seen / max(state.train_seconds, 1e-9), 1),
+            )
+            if world.active:
+                summary["processes"] = world.size
+            if run_path is not None:
+                atomic_write_json(run_path / "summary.json", summary)
+                make_plots(model, data, run_path, device, state.history)
+        return distributed.broadcast_object(summary, world)
     finally:
         logger.close()
         if folder:
@@ -211,14 +223,17 @@ def default_config(model, data: Dataset, train: TrainConfig) -> Config:
 
 
 def _train_epochs(model, variant, optimizers, data, train, state, device, run_path, logger,
-                  config, progress, ctx, stop=None):  # fmt: skip
+                  config, progress, ctx, stop=None, world=distributed.SINGLE):  # fmt: skip
     train_x = data.train_x.to(device)  # the whole training set, moved once
     # The labels the step sees: the dataset's, unless the variant's setup gave its own (the
     # conditioned unsupervised AAE hides the labels of its unlabeled images as -1).
     train_y = ctx.get("train_y", data.train_y) if isinstance(ctx, dict) else data.train_y
     train_y = None if train_y is None else train_y.to(device)
     n, bs = len(train_x), train.batch_size
-    steps_per_epoch = math.ceil(n / bs)
+    # Several processes split each global batch evenly: an incomplete last batch is dropped.
+    steps_per_epoch = n // bs if world.active else math.ceil(n / bs)
+    if steps_per_epoch == 0:
+        raise AAEError(f"{n} training images make no batch of {bs} (--batch-size)")
 
     def checkpoint():
         if run_path is not None:
@@ -226,7 +241,7 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
 
     for epoch in range(state.epoch, train.epochs):
         if state.perm is None:
-            state.perm, state.batch, state.sums, state.epoch_seconds = torch.randperm(n), 0, {}, 0.0
+            state.perm, state.batch, state.sums, state.epoch_seconds = epoch_permutation(n, train.seed, epoch), 0, {}, 0.0
         index_batches = state.perm.to(device).split(bs)
         bar = tqdm(total=steps_per_epoch, initial=state.batch, disable=not progress,
                    desc=f"epoch {epoch + 1}/{train.epochs}", leave=False, dynamic_ncols=True)  # fmt: skip
@@ -235,24 +250,27 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         start = time.perf_counter()
         try:
             for b in range(state.batch, steps_per_epoch):
-                idx = index_batches[b]
+                idx = distributed.shard(index_batches[b], world)
                 y = None if train_y is None else train_y[idx]
-                logs = variant.train_step(model, optimizers, train_x[idx], y, ctx, state.step)
+                with autocast(device, train.precision):
+                    logs = variant.train_step(model, optimizers, train_x[idx], y, ctx, state.step)
                 for key, value in logs.items():  # accumulate on the device: no host sync
                     state.sums[key] = state.sums.get(key, 0.0) + value
                 state.batch, state.step = b + 1, state.step + 1
-                state.images_seen += len(idx)
+                state.images_seen += len(idx) * world.size
                 bar.update(1)
                 if state.step % train.log_every == 0:
-                    bar.set_postfix(_means(state.sums, state.batch, check=True), refresh=False)
+                    means = _means(distributed.average_sums(state.sums, world), state.batch, check=True)
+                    bar.set_postfix(means, refresh=False)
                 if train.checkpoint_every and state.step % train.checkpoint_every == 0:
-                    _means(state.sums, state.batch, check=True)
+                    _means(distributed.average_sums(state.sums, world), state.batch, check=True)
                     start = _tick(state, start)
                     checkpoint()
-                if stop is not None and stop.requested:  # a signal: stop between two steps
+                # A signal: stop between two steps (every rank at the same step).
+                if stop is not None and distributed.any_rank(stop.requested, world, device):
                     _tick(state, start)
                     bar.close()
-                    _means(state.sums, state.batch, check=True)
+                    _means(distributed.average_sums(state.sums, world), state.batch, check=True)
                     checkpoint()
                     where = f"; resume with --resume --out {run_path}" if run_path else ""
                     raise AAEError(f"interrupted at epoch {epoch + 1}, step {state.step}{where}")
@@ -262,7 +280,8 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
             raise AAEError(f"stopped in the middle of step {state.step + 1}{kept}") from None
         bar.close()
         _tick(state, start)
-        row = {"epoch": epoch + 1, **_means(state.sums, steps_per_epoch, check=True)}
+        row = {"epoch": epoch + 1,
+               **_means(distributed.average_sums(state.sums, world), steps_per_epoch, check=True)}
         model.eval()
         row.update(variant.epoch_metrics(model, data, device))
         row["time/epoch_seconds"] = round(state.epoch_seconds, 3)
@@ -271,7 +290,20 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         checkpoint()
         logger.write_epoch(state.history)
         shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in row.items() if k != "epoch")
-        tqdm.write(f"epoch {epoch + 1}/{train.epochs} {shown}", file=sys.stderr)
+        if world.main:
+            tqdm.write(f"epoch {epoch + 1}/{train.epochs} {shown}", file=sys.stderr)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the training images in `epoch`: a function of (seed, epoch) alone, so that
+    every process of a distributed run, and a resumed run, draw the same one."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def autocast(device, precision: str):
+    """The step's numeric precision: a bfloat16 autocast region for "bf16", nothing for "fp32"."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def set_learning_rates(optimizers: dict, epoch: int, lr_step: int) -> None:

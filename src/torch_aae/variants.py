@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import semi_supervised, supervised, unsupervised
+from . import clustering, semi_supervised, supervised, unsupervised
 from .errors import AAEError
 
 VARIANTS: dict[str, ModuleType] = {
     "unsupervised": unsupervised,
     "semi-supervised": semi_supervised,
     "supervised": supervised,
+    "clustering": clustering,
 }
 
 

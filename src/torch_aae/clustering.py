@@ -1,0 +1,160 @@
+"""Unsupervised clustering with an adversarial autoencoder (Makhzani et al. 2015, section 6).
+
+The semi-supervised architecture without its supervised phase and without any label: the
+encoder q(y, z | x) has a K-way categorical head y (the cluster) and a continuous style code z;
+a categorical discriminator pushes softmax(y) towards one-hot vectors drawn uniformly from the K
+clusters, a Gaussian one pushes z towards N(0, std^2 I); the decoder reconstructs x from
+(softmax(y), z). Per mini-batch: reconstruction, both discriminators, generator.
+
+`cluster_error` is the paper's metric: each cluster takes the most frequent *training* label of
+the training images it holds (labels are read only here, after training); the error is that
+assignment's error on the test set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import ModelConfig, TrainConfig
+from .errors import AAEError
+from .optim import adam
+from .semi_supervised import SemiSupervisedAAE, adversarial_autoencoder_phases
+
+# The CLI's defaults for this model where they differ from ModelConfig's / TrainConfig's.
+CLI_DEFAULTS = {"z_dim": 10, "prior_std": 1.0, "clusters": 16, "epochs": 30,
+                "lr_recon": 1e-3, "lr_reg": 2e-4, "beta1_reg": 0.5, "input_noise": 0.3}  # fmt: skip
+
+
+class ClusteringAAE(SemiSupervisedAAE):
+    """Encoder q(y,z|x) with K clusters, decoder p(x|y,z), categorical and Gaussian discriminators."""
+
+    kind = "clustering"
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, in_dim: int, image_shape):
+        if cfg.clusters < 2:
+            raise AAEError(f"--clusters {cfg.clusters}: the clustering model needs at least 2")
+        return cls(in_dim, image_shape, cfg.clusters, cfg.z_dim, cfg.hidden, cfg.depth,
+                   cfg.disc_hidden, cfg.disc_depth, cfg.dropout, cfg.prior_std)  # fmt: skip
+
+    @torch.no_grad()
+    def cluster_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """q(y|x): (batch, K) cluster probabilities."""
+        return self.encoder.classify(x).softmax(1)
+
+
+MODEL = ClusteringAAE
+
+
+def make_optimizers(model: ClusteringAAE, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    reg_betas = (cfg.beta1_reg, 0.999)
+    enc = model.encoder
+    discriminators = [*model.label_discriminator.parameters(), *model.latent_discriminator.parameters()]
+    return {
+        "recon": adam([*enc.parameters(), *model.decoder.parameters()], cfg.lr_recon),
+        "disc": adam(discriminators, cfg.lr_reg, reg_betas),
+        "gen": adam(enc.parameters(), cfg.lr_reg, reg_betas),
+    }
+
+
+def setup(model, data, config, device, run_path) -> dict:
+    if config.data.labels is not None:
+        raise AAEError("--labels: the clustering model uses no labels (they only score the clusters)")
+    return {"input_noise": config.train.input_noise, "code_noise": config.train.code_noise}
+
+
+def train_step(model: ClusteringAAE, opt: dict, x, y=None, ctx=None, step: int = 0) -> dict:
+    """Reconstruction, discriminators, generator on a batch of images; `y` is never read."""
+    return adversarial_autoencoder_phases(model, opt, x, ctx["input_noise"], ctx["code_noise"])
+
+
+def cluster_error(train_clusters, train_labels, test_clusters, test_labels, n_clusters: int) -> float:
+    """The paper's clustering error: each cluster is labeled with the most frequent training
+    label among its training members; the error of that labeling on the test set. A test image
+    in a cluster that holds no training image counts as an error.
+
+    Args:
+        train_clusters, test_clusters: (n,) cluster index of each image, in [0, n_clusters).
+        train_labels, test_labels: (n,) class labels (non-negative integers).
+    """
+    train_clusters, train_labels = np.asarray(train_clusters), np.asarray(train_labels)
+    test_clusters, test_labels = np.asarray(test_clusters), np.asarray(test_labels)
+    if len(train_clusters) != len(train_labels) or len(test_clusters) != len(test_labels):
+        raise AAEError("cluster_error: clusters and labels differ in length")
+    if len(test_labels) == 0:
+        raise AAEError("cluster_error: no test images")
+    n_classes = int(max(train_labels.max(initial=0), test_labels.max(initial=0))) + 1
+    counts = np.zeros((n_clusters, n_classes), dtype=np.int64)  # (cluster, label) co-occurrences
+    np.add.at(counts, (train_clusters, train_labels), 1)
+    cluster_label = np.where(counts.sum(1) > 0, counts.argmax(1), -1)  # (n_clusters,)
+    return float((cluster_label[test_clusters] != test_labels).mean())
+
+
+def _clusters(model, x, device) -> np.ndarray:
+    from .metrics import collect
+
+    model.eval()
+    return collect(model.classify, x, device, 1000).numpy()
+
+
+def epoch_metrics(model, data, device) -> dict[str, float]:
+    """Cluster error on the validation split (clusters labeled from the training split)."""
+    if data.val_x is None:
+        return {}
+    train = _clusters(model, data.train_x, device)
+    val = _clusters(model, data.val_x, device)
+    return {"eval/val_cluster_error": cluster_error(train, data.train_y.numpy(), val,
+                                                    data.val_y.numpy(), model.n_classes)}  # fmt: skip
+
+
+def evaluate(model, data, device) -> dict[str, float]:
+    """Cluster error on the evaluation split, clusters in use, and the style code's prior match."""
+    from .metrics import collect, prior_match, recon_bce
+
+    if data.train_y is None:
+        raise AAEError(f"cluster_error needs the training labels; {data.name} has none")
+    split, x, y = data.eval_split()
+    train = _clusters(model, data.train_x, device)
+    held_out = _clusters(model, x, device)
+    error = cluster_error(train, data.train_y.numpy(), held_out, y.numpy(), model.n_classes)
+    out = {f"{split}_cluster_error": error, "clusters_used": len(np.unique(train))}
+    model.eval()
+    out[f"{split}_recon_bce"] = recon_bce(model, x, device)
+    out.update(prior_match(collect(model.encode, x, device).numpy(), model.prior.std))
+    return out
+
+
+def top_images(model, x: torch.Tensor, device, per_cluster: int = 10) -> torch.Tensor:
+    """For each cluster, the images of `x` it holds with the highest probability (paper Fig. 8):
+    (K * per_cluster, features), row k = cluster k; blank where a cluster holds fewer images."""
+    from .metrics import collect
+
+    model.eval()
+    probs = collect(model.cluster_probabilities, x, device, 1000)  # (n, K)
+    assigned = probs.argmax(1)
+    rows = []
+    for k in range(model.n_classes):
+        members = (assigned == k).nonzero().squeeze(1)
+        best = members[probs[members, k].argsort(descending=True)[:per_cluster]]
+        row = torch.zeros(per_cluster, x.shape[1])
+        row[: len(best)] = x[best]
+        rows.append(row)
+    return torch.cat(rows)
+
+
+def make_plots(model, data, folder, device) -> list:
+    from . import plots
+    from .metrics import collect
+
+    split, x, y = data.eval_split()
+    model.eval()
+    codes = collect(model.encode, x, device).numpy()
+    written = [folder / "latent.png", folder / "clusters.png", folder / "samples.png"]
+    plots.save_latent_scatter(codes, None if y is None else y.numpy(), written[0], f"{split} style codes z")
+    plots.save_image_grid(top_images(model, data.train_x, device).numpy(), model.image_shape, 10,
+                          written[1], "each row: a cluster's most confident training images")  # fmt: skip
+    torch.manual_seed(0)
+    plots.save_image_grid(model.sample(10 * model.n_classes).cpu().numpy(), model.image_shape, 10,
+                          written[2], "samples: one-hot y and z from the priors")  # fmt: skip
+    return written

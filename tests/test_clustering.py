@@ -1,0 +1,87 @@
+"""Unsupervised clustering: the paper's cluster error (known answers) and the model's phases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import subset_of, tiny_train
+
+from torch_aae import clustering
+from torch_aae.config import Config, DataConfig, ModelConfig
+from torch_aae.errors import AAEError
+from torch_aae.train import fit
+
+
+def test_perfect_clusters_give_zero_error_whatever_their_numbering():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(10, size=2000)
+    relabel = rng.permutation(16)[:10]  # class c -> cluster relabel[c]
+    assert clustering.cluster_error(relabel[labels], labels, relabel[labels[:500]], labels[:500], 16) == 0.0
+
+
+def test_a_class_split_over_two_clusters_still_gives_zero():
+    labels = np.repeat(np.arange(10), 100)
+    clusters = labels * 2 + np.arange(1000) % 2  # every class split in two clusters
+    assert clustering.cluster_error(clusters, labels, clusters, labels, 20) == 0.0
+
+
+def test_random_clusters_give_about_chance():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(10, size=20000)
+    err = clustering.cluster_error(rng.integers(16, size=20000), labels,
+                                   rng.integers(16, size=10000), labels[:10000], 16)  # fmt: skip
+    assert 0.85 < err < 0.93  # chance is 0.9 (a majority label of random members is ~ any class)
+
+
+def test_two_merged_classes_cost_the_smaller_one():
+    labels = np.array([0] * 60 + [1] * 40)
+    clusters = np.zeros(100, dtype=int)  # one cluster holds both classes: it takes label 0
+    assert clustering.cluster_error(clusters, labels, clusters, labels, 2) == pytest.approx(0.4)
+
+
+def test_a_test_image_in_a_cluster_without_training_members_is_an_error():
+    train_c, train_y = np.array([0, 0, 1]), np.array([3, 3, 4])
+    assert clustering.cluster_error(train_c, train_y, np.array([0, 2]), np.array([3, 3]), 3) == 0.5
+
+
+def test_lengths_must_match():
+    with pytest.raises(AAEError, match="differ in length"):
+        clustering.cluster_error([0, 1], [0], [0], [0], 2)
+
+
+def _config(**train):
+    return Config("clustering", DataConfig(), ModelConfig(z_dim=2, clusters=4, hidden=32, disc_hidden=32),
+                  tiny_train(**train))  # fmt: skip
+
+
+def test_training_never_reads_labels_and_writes_the_cluster_plot(mnist, tmp_path):
+    data = subset_of(mnist, 400, 200)
+    data.train_y = torch.full_like(data.train_y, 7)  # labels the step would see, were it to look
+    torch.manual_seed(0)
+    a = clustering.ClusteringAAE.from_config(_config().model, 784, (28, 28))
+    fit(a, data, tiny_train(), out=tmp_path / "a", config=_config(), progress=False)
+    data2 = subset_of(mnist, 400, 200)
+    torch.manual_seed(0)
+    b = clustering.ClusteringAAE.from_config(_config().model, 784, (28, 28))
+    summary = fit(b, data2, tiny_train(), out=tmp_path / "b", config=_config(), progress=False)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)  # other labels, same training
+    assert 0 <= summary["test_cluster_error"] <= 1 and 1 <= summary["clusters_used"] <= 4
+    assert (tmp_path / "b" / "plots" / "clusters.png").is_file()
+
+
+def test_the_categorical_prior_has_k_states():
+    model = clustering.ClusteringAAE.from_config(_config().model, 784, (28, 28))
+    assert model.encoder.class_head.out_features == 4
+    assert model.label_discriminator(torch.eye(4)).shape == (4,)  # it scores 4-way one-hots
+    with pytest.raises(RuntimeError):
+        model.label_discriminator(torch.eye(10))
+
+
+def test_clusters_flag_is_refused_by_other_models_and_labels_by_clustering():
+    with pytest.raises(AAEError, match="only the clustering model"):
+        Config("semi-supervised", DataConfig(labels="100"), ModelConfig(clusters=16))
+    with pytest.raises(AAEError, match="uses no labels"):
+        clustering.setup(None, None, Config("clustering", DataConfig(labels="100"), ModelConfig(clusters=16)),
+                         "cpu", None)  # fmt: skip

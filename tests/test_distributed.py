@@ -1,0 +1,81 @@
+"""Data-parallel training: 2 CPU processes (gloo) equal 1 process on the same global batch."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT
+
+from torch_aae import distributed
+from torch_aae.errors import AAEError
+
+WORKER = REPO_ROOT / "tests" / "ddp_worker.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(world: int, out) -> None:
+    port = _free_port()
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ)
+        for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            env.pop(key, None)
+        if world > 1:
+            env.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
+                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+        procs.append(subprocess.Popen([sys.executable, str(WORKER), str(REPO_ROOT / "data"), str(out)],
+                                      env=env, stderr=subprocess.PIPE, text=True))  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+
+
+def test_two_gloo_processes_train_like_one_on_the_global_batch(tmp_path):
+    _run(1, tmp_path / "single.pt")
+    _run(2, tmp_path / "ddp.pt")
+    single = torch.load(tmp_path / "single.pt", weights_only=True)
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    assert ddp["summary"]["processes"] == 2 and "processes" not in single["summary"]
+    for name, w in single["weights"].items():
+        torch.testing.assert_close(ddp["weights"][name], w, rtol=1e-4, atol=1e-5, msg=name)
+    # Training moved the weights: the equality is not that of two untouched models.
+    torch.manual_seed(0)
+    from torch_aae import UnsupervisedAAE
+
+    fresh = UnsupervisedAAE(z_dim=2, hidden=32, disc_hidden=32, dropout=0.0).state_dict()
+    moved = (single["weights"]["encoder.net.0.weight"] - fresh["encoder.net.0.weight"]).abs().max()
+    assert moved > 1e-3
+    assert ddp["summary"]["test_recon_bce"] == pytest.approx(single["summary"]["test_recon_bce"], rel=1e-4)
+
+
+def test_shard_splits_a_global_batch_evenly_and_completely():
+    batch = torch.arange(100)
+    shards = [distributed.shard(batch, distributed.World(r, 4)) for r in range(4)]
+    assert [len(s) for s in shards] == [25] * 4 and torch.equal(torch.cat(shards), batch)
+    assert torch.equal(distributed.shard(batch, distributed.SINGLE), batch)
+
+
+def test_batch_must_divide_among_processes():
+    with pytest.raises(AAEError, match="--batch-size 100 must be divisible by the 3 processes"):
+        distributed.check_batch(100, distributed.World(0, 3))
+    distributed.check_batch(100, distributed.World(0, 4))
+    distributed.check_batch(7, distributed.SINGLE)
+
+
+def test_world_comes_from_torchrun_environment(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    assert distributed.world_from_env() == distributed.World(2, 4)
+    monkeypatch.setenv("RANK", "two")
+    with pytest.raises(AAEError, match="must be integers"):
+        distributed.world_from_env()
