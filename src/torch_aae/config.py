@@ -49,7 +49,8 @@ class ModelConfig:
     prior_std_along: float = _f(0.5, "std of each mixture component along its radius")
     prior_std_across: float = _f(0.05, "std of each mixture component across its radius")
     condition_labels: int = _f(0, "unsupervised: condition the prior on the labels of N training images (class-balanced, by --seed); 0: off")
-    clusters: int = _f(0, "clustering model: number of clusters K of the categorical code (the paper: 16 or 30)")
+    clusters: int = _f(0, "clustering and dim-reduction models: number of clusters K of the categorical code (the paper: 16 or 30; 20 for dim-reduction)")
+    head_distance: float = _f(0.0, "dim-reduction model: least distance eta between two cluster heads (a penalty below it)")
     hidden: int = _f(1000, "units per hidden layer of the encoder and decoder")
     depth: int = _f(2, "hidden layers of the encoder and decoder")
     disc_hidden: int = _f(1000, "units per hidden layer of the discriminator(s)")
@@ -130,9 +131,14 @@ class Config:
         m = self.model
         if m.clusters < 0:
             raise AAEError(f"--clusters {m.clusters}: must be >= 0")
-        if m.clusters and self.model_kind != "clustering":
-            raise AAEError(f"--clusters {m.clusters}: only the clustering model takes it, not "
-                           f"{self.model_kind}")  # fmt: skip
+        if m.clusters and self.model_kind not in ("clustering", "dim-reduction"):
+            raise AAEError(f"--clusters {m.clusters}: only the clustering and dim-reduction models "
+                           f"take it, not {self.model_kind}")  # fmt: skip
+        if m.head_distance < 0:
+            raise AAEError(f"--head-distance {m.head_distance}: must be >= 0")
+        if m.head_distance and self.model_kind != "dim-reduction":
+            raise AAEError(f"--head-distance {m.head_distance}: only the dim-reduction model takes "
+                           f"it, not {self.model_kind}")  # fmt: skip
         if self.model_kind == "unsupervised":
             return
         if m.condition_labels:

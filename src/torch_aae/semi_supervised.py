@@ -98,13 +98,21 @@ class SemiSupervisedAAE(nn.Module):
         """Predicted classes (batch,) from q(y|x)."""
         return self.encoder.classify(x).argmax(1)
 
+    def decoder_input(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """What the decoder reads: (y, z) concatenated, (batch, n_classes + z_dim)."""
+        return torch.cat([y, z], 1)
+
+    def recon_penalty(self) -> torch.Tensor | None:
+        """An extra term of the reconstruction phase's loss (none here)."""
+        return None
+
     def decode(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Class probabilities or one-hot y (batch, n_classes) and z -> pixel probabilities."""
-        return torch.sigmoid(self.decoder(torch.cat([y, z], 1)))
+        return torch.sigmoid(self.decoder(self.decoder_input(y, z)))
 
     def reconstruct_logits(self, x: torch.Tensor) -> torch.Tensor:
         logits, z = self.encoder(x)
-        return self.decoder(torch.cat([logits.softmax(1), z], 1))
+        return self.decoder(self.decoder_input(logits.softmax(1), z))
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
@@ -190,8 +198,9 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
     # 1. Reconstruction: min BCE(x, p(x | softmax(y), z)) over encoder + decoder.
     opt["recon"].zero_grad(set_to_none=True)
     logits, z = encode(x_in)
-    recon = losses.reconstruction_loss(dec(torch.cat([logits.softmax(1), z], 1)), x)
-    recon.backward()
+    recon = losses.reconstruction_loss(dec(model.decoder_input(logits.softmax(1), z)), x)
+    penalty = model.recon_penalty()
+    (recon if penalty is None else recon + penalty).backward()
     opt["recon"].step()
 
     # 2. Discriminators: one-hot prior samples vs softmax(y); N(0, std^2) samples vs z.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import clustering, semi_supervised, supervised, unsupervised
+from . import clustering, dim_reduction, semi_supervised, supervised, unsupervised
 from .errors import AAEError
 
 VARIANTS: dict[str, ModuleType] = {
@@ -25,6 +25,7 @@ VARIANTS: dict[str, ModuleType] = {
     "semi-supervised": semi_supervised,
     "supervised": supervised,
     "clustering": clustering,
+    "dim-reduction": dim_reduction,
 }
 
 

@@ -1,0 +1,69 @@
+"""Dimensionality reduction (paper section 7): the cluster-head penalty and the representation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import subset_of, tiny_train
+
+from torch_aae import dim_reduction
+from torch_aae.config import Config, DataConfig, ModelConfig
+from torch_aae.errors import AAEError
+from torch_aae.train import fit
+
+
+def test_head_penalty_known_values():
+    heads = torch.tensor([[0.0, 0.0], [3.0, 4.0], [10.0, 0.0]])  # distances 5, 10, ~8.06
+    assert dim_reduction.head_penalty(heads, 6.0).item() == pytest.approx(1.0)  # only the pair at 5
+    assert dim_reduction.head_penalty(heads, 5.0).item() == 0.0
+    assert dim_reduction.head_penalty(heads, 0.0).item() == 0.0
+
+
+def test_head_penalty_pushes_close_heads_apart():
+    heads = torch.tensor([[0.0, 0.0], [1.0, 0.0]], requires_grad=True)
+    dim_reduction.head_penalty(heads, 6.0).backward()
+    assert heads.grad[0, 0] > 0 and heads.grad[1, 0] < 0  # descent moves them apart along x
+
+
+def tiny(**kw):
+    args = dict(n_classes=4, z_dim=2, hidden=32, disc_hidden=32, dropout=0.0, head_distance=6.0)
+    args.update(kw)
+    torch.manual_seed(0)
+    return dim_reduction.DimReductionAAE(784, (28, 28), **args)
+
+
+def test_representation_is_the_clusters_head_plus_z():
+    model = tiny()
+    y = torch.eye(4)
+    z = torch.randn(4, 2)
+    torch.testing.assert_close(model.decoder_input(y, z), model.heads + z)
+    assert model.decode(y, z).shape == (4, 784)  # the decoder reads the 2-D representation
+
+
+def _config(labels=None, clusters=4):
+    return Config("dim-reduction", DataConfig(labels=labels),
+                  ModelConfig(z_dim=2, clusters=clusters, head_distance=6.0, hidden=32, disc_hidden=32),
+                  tiny_train())  # fmt: skip
+
+
+def test_unsupervised_and_semi_supervised_runs(mnist, tmp_path):
+    data = subset_of(mnist, 400, 200)
+    model = tiny()
+    summary = fit(model, data, tiny_train(), out=tmp_path / "u", config=_config(), progress=False)
+    assert 0 <= summary["test_cluster_error"] <= 1 and "test_error" not in summary
+    assert (tmp_path / "u" / "plots" / "representation.png").is_file()
+    model = tiny(n_classes=10)
+    summary = fit(model, data, tiny_train(), out=tmp_path / "s", config=_config("100", 10), progress=False)
+    assert 0 <= summary["test_error"] <= 1
+    assert (tmp_path / "s" / "labeled_indices.json").is_file()
+
+
+def test_labels_need_one_cluster_per_class(mnist):
+    data = subset_of(mnist, 400, 200)
+    with pytest.raises(AAEError, match="needs one cluster per class, --clusters 10"):
+        dim_reduction.setup(tiny(), data, _config("100", 4), "cpu", None)
+
+
+def test_head_distance_only_for_dim_reduction():
+    with pytest.raises(AAEError, match="only the dim-reduction model"):
+        Config("clustering", DataConfig(), ModelConfig(clusters=16, head_distance=3.0))
