@@ -51,7 +51,8 @@ def test_discriminator_gets_the_code_and_k_plus_one_label_states(data, prior):
     opt = unsupervised.make_optimizers(model, tiny_train())
     y = torch.tensor([0, 1, 2, -1, -1, 0])
     unsupervised.train_step(model, opt, data.train_x[:6], y, None, 0)
-    real, fake, gen = seen  # discriminator phase (prior samples, codes), generator phase
+    both, gen = seen  # discriminator phase (prior samples and codes in one pass), generator phase
+    real, fake = both.chunk(2)
     expected_onehot = torch.eye(K + 1)[[0, 1, 2, K, K, 0]]  # -1 -> the extra "no label" state
     for t in (real, fake, gen):
         assert t.shape == (6, 2 + K + 1)
@@ -68,7 +69,7 @@ def test_labeled_codes_meet_their_class_part_unlabeled_ones_the_whole_prior(data
     x = data.train_x[torch.arange(n) % len(data.train_x)]
     torch.manual_seed(0)
     unsupervised.train_step(model, opt, x, y, None, 0)
-    real = seen[0]
+    real = seen[0][:n]  # the discriminator pass: prior samples first, then the codes
     part = model.prior.assign(real[:, :2])
     labeled = y >= 0
     # Mixture: assign() goes by angle, so a rare sample near the origin can look misplaced.

@@ -120,10 +120,13 @@ def test_categorical_discriminator_sees_one_hot_prior_samples(data):
     torch.manual_seed(0)
     for step in range(4):
         semi.train_step(model, optimizers, data.train_x[step * 100 : (step + 1) * 100], None, ctx, step)
-    one_hot = [t for t in inputs if torch.all((t == 0) | (t == 1)) and torch.all(t.sum(1) == 1)]
-    soft = [t for t in inputs if not torch.all((t == 0) | (t == 1))]
-    assert len(one_hot) == 4  # one batch of prior samples per step ...
-    assert len(soft) == 8  # ... and softmax(y) codes, in the discriminator and generator phases
+    assert len(inputs) == 8  # per step: the discriminator phase's pass, the generator phase's
+    halves = [t.chunk(2) for t in inputs[0::2]]  # (prior samples, codes) in one pass
+    parts = [h for pair in halves for h in pair] + inputs[1::2]
+    one_hot = [t for t in parts if torch.all((t == 0) | (t == 1)) and torch.all(t.sum(1) == 1)]
+    soft = [t for t in parts if not torch.all((t == 0) | (t == 1))]
+    assert len(one_hot) == 4 and all(torch.equal(t, h[0]) for t, h in zip(one_hot, halves))
+    assert len(soft) == 8  # softmax(y) codes, in the discriminator and generator phases
     counts = torch.cat(one_hot).argmax(1).bincount(minlength=10)
     assert counts.min() > 15  # uniform over the 10 classes (400 draws, 40 expected each)
 

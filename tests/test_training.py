@@ -537,3 +537,35 @@ def test_bf16_autocast_trains_like_fp32(mnist):
 def test_unknown_precision_is_refused():
     with pytest.raises(AAEError, match="--precision 'fp16': choose fp32 or bf16"):
         tiny_train(precision="fp16")
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_dropout_keeps_units_with_probability_1_minus_p_and_scales_them(p):
+    from torch_aae.networks import Dropout
+
+    drop = Dropout(p)
+    torch.manual_seed(0)
+    x = torch.ones(400, 1000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(1 - p, abs=0.003)
+    for offset in range(4):  # each of the four units a random word serves
+        assert kept.view(-1)[offset::4].float().mean().item() == pytest.approx(1 - p, abs=0.005)
+    assert torch.allclose(y[kept], torch.tensor(1 / (1 - p)))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient = mask / (1 - p)
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    assert torch.equal(Dropout(0.0)(x), x)
+
+
+def test_dropout_masks_are_seeded():
+    from torch_aae.networks import Dropout
+
+    x = torch.ones(3, 50)
+    torch.manual_seed(1)
+    a = Dropout(0.3)(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, Dropout(0.3)(x))
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
+        Dropout(1.0)

@@ -10,6 +10,36 @@ import torch
 from torch import nn
 
 
+class Dropout(nn.Module):
+    """Inverted dropout, as `nn.Dropout`, with a cheaper mask: one uniform 64-bit random integer
+    gives four units a uniform 16-bit draw each, compared with a threshold. On CPU this is several
+    times faster than `nn.Dropout`'s `bernoulli_`, which shows in a step of 1000-unit layers. Each
+    unit is dropped with probability round(p * 2^16) / 2^16 (p within 8e-6) and the kept ones are
+    scaled by 1/(1-p)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * (_keep_mask(x, self.p) * (1.0 / (1.0 - self.p))).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """A bool mask shaped like x, each entry False with probability round(p * 2^16) / 2^16."""
+    n = x.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+    draws = words.view(torch.int16)[:n].view(x.shape)  # uniform over [-2^15, 2^15)
+    return draws >= round(p * 65536) - 32768
+
+
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
     """Linear layers with ReLU (and dropout) between them; the last layer is linear."""
     layers: list[nn.Module] = []
@@ -18,7 +48,7 @@ def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
     return nn.Sequential(*layers)
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from . import losses
 from .config import ModelConfig, TrainConfig
 from .data import cycled_batch, labeled_indices
-from .networks import Decoder, Discriminator, mlp
+from .networks import Decoder, Discriminator, Dropout, mlp
 from .optim import adam
 from .priors import GaussianPrior
 
@@ -36,7 +36,7 @@ class SplitEncoder(nn.Module):
 
     def __init__(self, in_dim: int, n_classes: int, z_dim: int, hidden: list[int], dropout: float):
         super().__init__()
-        self.trunk = nn.Sequential(mlp([in_dim, *hidden]), nn.ReLU(), nn.Dropout(dropout))
+        self.trunk = nn.Sequential(mlp([in_dim, *hidden]), nn.ReLU(), Dropout(dropout))
         self.class_head = nn.Linear(hidden[-1], n_classes)
         self.style_head = nn.Linear(hidden[-1], z_dim)
 
@@ -211,8 +211,8 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
     y_real = sample_one_hot(len(x), model.n_classes, x.device)
     z_real = model.prior.sample(len(x), device=x.device)
     opt["disc"].zero_grad(set_to_none=True)
-    cat_real, cat_fake = cat_disc(y_real), cat_disc(y_fake.detach())
-    gauss_real, gauss_fake = gauss_disc(z_real), gauss_disc(z.detach())
+    cat_real, cat_fake = cat_disc(torch.cat([y_real, y_fake.detach()])).chunk(2)  # one pass each
+    gauss_real, gauss_fake = gauss_disc(torch.cat([z_real, z.detach()])).chunk(2)
     disc_cat = losses.discriminator_loss(cat_real, cat_fake)
     disc_gauss = losses.discriminator_loss(gauss_real, gauss_fake)
     (disc_cat + disc_gauss).backward()
