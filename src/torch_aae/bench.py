@@ -9,6 +9,7 @@ training step is timed. `fraction_of_peak` = achieved model GFLOP/s / replayed m
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -110,7 +111,11 @@ def throughput(
 
     dev = resolve_device(device)
     variant = get_variant(model_kind)
-    mcfg = model_config or ModelConfig(z_dim=z_dim)
+    if model_config is None:  # the model's own CLI defaults for its structure (e.g. clusters)
+        names = {f.name for f in dataclasses.fields(ModelConfig)} - {"z_dim"}
+        own = {k: v for k, v in getattr(variant, "CLI_DEFAULTS", {}).items() if k in names}
+        model_config = ModelConfig(z_dim=z_dim, **own)
+    mcfg = model_config
     torch.manual_seed(0)
     model = variant.MODEL.from_config(mcfg, 784, (28, 28)).to(dev)
     optimizers = variant.make_optimizers(model, TrainConfig())
@@ -185,7 +190,6 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
     Returns:
         The content of OUT/bench.json (also written, with OUT/bench.md).
     """
-    import dataclasses
     import json
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
