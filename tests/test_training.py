@@ -569,3 +569,15 @@ def test_dropout_masks_are_seeded():
     assert torch.equal(a, Dropout(0.3)(x))
     with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
         Dropout(1.0)
+
+
+def test_sgd_optimizer_takes_the_papers_momenta():
+    from torch_aae.config import TrainConfig
+
+    model = tiny_model()
+    opt = make_optimizers(model, TrainConfig(optimizer="sgd", lr_recon=0.01, lr_reg=0.1, beta1_reg=0.1))
+    assert all(isinstance(o, torch.optim.SGD) for o in opt.values())
+    assert opt["recon"].param_groups[0]["momentum"] == 0.9 and opt["recon"].param_groups[0]["lr"] == 0.01
+    assert opt["disc"].param_groups[0]["momentum"] == 0.1 and opt["gen"].param_groups[0]["lr"] == 0.1
+    with pytest.raises(AAEError, match="--optimizer 'rmsprop': choose adam or sgd"):
+        TrainConfig(optimizer="rmsprop")

@@ -18,7 +18,6 @@ import torch
 
 from .config import ModelConfig, TrainConfig
 from .errors import AAEError
-from .optim import adam
 from .semi_supervised import SemiSupervisedAAE, adversarial_autoencoder_phases
 
 # The CLI's defaults for this model where they differ from ModelConfig's / TrainConfig's.
@@ -48,14 +47,12 @@ MODEL = ClusteringAAE
 
 
 def make_optimizers(model: ClusteringAAE, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
-    reg_betas = (cfg.beta1_reg, 0.999)
-    enc = model.encoder
-    discriminators = [*model.label_discriminator.parameters(), *model.latent_discriminator.parameters()]
-    return {
-        "recon": adam([*enc.parameters(), *model.decoder.parameters()], cfg.lr_recon),
-        "disc": adam(discriminators, cfg.lr_reg, reg_betas),
-        "gen": adam(enc.parameters(), cfg.lr_reg, reg_betas),
-    }
+    """The semi-supervised model's, without the supervised phase's."""
+    from .semi_supervised import make_optimizers as semi_optimizers
+
+    opt = semi_optimizers(model, cfg)
+    del opt["sup"]
+    return opt
 
 
 def setup(model, data, config, device, run_path) -> dict:

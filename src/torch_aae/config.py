@@ -84,12 +84,13 @@ PRECISIONS = ("fp32", "bf16")
 class TrainConfig:
     epochs: int = _f(10, "passes over the training set")
     batch_size: int = _f(100, "images per mini-batch")
-    lr_recon: float = _f(1e-4, "Adam learning rate of the reconstruction phase (encoder + decoder)")
-    lr_reg: float = _f(5e-5, "Adam learning rate of the regularization phases (discriminator, generator)")
-    beta1_reg: float = _f(0.9, "Adam beta1 of the regularization phases")
-    lr_sup: float = _f(1e-3, "Adam learning rate of the supervised phase (semi-supervised model)")
+    lr_recon: float = _f(1e-4, "learning rate of the reconstruction phase (encoder + decoder)")
+    lr_reg: float = _f(5e-5, "learning rate of the regularization phases (discriminator, generator)")
+    beta1_reg: float = _f(0.9, "Adam beta1 (SGD: momentum) of the regularization phases")
+    lr_sup: float = _f(1e-3, "learning rate of the supervised phase (semi-supervised model)")
     input_noise: float = _f(0.0, "std of Gaussian noise added to the encoder's input in training (semi-supervised and clustering models)")
     code_noise: float = _f(0.0, "std of Gaussian noise added to the code z in training: q(z|x) = N(encoder(x), s^2 I) (supervised, semi-supervised and clustering models)")
+    optimizer: str = _f("adam", "adam, or sgd (with momentum 0.9, and --beta1-reg as the regularization phases' momentum: the paper's choice)")
     lr_step: int = _f(0, "from this epoch on, every learning rate is divided by 10 (0: constant)")
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
@@ -110,6 +111,8 @@ class TrainConfig:
             raise AAEError(f"--lr-step {self.lr_step}: must be >= 0")
         if self.checkpoint_every < 0:
             raise AAEError(f"--checkpoint-every {self.checkpoint_every}: must be >= 0")
+        if self.optimizer not in ("adam", "sgd"):
+            raise AAEError(f"--optimizer {self.optimizer!r}: choose adam or sgd")
         if self.precision not in PRECISIONS:
             raise AAEError(f"--precision {self.precision!r}: choose {' or '.join(PRECISIONS)}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):

@@ -14,3 +14,15 @@ def adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.
         return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
     except (RuntimeError, TypeError):  # older torch or an unsupported device
         return torch.optim.Adam(params, lr=lr, betas=betas)
+
+
+def make(params, lr: float, cfg, regularization: bool = False) -> torch.optim.Optimizer:
+    """The optimizer of one phase, as `cfg.optimizer` says.
+
+    adam: betas (0.9, 0.999), or (beta1_reg, 0.999) for the regularization phases (discriminator,
+    generator). sgd (the paper's choice): momentum 0.9, or beta1_reg for the regularization phases
+    (the paper: 0.1).
+    """
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(list(params), lr=lr, momentum=cfg.beta1_reg if regularization else 0.9)
+    return adam(params, lr, (cfg.beta1_reg, 0.999) if regularization else (0.9, 0.999))

@@ -23,7 +23,7 @@ from . import losses
 from .config import ModelConfig, TrainConfig
 from .data import cycled_batch, labeled_indices
 from .networks import Decoder, Discriminator, Dropout, mlp
-from .optim import adam
+from . import optim
 from .priors import GaussianPrior
 
 # The CLI's defaults for this model where they differ from ModelConfig's / TrainConfig's.
@@ -132,14 +132,13 @@ def sample_one_hot(n: int, n_classes: int, device) -> torch.Tensor:
 
 def make_optimizers(model: SemiSupervisedAAE, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
     """One optimizer per phase; the supervised phase trains the trunk and the class head."""
-    reg_betas = (cfg.beta1_reg, 0.999)
     enc = model.encoder
     discriminators = [*model.label_discriminator.parameters(), *model.latent_discriminator.parameters()]
     return {
-        "recon": adam([*enc.parameters(), *model.decoder.parameters()], cfg.lr_recon),
-        "disc": adam(discriminators, cfg.lr_reg, reg_betas),
-        "gen": adam(enc.parameters(), cfg.lr_reg, reg_betas),
-        "sup": adam([*enc.trunk.parameters(), *enc.class_head.parameters()], cfg.lr_sup),
+        "recon": optim.make([*enc.parameters(), *model.decoder.parameters()], cfg.lr_recon, cfg),
+        "disc": optim.make(discriminators, cfg.lr_reg, cfg, regularization=True),
+        "gen": optim.make(enc.parameters(), cfg.lr_reg, cfg, regularization=True),
+        "sup": optim.make([*enc.trunk.parameters(), *enc.class_head.parameters()], cfg.lr_sup, cfg),
     }
 
 

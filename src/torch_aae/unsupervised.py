@@ -22,7 +22,7 @@ from .config import ModelConfig, TrainConfig
 from .data import balanced_label_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder
-from .optim import adam
+from . import optim
 from .priors import Prior, make_prior
 
 
@@ -137,11 +137,10 @@ def label_one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
 
 def make_optimizers(model: UnsupervisedAAE, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
     """One optimizer per phase: reconstruction (encoder + decoder), discriminator, generator."""
-    reg_betas = (cfg.beta1_reg, 0.999)
     return {
-        "recon": adam([*model.encoder.parameters(), *model.decoder.parameters()], cfg.lr_recon),
-        "disc": adam(model.latent_discriminator.parameters(), cfg.lr_reg, reg_betas),
-        "gen": adam(model.encoder.parameters(), cfg.lr_reg, reg_betas),
+        "recon": optim.make([*model.encoder.parameters(), *model.decoder.parameters()], cfg.lr_recon, cfg),
+        "disc": optim.make(model.latent_discriminator.parameters(), cfg.lr_reg, cfg, regularization=True),
+        "gen": optim.make(model.encoder.parameters(), cfg.lr_reg, cfg, regularization=True),
     }
 
 
