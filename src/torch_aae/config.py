@@ -91,6 +91,7 @@ class TrainConfig:
     input_noise: float = _f(0.0, "std of Gaussian noise added to the encoder's input in training (semi-supervised and clustering models)")
     code_noise: float = _f(0.0, "std of Gaussian noise added to the code z in training: q(z|x) = N(encoder(x), s^2 I) (supervised, semi-supervised and clustering models)")
     optimizer: str = _f("adam", "adam, or sgd (with momentum 0.9, and --beta1-reg as the regularization phases' momentum: the paper's choice)")
+    cat_noise: float = _f(0.0, "std of Gaussian noise on the categorical discriminator's inputs, prior and encoder alike (semi-supervised, clustering, dim-reduction)")
     lr_step: int = _f(0, "from this epoch on, every learning rate is divided by 10 (0: constant)")
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
@@ -103,6 +104,8 @@ class TrainConfig:
             _positive(self, name)
         if self.input_noise < 0:
             raise AAEError(f"--input-noise {self.input_noise}: must be >= 0")
+        if self.cat_noise < 0:
+            raise AAEError(f"--cat-noise {self.cat_noise}: must be >= 0")
         if self.code_noise < 0:
             raise AAEError(f"--code-noise {self.code_noise}: must be >= 0")
         if not 0 <= self.beta1_reg < 1:

@@ -153,12 +153,14 @@ def setup(model, data, config, device, run_path) -> dict:
         "seed": config.train.seed,
         "input_noise": config.train.input_noise,
         "code_noise": config.train.code_noise,
+        "cat_noise": config.train.cat_noise,
     }
 
 
 def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: int = 0) -> dict:
     """The four phases on one batch of training images (labels unused) and one labeled batch."""
-    logs = adversarial_autoencoder_phases(model, opt, x, ctx["input_noise"], ctx["code_noise"])
+    logs = adversarial_autoencoder_phases(model, opt, x, ctx["input_noise"], ctx["code_noise"],
+                                          ctx["cat_noise"])  # fmt: skip
 
     # 4. Supervised: min cross-entropy(q(y|x_labeled), label) on the logits (no double softmax).
     # The labeled set is cycled, one fresh permutation per pass: batch `step` is a pure function
@@ -177,7 +179,7 @@ def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: i
 
 
 def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise: float,
-                                   code_noise: float = 0.0) -> dict:  # fmt: skip
+                                   code_noise: float = 0.0, cat_noise: float = 0.0) -> dict:  # fmt: skip
     """Phases 1-3 on a batch of images, no labels: reconstruction, both discriminators, generator.
     Shared by the semi-supervised model and the clustering model (which has no phase 4).
 
@@ -185,6 +187,10 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
         noise: std of Gaussian noise on the encoder's input.
         code_noise: std of Gaussian noise on z, a Gaussian posterior q(z|x) = N(encoder(x), s^2 I):
             it limits what z can carry, so that the class goes through y.
+        cat_noise: std of Gaussian noise added to the categorical discriminator's inputs, one-hot
+            prior samples and softmax(y) alike ("instance noise"): the discriminator can no
+            longer tell an exact vertex from a near one, so what it learns is which classes are
+            over- or under-used, and the encoder is not pushed into a saturated softmax.
     """
     enc, dec = model.encoder, model.decoder
     cat_disc, gauss_disc = model.label_discriminator, model.latent_discriminator
@@ -210,7 +216,10 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
     y_real = sample_one_hot(len(x), model.n_classes, x.device)
     z_real = model.prior.sample(len(x), device=x.device)
     opt["disc"].zero_grad(set_to_none=True)
-    cat_real, cat_fake = cat_disc(torch.cat([y_real, y_fake.detach()])).chunk(2)  # one pass each
+    def blur(y):
+        return y + cat_noise * torch.randn_like(y) if cat_noise > 0 else y
+
+    cat_real, cat_fake = cat_disc(blur(torch.cat([y_real, y_fake.detach()]))).chunk(2)  # one pass
     gauss_real, gauss_fake = gauss_disc(torch.cat([z_real, z.detach()])).chunk(2)
     disc_cat = losses.discriminator_loss(cat_real, cat_fake)
     disc_gauss = losses.discriminator_loss(gauss_real, gauss_fake)
@@ -221,7 +230,7 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
     opt["gen"].zero_grad(set_to_none=True)
     cat_disc.requires_grad_(False)
     gauss_disc.requires_grad_(False)
-    gen = losses.generator_loss(cat_disc(y_fake)) + losses.generator_loss(gauss_disc(z))
+    gen = losses.generator_loss(cat_disc(blur(y_fake))) + losses.generator_loss(gauss_disc(z))
     gen.backward()
     cat_disc.requires_grad_(True)
     gauss_disc.requires_grad_(True)
