@@ -212,3 +212,18 @@ def test_bench_seeds_refuses_a_folder_holding_another_config(tmp_path):
     with pytest.raises(AAEError, match=r"seed-0 holds a run with train.lr_sup=0.001, not 0.5"):
         bench.bench_seeds(other, 1, tmp_path, "aae bench ...", progress=False)
     assert (tmp_path / "seed-0" / "summary.json").read_bytes() == before
+
+
+def test_bench_seeds_accepts_a_run_saved_before_a_field_existed(tmp_path):
+    # A finished run whose config.json lacks a field added later (here: precision) counts as
+    # that field's default, so the benchmark collects it instead of refusing it.
+    from torch_aae import bench
+
+    config = Config("semi-supervised", DataConfig(labels="100", subset=600),
+                    ModelConfig(z_dim=2, hidden=32, disc_hidden=32), tiny_train(epochs=1))  # fmt: skip
+    first = bench.bench_seeds(config, 1, tmp_path, "aae bench ...", progress=False)
+    saved = json.loads((tmp_path / "seed-0" / "config.json").read_text())
+    del saved["train"]["precision"]
+    (tmp_path / "seed-0" / "config.json").write_text(json.dumps(saved))
+    again = bench.bench_seeds(config, 1, tmp_path, "aae bench ...", progress=False)
+    assert again["test_error"] == first["test_error"]

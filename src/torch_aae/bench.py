@@ -258,12 +258,16 @@ def _check_same_config(run, cfg) -> None:
     saved_path = run / "config.json"
     if not saved_path.is_file():
         return
+    from .config import SECTIONS
+
     saved, wanted = json.loads(saved_path.read_text()), cfg.to_dict()
-    for section in ("data", "model", "train"):
+    for section, cls in SECTIONS.items():
+        # A key the saved run lacks predates its field: that run had the field's default.
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         for key in sorted(set(saved.get(section, {})) | set(wanted[section])):
             if key in _NOT_COMPARED:
                 continue
-            a, b = saved.get(section, {}).get(key), wanted[section].get(key)
+            a, b = saved.get(section, {}).get(key, defaults.get(key)), wanted[section].get(key)
             if a != b:
                 raise AAEError(f"{run} holds a run with {section}.{key}={a!r}, not {b!r}: "
                                f"use another --out, or delete that run")  # fmt: skip
