@@ -199,3 +199,23 @@ def test_evaluate_refuses_too_few_samples_in_one_line(tiny_run, capsys):
                      "--data-dir", DATA_DIR]) == 1  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert err.startswith("aae: error:") and "--samples 1" in err and "\n" not in err
+
+
+def test_plain_evaluate_keeps_the_parzen_keys_of_the_same_checkpoint(tiny_run, tmp_path, capsys):
+    base = ["evaluate", str(tiny_run), "--data-dir", DATA_DIR]
+    assert cli.main([*base, "--parzen", "--samples", "200", "--cache-dir", str(tmp_path / "empty")]) == 0
+    with_parzen = json.loads((tiny_run / "eval.json").read_text())
+    assert cli.main(base) == 0
+    plain = json.loads((tiny_run / "eval.json").read_text())
+    assert plain["parzen_ll"] == with_parzen["parzen_ll"]
+    assert plain["checkpoint_step"] == with_parzen["checkpoint_step"] > 0
+    # Another checkpoint (the meta's step moved): the old Parzen figures no longer describe it.
+    meta_path = tiny_run / "checkpoints" / "latest.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "step": meta["step"] + 1}))
+    try:
+        assert cli.main(base) == 0
+        assert "parzen_ll" not in json.loads((tiny_run / "eval.json").read_text())
+    finally:
+        meta_path.write_text(json.dumps(meta))
+    capsys.readouterr()

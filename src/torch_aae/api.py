@@ -62,10 +62,28 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
     model = load_model(run, device)
     data = _run_data(run, data_dir)
     metrics = get_variant(model.kind).evaluate(model, data, device)
+    step = _checkpoint_step(run)
     if parzen:
         metrics.update(sample_metrics(model, data, device, n_samples, seed, cache_dir, note))
+    else:  # keep the sample metrics an earlier --parzen evaluation made of this same checkpoint
+        previous = _read_json(Path(run) / "eval.json")
+        if previous.get("checkpoint_step") == step:
+            metrics.update({k: v for k, v in previous.items() if k not in metrics})
+    metrics["checkpoint_step"] = step
     atomic_write_json(Path(run) / "eval.json", metrics)
     return metrics
+
+
+def _checkpoint_step(run) -> int | None:
+    return _read_json(Path(run) / "checkpoints" / "latest.json").get("step")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return content if isinstance(content, dict) else {}
 
 
 def plot_run(run: str | os.PathLike, device: str = "cpu", data_dir=None) -> list[Path]:
