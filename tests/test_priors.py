@@ -89,6 +89,22 @@ def test_swiss_roll_segments_cover_their_radius_range_on_the_spiral(k, radius, t
     assert torch.equal(prior.assign(z), labels)
 
 
+def test_swiss_roll_width_is_isotropic_noise_around_the_curve():
+    bare, thick = SwissRollPrior(), SwissRollPrior(width=0.1)
+    labels = per_class(N, 10)
+    torch.manual_seed(0)
+    curve = bare.sample(N, labels)
+    torch.manual_seed(0)
+    z = thick.sample(N, labels)
+    # Same draws along the roll (the noise is drawn after them), then N(0, 0.1^2 I) around it.
+    noise = z - curve
+    assert noise.mean(0).abs().max().item() < 0.002
+    assert noise.std(0).tolist() == pytest.approx([0.1, 0.1], rel=0.02)
+    assert (thick.assign(z) == labels).float().mean() > 0.9  # still mostly in its segment
+    with pytest.raises(AAEError, match="width -1.0: must be >= 0"):
+        SwissRollPrior(width=-1.0)
+
+
 def test_swiss_roll_without_labels_is_the_whole_roll():
     prior = SwissRollPrior()
     z = seeded(prior)
@@ -176,7 +192,7 @@ def test_make_prior_defaults_are_the_papers():
     m = make_prior("mixture", 2)
     assert (m.num_classes, m.radius, m.std_along, m.std_across) == (10, 1.4, 0.5, 0.05)
     s = make_prior("swiss-roll", 2)
-    assert (s.num_classes, s.radius, s.turns) == (10, 3.0, 2.0)
+    assert (s.num_classes, s.radius, s.turns, s.width) == (10, 3.0, 2.0, 0.05)
     assert make_prior("uniform", 3).half_width == 1.0
 
 

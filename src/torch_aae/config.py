@@ -47,7 +47,7 @@ class ModelConfig:
     prior_scale: float | None = _f(None, "size of the other priors: mixture radius (default 1.4), swiss-roll outer radius (3), uniform box half-width (1)")
     prior_components: int = _f(10, "mixture components / swiss-roll segments (with --condition-labels: the classes)")
     prior_std_along: float = _f(0.5, "std of each mixture component along its radius")
-    prior_std_across: float = _f(0.05, "std of each mixture component across its radius")
+    prior_std_across: float = _f(0.05, "std of each mixture component across its radius; the swiss roll's width (std of isotropic noise around the curve)")
     condition_labels: int = _f(0, "unsupervised: condition the prior on the labels of N training images (class-balanced, by --seed); 0: off")
     clusters: int = _f(0, "clustering and dim-reduction models: number of clusters K of the categorical code (the paper: 16 or 30; 20 for dim-reduction)")
     head_distance: float = _f(0.0, "dim-reduction model: least distance eta between two cluster heads (a penalty below it)")

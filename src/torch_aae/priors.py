@@ -84,27 +84,43 @@ class MixturePrior:
 class SwissRollPrior:
     """A 2-D spiral: r = radius sqrt(u), theta = 2 pi turns sqrt(u), u ~ U(0, 1) (the
     re-implementations' r = 3 sqrt(u), theta = 4 pi sqrt(u)). Segment k of K holds
-    u in [k / K, (k + 1) / K): equal probability, consecutive along the roll."""
+    u in [k / K, (k + 1) / K): equal probability, consecutive along the roll. `width` adds
+    N(0, width^2 I) to each point, a roll of some thickness (0: the bare curve, which an encoder
+    can hardly land on and a discriminator tells apart at once)."""
 
-    def __init__(self, num_classes: int = 10, radius: float = 3.0, turns: float = 2.0):
+    def __init__(self, num_classes: int = 10, radius: float = 3.0, turns: float = 2.0,
+                 width: float = 0.0):  # fmt: skip
         _check_positive(num_classes=num_classes, radius=radius, turns=turns)
+        if not (width >= 0 and math.isfinite(width)):
+            raise AAEError(f"swiss roll width {width}: must be >= 0 and finite")
         self.dim, self.num_classes = 2, int(num_classes)
-        self.radius, self.turns = float(radius), float(turns)
+        self.radius, self.turns, self.width = float(radius), float(turns), float(width)
 
     def sample(self, n: int, labels: torch.Tensor | None = None, device=None) -> torch.Tensor:
         k = _parts(n, labels, self.num_classes, device)  # (n,) segment of each row
         u = (k + torch.rand(n, device=k.device)) / self.num_classes  # (n,) in the segment
         r, theta = self.radius * u.sqrt(), 2 * math.pi * self.turns * u.sqrt()
-        return torch.stack([r * theta.cos(), r * theta.sin()], 1)
+        z = torch.stack([r * theta.cos(), r * theta.sin()], 1)
+        return z + self.width * torch.randn_like(z) if self.width > 0 else z
 
-    def assign(self, z: torch.Tensor) -> torch.Tensor:
-        """The segment (n,) of each point z (n, 2), from its distance to the origin."""
-        u = (z.norm(dim=1) / self.radius) ** 2
-        return (u * self.num_classes).floor().long().clamp(0, self.num_classes - 1)
+    def assign(self, z: torch.Tensor, grid: int = 4096) -> torch.Tensor:
+        """The segment (n,) of each point z (n, 2): that of the nearest of `grid` points along
+        the curve (a point of a roll with width lies off the curve)."""
+        u = (torch.arange(grid, dtype=z.dtype, device=z.device) + 0.5) / grid  # (grid,)
+        r, theta = self.radius * u.sqrt(), 2 * math.pi * self.turns * u.sqrt()
+        curve = torch.stack([r * theta.cos(), r * theta.sin()], 1)  # (grid, 2)
+        nearest = torch.cat([torch.cdist(chunk, curve).argmin(1) for chunk in z.split(4096)])
+        # The nearest grid point tells the turn; z's own polar angle, unwrapped next to it, gives
+        # the angle along the spiral (exact for a point on the curve).
+        theta_grid = theta[nearest]
+        phi = torch.atan2(z[:, 1], z[:, 0])
+        turn = torch.remainder(phi - theta_grid + math.pi, 2 * math.pi) - math.pi
+        u_z = ((theta_grid + turn).clamp(min=0) / (2 * math.pi * self.turns)) ** 2
+        return (u_z * self.num_classes).floor().long().clamp(0, self.num_classes - 1)
 
     def __repr__(self) -> str:
         return (f"SwissRollPrior(num_classes={self.num_classes}, radius={self.radius}, "
-                f"turns={self.turns})")  # fmt: skip
+                f"turns={self.turns}, width={self.width})")  # fmt: skip
 
 
 class UniformPrior:
@@ -179,7 +195,8 @@ def make_prior(
         scale: the mixture's radius (default 1.4), the swiss roll's outer radius (3), the
             uniform box's half-width (1).
         components: the mixture's components, the swiss roll's segments.
-        std_along, std_across: the mixture components' std along / across their radius.
+        std_along, std_across: the mixture components' std along / across their radius;
+            std_across is also the swiss roll's width.
     """
     if name not in (*PRIORS, "categorical"):
         raise AAEError(f"unknown prior {name!r}; choose one of {', '.join(PRIORS)}")
@@ -189,7 +206,7 @@ def make_prior(
     if name == "mixture":
         return MixturePrior(components, std_along=std_along, std_across=std_across, **size)
     if name == "swiss-roll":
-        return SwissRollPrior(components, **size)
+        return SwissRollPrior(components, width=std_across, **size)
     if name == "uniform":
         return UniformPrior(dim, 1.0 if scale is None else scale)
     if name == "categorical":
