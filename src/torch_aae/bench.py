@@ -301,11 +301,12 @@ def bench_markdown(r: dict) -> str:
     """A Markdown table of a `bench_seeds` result, next to the paper's number."""
     paper = r["paper_test_error"]
     paper_txt = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "-"
+    spread = f" ± {100 * r['test_error_std']:.2f}" if len(r["seeds"]) > 1 else " (one seed)"
     lines = [
         "| model | labels | seeds | test error (%) | paper (%) | epochs | minutes per seed |",
         "|---|---|---|---|---|---|---|",
         f"| {r['model']} | {r['labels']} | {len(r['seeds'])} | "
-        f"{100 * r['test_error_mean']:.2f} ± {100 * r['test_error_std']:.2f} | {paper_txt} | "
+        f"{100 * r['test_error_mean']:.2f}{spread} | {paper_txt} | "
         f"{r['runs'][0]['epochs']} | "
         f"{sum(x['train_seconds'] for x in r['runs']) / 60 / len(r['runs']):.1f} |",
         "",
