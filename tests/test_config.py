@@ -179,3 +179,15 @@ def test_cli_flags_are_generated_from_the_fields():
     for section in C.SECTIONS.values():
         for f in dataclasses.fields(section):
             assert "--" + f.name.replace("_", "-") in flags
+
+
+@pytest.mark.parametrize("kind, field", [("unsupervised", "input_noise"), ("unsupervised", "code_noise"),
+                                         ("unsupervised", "cat_noise"), ("supervised", "input_noise"),
+                                         ("supervised", "cat_noise")])  # fmt: skip
+def test_noise_flags_are_refused_by_models_that_ignore_them(kind, field):
+    from torch_aae.config import Config, DataConfig, ModelConfig, TrainConfig
+    from torch_aae.errors import AAEError
+
+    with pytest.raises(AAEError, match=f"--{field.replace('_', '-')} 0.3: the {kind} model does not take it"):
+        Config(kind, DataConfig(), ModelConfig(), TrainConfig(**{field: 0.3}))
+    Config("semi-supervised", DataConfig(labels="100"), ModelConfig(), TrainConfig(**{field: 0.3}))

@@ -78,6 +78,8 @@ class ModelConfig:
 
 
 PRECISIONS = ("fp32", "bf16")
+# The models with a categorical code y and the adversarial autoencoder phases of semi_supervised.
+CATEGORICAL_MODELS = ("semi-supervised", "clustering", "dim-reduction")
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,15 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        # Only the unsupervised model builds its prior from these fields: refuse rather than
-        # silently ignore them elsewhere.
+        # Fields that only some models read: refuse them elsewhere rather than ignore them.
+        t = self.train
+        takers = {"input_noise": CATEGORICAL_MODELS, "cat_noise": CATEGORICAL_MODELS,
+                  "code_noise": ("supervised", *CATEGORICAL_MODELS)}  # fmt: skip
+        for name, kinds in takers.items():
+            if getattr(t, name) and self.model_kind not in kinds:
+                raise AAEError(f"--{name.replace('_', '-')} {getattr(t, name)}: the "
+                               f"{self.model_kind} model does not take it ({', '.join(kinds)} do)")  # fmt: skip
+        # Only the unsupervised model builds its prior from these fields.
         m = self.model
         if m.clusters < 0:
             raise AAEError(f"--clusters {m.clusters}: must be >= 0")
