@@ -266,8 +266,9 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
                     _means(distributed.average_sums(state.sums, world), state.batch, check=True)
                     start = _tick(state, start)
                     checkpoint()
-                # A signal: stop between two steps (every rank at the same step).
-                if stop is not None and distributed.any_rank(stop.requested, world, device):
+                # A signal: stop between two steps. Several processes agree on it every
+                # log_every steps (one small all-reduce), so that all stop at the same step.
+                if stop is not None and _stop_now(stop, state.step, train.log_every, world, device):
                     _tick(state, start)
                     bar.close()
                     _means(distributed.average_sums(state.sums, world), state.batch, check=True)
@@ -292,6 +293,12 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in row.items() if k != "epoch")
         if world.main:
             tqdm.write(f"epoch {epoch + 1}/{train.epochs} {shown}", file=sys.stderr)
+
+
+def _stop_now(stop, step: int, every: int, world, device) -> bool:
+    if not world.active:
+        return stop.requested
+    return step % every == 0 and distributed.any_rank(stop.requested, world, device)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
