@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -581,3 +582,17 @@ def test_sgd_optimizer_takes_the_papers_momenta():
     assert opt["disc"].param_groups[0]["momentum"] == 0.1 and opt["gen"].param_groups[0]["lr"] == 0.1
     with pytest.raises(AAEError, match="--optimizer 'rmsprop': choose adam or sgd"):
         TrainConfig(optimizer="rmsprop")
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_networks_train_like_eager_ones(mnist, tmp_path):
+    data = subset_of(mnist, 200, 100)
+    runs = {}
+    for mode in ("off", "default"):
+        model = tiny_model(hidden=32, disc_hidden=32, dropout=0.0)
+        fit(model, data, tiny_train(epochs=1, batch_size=50, compile=mode), out=tmp_path / mode, progress=False)
+        runs[mode] = model
+    for (name, a), b in zip(runs["off"].state_dict().items(), runs["default"].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)  # same names, same training
+    with pytest.raises(AAEError, match="--compile 'fast': choose off, default"):
+        tiny_train(compile="fast")

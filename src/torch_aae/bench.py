@@ -99,13 +99,15 @@ def throughput(
     z_dim: int = 2,
     model_config: ModelConfig | None = None,
     precision: str = "fp32",
+    compile: str = "off",
 ) -> dict:
     """Measure training throughput of `model_kind` (default: the blog's architecture).
 
     Returns:
         images_per_second, flops_per_image, model_gflops (achieved), matmul_gflops (replayed
         products of the same shapes), fraction_of_peak, plus the settings. With precision "bf16"
-        the step runs under bfloat16 autocast and the products are replayed in bfloat16.
+        the step runs under bfloat16 autocast and the products are replayed in bfloat16; with
+        compile (a torch.compile mode) the networks are compiled after the recording step.
     """
     from .train import autocast
 
@@ -129,6 +131,9 @@ def throughput(
     model.train()
     with MatmulRecorder() as rec, autocast(dev, precision):
         variant.train_step(model, optimizers, *batches[0], ctx, 0)
+    if compile != "off":  # after the (eager) recording step; warm-up below includes compilation
+        for network in model.children():
+            network.compile(mode=compile)
     i = 0
 
     def step():
@@ -158,6 +163,7 @@ def throughput(
         "threads": torch.get_num_threads(),
         "batch_size": batch_size,
         "precision": precision,
+        "compile": compile,
         "steps": steps,
         "images_per_second": round(images_per_second, 1),
         "flops_per_image": flops_per_image,

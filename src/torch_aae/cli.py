@@ -74,6 +74,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     tp.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     tp.add_argument("--precision", default="fp32", choices=cfg.PRECISIONS,
                     help="fp32, or bf16 autocast (default: fp32)")
+    tp.add_argument("--compile", default="off", choices=cfg.COMPILE_MODES,
+                    help="off, or a torch.compile mode for each network (default: off)")
     semi = what.add_parser("semi-supervised", help="test error of the semi-supervised model over seeds")
     semi.add_argument("--out", required=True, help="folder for the runs, bench.json and bench.md")
     semi.add_argument("--seeds", type=int, default=5, help="number of seeds: --seed, --seed+1, ... (default: 5)")
@@ -150,7 +152,7 @@ def _config_from_args(args) -> cfg.Config:
 
 
 # Flags that may change when a run is resumed; every other flag must match the saved run.
-RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every", "lr_step"}
+RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every", "lr_step", "compile"}
 
 
 def _resumed_config(saved: cfg.Config, given: cfg.Config, explicit: set | None = None) -> cfg.Config:
@@ -244,7 +246,7 @@ def cmd_bench(args) -> int:
         if getattr(args, name) <= 0:
             raise AAEError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
     result = throughput(args.model, args.batch_size, args.steps, args.device, args.z_dim,
-                        precision=args.precision)  # fmt: skip
+                        precision=args.precision, compile=args.compile)  # fmt: skip
     print(json.dumps(result, indent=2))
     return 0
 

@@ -78,6 +78,7 @@ class ModelConfig:
 
 
 PRECISIONS = ("fp32", "bf16")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 # The models with a categorical code y and the adversarial autoencoder phases of semi_supervised.
 CATEGORICAL_MODELS = ("semi-supervised", "clustering", "dim-reduction")
 
@@ -97,6 +98,7 @@ class TrainConfig:
     lr_step: int = _f(0, "from this epoch on, every learning rate is divided by 10 (0: constant)")
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
+    compile: str = _f("off", "off, or a torch.compile mode for each network: default, reduce-overhead or max-autotune (on CPU it needs a C++ compiler)")
     precision: str = _f("fp32", "fp32, or bf16: run the step under bfloat16 autocast (matrix products in bf16, weights and losses in fp32)")
     checkpoint_every: int = _f(0, "also checkpoint every N steps within an epoch (0: only at epoch ends)")
     log_every: int = _f(50, "refresh the progress bar's losses every N steps")
@@ -118,6 +120,8 @@ class TrainConfig:
             raise AAEError(f"--checkpoint-every {self.checkpoint_every}: must be >= 0")
         if self.optimizer not in ("adam", "sgd"):
             raise AAEError(f"--optimizer {self.optimizer!r}: choose adam or sgd")
+        if self.compile not in COMPILE_MODES:
+            raise AAEError(f"--compile {self.compile!r}: choose {', '.join(COMPILE_MODES)}")
         if self.precision not in PRECISIONS:
             raise AAEError(f"--precision {self.precision!r}: choose {' or '.join(PRECISIONS)}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):

@@ -153,6 +153,9 @@ def fit(
     try:
         torch.manual_seed(train.seed)
         model.to(device)
+        if train.compile != "off":  # in place: parameter names (and checkpoints) stay the same
+            for network in model.children():
+                network.compile(mode=train.compile)
         optimizers = variant.make_optimizers(model, train)
         if world.active:
             distributed.broadcast_parameters(model)
