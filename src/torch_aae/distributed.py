@@ -18,6 +18,7 @@ dropout) is seeded per rank; the permutation of each epoch is a function of (see
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -55,22 +56,31 @@ def world_from_env() -> World:
     return World(rank, size)
 
 
-def init(device: torch.device) -> tuple[World, torch.device]:
-    """Join the process group when launched by torchrun; the world and this rank's device.
+def init(device: torch.device) -> tuple[World, torch.device, bool]:
+    """Join the process group when launched by torchrun: the world, this rank's device, and
+    whether this call created the group (then `shutdown` it when done).
 
     On CUDA each rank takes the GPU of its LOCAL_RANK (NCCL); on CPU the backend is gloo.
     """
     world = world_from_env()
     if not world.active:
-        return world, device
+        return world, device, False
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    created = not dist.is_initialized()
+    if created:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(shutdown)  # also on an error before the caller's own shutdown
     if dist.get_world_size() != world.size:
         raise AAEError(f"WORLD_SIZE {world.size} differs from the process group's {dist.get_world_size()}")
-    return world, device
+    return world, device, created
+
+
+def shutdown() -> None:
+    """Leave the process group (a process that exits with it alive can abort in gloo's threads)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def check_batch(batch_size: int, world: World) -> None:

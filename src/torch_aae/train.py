@@ -139,8 +139,8 @@ def fit(
     config = config or default_config(model, data, train)
     run_path = Path(out) if out is not None else None
     # Under torchrun: join the process group; rank 0 alone writes the run folder.
-    world, device = distributed.init(resolve_device(train.device))
-    distributed.check_batch(train.batch_size, world)
+    distributed.check_batch(train.batch_size, distributed.world_from_env())
+    world, device, joined = distributed.init(resolve_device(train.device))
     writes = run_path if world.main else None
     if run_path is not None:
         RunFolder.check(run_path, resume, overwrite)
@@ -190,6 +190,8 @@ def fit(
         logger.close()
         if folder:
             folder.close()
+        if joined:
+            distributed.shutdown()
 
 
 class StopOnSignal:
