@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write_json, load_model
+from .checkpoint import atomic_write_json, load_model, read_json
 from .config import Config, from_dict
 from .data import Dataset, load_dataset
 from .errors import AAEError
@@ -66,7 +66,7 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
     if parzen:
         metrics.update(sample_metrics(model, data, device, n_samples, seed, cache_dir, note))
     else:  # keep the sample metrics an earlier --parzen evaluation made of this same checkpoint
-        previous = _read_json(Path(run) / "eval.json")
+        previous = read_json(Path(run) / "eval.json") or {}
         if previous.get("checkpoint_step") == step:
             metrics.update({k: v for k, v in previous.items() if k not in metrics})
     metrics["checkpoint_step"] = step
@@ -75,15 +75,7 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
 
 
 def _checkpoint_step(run) -> int | None:
-    return _read_json(Path(run) / "checkpoints" / "latest.json").get("step")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return content if isinstance(content, dict) else {}
+    return (read_json(Path(run) / "checkpoints" / "latest.json") or {}).get("step")
 
 
 def plot_run(run: str | os.PathLike, device: str = "cpu", data_dir=None) -> list[Path]:

@@ -55,6 +55,17 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def read_json(path: Path) -> Any:
+    """The JSON content of `path`, or None when the file does not exist; unreadable is an error."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise AAEError(f"{path}: unreadable ({e})") from None
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 

@@ -37,11 +37,6 @@ class ClusteringAAE(SemiSupervisedAAE):
         return cls(in_dim, image_shape, cfg.clusters, cfg.z_dim, cfg.hidden, cfg.depth,
                    cfg.disc_hidden, cfg.disc_depth, cfg.dropout, cfg.prior_std)  # fmt: skip
 
-    @torch.no_grad()
-    def cluster_probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """q(y|x): (batch, K) cluster probabilities."""
-        return self.encoder.classify(x).softmax(1)
-
 
 MODEL = ClusteringAAE
 
@@ -130,7 +125,7 @@ def top_images(model, x: torch.Tensor, device, per_cluster: int = 10) -> torch.T
     from .metrics import collect
 
     model.eval()
-    probs = collect(model.cluster_probabilities, x, device, 1000)  # (n, K)
+    probs = collect(model.class_probabilities, x, device, 1000)  # (n, K)
     assigned = probs.argmax(1)
     rows = []
     for k in range(model.n_classes):
@@ -144,16 +139,10 @@ def top_images(model, x: torch.Tensor, device, per_cluster: int = 10) -> torch.T
 
 def make_plots(model, data, folder, device) -> list:
     from . import plots
-    from .metrics import collect
+    from .semi_supervised import plot_codes_and_samples
 
-    split, x, y = data.eval_split()
-    model.eval()
-    codes = collect(model.encode, x, device).numpy()
-    written = [folder / "latent.png", folder / "clusters.png", folder / "samples.png"]
-    plots.save_latent_scatter(codes, None if y is None else y.numpy(), written[0], f"{split} style codes z")
+    written = plot_codes_and_samples(model, data, folder, device, 10 * model.n_classes)
+    written.append(folder / "clusters.png")
     plots.save_image_grid(top_images(model, data.train_x, device).numpy(), model.image_shape, 10,
-                          written[1], "each row: a cluster's most confident training images")  # fmt: skip
-    torch.manual_seed(0)
-    plots.save_image_grid(model.sample(10 * model.n_classes).cpu().numpy(), model.image_shape, 10,
-                          written[2], "samples: one-hot y and z from the priors")  # fmt: skip
+                          written[-1], "each row: a cluster's most confident training images")  # fmt: skip
     return written

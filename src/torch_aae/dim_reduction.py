@@ -65,10 +65,6 @@ class DimReductionAAE(SemiSupervisedAAE):
         logits, z = self.encoder(x)
         return self.decoder_input(logits.softmax(1), z)
 
-    @torch.no_grad()
-    def cluster_probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder.classify(x).softmax(1)
-
 
 MODEL = DimReductionAAE
 
@@ -108,8 +104,7 @@ def train_step(model: DimReductionAAE, opt: dict, x, y=None, ctx=None, step: int
                                           ctx["cat_noise"])  # fmt: skip
 
 
-def epoch_metrics(model, data, device) -> dict:
-    return clustering.epoch_metrics(model, data, device)
+epoch_metrics = clustering.epoch_metrics  # the validation cluster error
 
 
 def evaluate(model, data, device) -> dict:

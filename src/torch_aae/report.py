@@ -17,7 +17,7 @@ import math
 import os
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes
+from .checkpoint import atomic_write_bytes, read_json
 from .errors import AAEError
 from .logger import read_history
 
@@ -32,15 +32,6 @@ figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; }
 .scroll { overflow-x: auto; }
 """
-
-
-def _read_json(path: Path):
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise AAEError(f"{path}: unreadable ({e})") from None
 
 
 def _fmt(value) -> str:
@@ -132,10 +123,10 @@ def histogram_png(metrics: dict) -> bytes | None:
 def render_report(run: str | os.PathLike) -> str:
     """The HTML text of the report of run folder `run`."""
     run = Path(run)
-    config = _read_json(run / "config.json")
+    config = read_json(run / "config.json")
     if config is None:
         raise AAEError(f"{run}: not a run folder (no config.json)")
-    summary, evaluation = _read_json(run / "summary.json"), _read_json(run / "eval.json")
+    summary, evaluation = read_json(run / "summary.json"), read_json(run / "eval.json")
     history = read_history(run)
     plots = sorted((run / "plots").glob("*.png"))
     name = html.escape(run.resolve().name)

@@ -98,6 +98,11 @@ class SemiSupervisedAAE(nn.Module):
         """Predicted classes (batch,) from q(y|x)."""
         return self.encoder.classify(x).argmax(1)
 
+    @torch.no_grad()
+    def class_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """q(y|x): (batch, n_classes) probabilities (the clusters, for the clustering models)."""
+        return self.encoder.classify(x).softmax(1)
+
     def decoder_input(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """What the decoder reads: (y, z) concatenated, (batch, n_classes + z_dim)."""
         return torch.cat([y, z], 1)
@@ -294,16 +299,27 @@ def style_grid(model, x: torch.Tensor, device) -> torch.Tensor:
 
 def make_plots(model, data, folder, device) -> list:
     from . import plots
+
+    _, x, _ = data.eval_split()
+    model.eval()
+    written = [folder / "style_grid.png"]
+    plots.save_image_grid(style_grid(model, x[:10], device).numpy(), model.image_shape, 10, written[0],
+                          "style grid: input, then its z decoded with y = 0..9")  # fmt: skip
+    return [*plot_codes_and_samples(model, data, folder, device, 100), *written]
+
+
+def plot_codes_and_samples(model, data, folder, device, n_samples: int) -> list:
+    """latent.png (the evaluation split's style codes z, coloured by label) and samples.png
+    (n_samples decodings of one-hot y and z from the priors, 10 per row)."""
+    from . import plots
     from .metrics import collect
 
     split, x, y = data.eval_split()
     model.eval()
     codes = collect(model.encode, x, device).numpy()
-    written = [folder / "latent.png", folder / "style_grid.png", folder / "samples.png"]
+    written = [folder / "latent.png", folder / "samples.png"]
     plots.save_latent_scatter(codes, None if y is None else y.numpy(), written[0], f"{split} style codes z")
-    plots.save_image_grid(style_grid(model, x[:10], device).numpy(), model.image_shape, 10, written[1],
-                          "style grid: input, then its z decoded with y = 0..9")  # fmt: skip
     torch.manual_seed(0)
-    plots.save_image_grid(model.sample(100).cpu().numpy(), model.image_shape, 10, written[2],
+    plots.save_image_grid(model.sample(n_samples).cpu().numpy(), model.image_shape, 10, written[1],
                           "samples: one-hot y and z from the priors")  # fmt: skip
     return written
