@@ -85,3 +85,27 @@ def test_clusters_flag_is_refused_by_other_models_and_labels_by_clustering():
     with pytest.raises(AAEError, match="uses no labels"):
         clustering.setup(None, None, Config("clustering", DataConfig(labels="100"), ModelConfig(clusters=16)),
                          "cpu", None)  # fmt: skip
+
+
+def test_bench_seeds_reports_the_cluster_error_over_seeds(mnist, tmp_path, monkeypatch):
+    from torch_aae import bench
+
+    import torch_aae.data as data_module
+
+    monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: subset_of(mnist, 400, 200))
+    config = Config("clustering", DataConfig(), ModelConfig(z_dim=2, clusters=16, hidden=32, disc_hidden=32),
+                    tiny_train(epochs=1))  # fmt: skip
+    result = bench.bench_seeds(config, 2, tmp_path, "aae bench clustering ...", progress=False)
+    errors = result["test_cluster_error"]
+    assert result["metric"] == "test_cluster_error" and result["clusters"] == 16 and len(errors) == 2
+    assert result["test_cluster_error_mean"] == pytest.approx(sum(errors) / 2)
+    assert result["test_cluster_error_std"] == pytest.approx(abs(errors[0] - errors[1]) / 2**0.5)
+    assert result["paper_test_cluster_error"] == (9.55, 2.05)
+    assert "| clustering | 16 | 2 |" in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_refuses_a_model_without_a_test_error(tmp_path):
+    from torch_aae import bench
+
+    with pytest.raises(AAEError, match="no test error to report for the unsupervised model"):
+        bench.bench_seeds(Config("unsupervised", DataConfig(), ModelConfig()), 1, tmp_path, "aae ...", progress=False)

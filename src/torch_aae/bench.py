@@ -178,7 +178,20 @@ def throughput(
 # Accuracy over seeds
 
 # The paper's Table 2 (MNIST test error, %), by number of labels.
+# The paper's figures (%, mean and std): semi-supervised test error by number of labels
+# (Table 2), clustering error by number of clusters (section 6).
 PAPER_ERROR = {"100": (1.90, 0.10), "1000": (1.60, 0.08), "all": (0.85, 0.02)}
+PAPER_CLUSTER_ERROR = {16: (9.55, 2.05), 30: (4.10, 1.13)}
+# The summary key each benchmarked model is scored by.
+BENCH_METRIC = {"semi-supervised": "test_error", "clustering": "test_cluster_error"}
+
+
+def _setting(config) -> tuple[str, object, tuple[float, float] | None]:
+    """The benchmark's varied setting (name, value) and the paper's figure for it."""
+    if config.model_kind == "clustering":
+        k = config.model.clusters
+        return "clusters", k, PAPER_CLUSTER_ERROR.get(k)
+    return "labels", config.data.labels, PAPER_ERROR.get(str(config.data.labels))
 
 
 # Settings that do not change what a seed's run computes: a finished run may differ in these.
@@ -186,7 +199,9 @@ _NOT_COMPARED = {"device", "log_every", "checkpoint_every"}
 
 
 def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jobs: int = 1) -> dict:
-    """Train `config` once per seed (seed, seed+1, ...) into OUT/seed-K and report test error.
+    """Train `config` once per seed (seed, seed+1, ...) into OUT/seed-K and report its test
+    error: q(y|x)'s error for the semi-supervised model, the cluster error for clustering
+    (`BENCH_METRIC`); the result's keys are named after it (test_error_mean, ...).
 
     A seed whose run folder already holds a finished run (summary.json) of the same config is not
     trained again, so an interrupted benchmark continues where it stopped; a run of another config
@@ -206,6 +221,10 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
     from .checkpoint import atomic_write_bytes, atomic_write_json
     from .errors import AAEError
 
+    if config.model_kind not in BENCH_METRIC:
+        raise AAEError(f"bench: no test error to report for the {config.model_kind} model "
+                       f"(choose {' or '.join(BENCH_METRIC)})")  # fmt: skip
+    metric = BENCH_METRIC[config.model_kind]
     out = Path(out)
     todo, summaries = [], {}
     for k in range(seeds):
@@ -230,20 +249,22 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
     runs = []
     for seed in sorted(summaries):
         summary = summaries[seed]
-        if "test_error" not in summary:
-            raise AAEError(f"{out / f'seed-{seed}'}: its summary has no test_error")
-        runs.append({"seed": seed, "test_error": summary["test_error"],
+        if metric not in summary:
+            raise AAEError(f"{out / f'seed-{seed}'}: its summary has no {metric}")
+        runs.append({"seed": seed, metric: summary[metric],
                      "epochs": summary["epochs"], "train_seconds": summary["train_seconds"]})  # fmt: skip
-    errors = np.array([r["test_error"] for r in runs])
+    errors = np.array([r[metric] for r in runs])
+    setting, value, paper = _setting(config)
     result = {
         "model": config.model_kind,
-        "labels": config.data.labels,
+        "metric": metric,
+        setting: value,
         "seeds": [r["seed"] for r in runs],
-        "test_error": [r["test_error"] for r in runs],
-        "test_error_mean": float(errors.mean()),
-        "test_error_std": float(errors.std(ddof=1)) if len(errors) > 1 else 0.0,
+        metric: [r[metric] for r in runs],
+        f"{metric}_mean": float(errors.mean()),
+        f"{metric}_std": float(errors.std(ddof=1)) if len(errors) > 1 else 0.0,
         "runs": runs,
-        "paper_test_error": PAPER_ERROR.get(str(config.data.labels)),
+        f"paper_{metric}": paper,
         "command": command,
         "config": config.to_dict(),
         "torch": torch.__version__,
@@ -305,18 +326,20 @@ def _train_seed(config_dict: dict, run: str, progress: bool, threads: int | None
 
 def bench_markdown(r: dict) -> str:
     """A Markdown table of a `bench_seeds` result, next to the paper's number."""
-    paper = r["paper_test_error"]
+    metric = r.get("metric", "test_error")  # bench.json files written before "metric" existed
+    setting = "clusters" if "clusters" in r else "labels"
+    paper = r[f"paper_{metric}"]
     paper_txt = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "-"
-    spread = f" ± {100 * r['test_error_std']:.2f}" if len(r["seeds"]) > 1 else " (one seed)"
+    spread = f" ± {100 * r[f'{metric}_std']:.2f}" if len(r["seeds"]) > 1 else " (one seed)"
     lines = [
-        "| model | labels | seeds | test error (%) | paper (%) | epochs | minutes per seed |",
+        f"| model | {setting} | seeds | {metric.replace('_', ' ')} (%) | paper (%) | epochs | minutes per seed |",
         "|---|---|---|---|---|---|---|",
-        f"| {r['model']} | {r['labels']} | {len(r['seeds'])} | "
-        f"{100 * r['test_error_mean']:.2f}{spread} | {paper_txt} | "
+        f"| {r['model']} | {r[setting]} | {len(r['seeds'])} | "
+        f"{100 * r[f'{metric}_mean']:.2f}{spread} | {paper_txt} | "
         f"{r['runs'][0]['epochs']} | "
         f"{sum(x['train_seconds'] for x in r['runs']) / 60 / len(r['runs']):.1f} |",
         "",
-        "Per seed: " + ", ".join(f"seed {x['seed']}: {100 * x['test_error']:.2f}%" for x in r["runs"]),
+        "Per seed: " + ", ".join(f"seed {x['seed']}: {100 * x[metric]:.2f}%" for x in r["runs"]),
         "",
         f"Command: `{r['command']}`",
         "",

@@ -76,14 +76,16 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                     help="fp32, or bf16 autocast (default: fp32)")
     tp.add_argument("--compile", default="off", choices=cfg.COMPILE_MODES,
                     help="off, or a torch.compile mode for each network (default: off)")
-    semi = what.add_parser("semi-supervised", help="test error of the semi-supervised model over seeds")
-    semi.add_argument("--out", required=True, help="folder for the runs, bench.json and bench.md")
-    semi.add_argument("--seeds", type=int, default=5, help="number of seeds: --seed, --seed+1, ... (default: 5)")
-    semi.add_argument("--jobs", type=int, default=1,
-                      help="seeds trained at once, in separate processes sharing the threads (default: 1)")
-    semi.add_argument("--no-progress", action="store_true", help="no progress bar")
-    for section in cfg.SECTIONS.values():
-        cfg.add_arguments(semi, section, defaults=VARIANTS["semi-supervised"].CLI_DEFAULTS)
+    for kind, what_for in (("semi-supervised", "test error of the semi-supervised model over seeds"),
+                           ("clustering", "test cluster error of the clustering model over seeds")):  # fmt: skip
+        seeds = what.add_parser(kind, help=what_for)
+        seeds.add_argument("--out", required=True, help="folder for the runs, bench.json and bench.md")
+        seeds.add_argument("--seeds", type=int, default=5, help="number of seeds: --seed, --seed+1, ... (default: 5)")
+        seeds.add_argument("--jobs", type=int, default=1,
+                           help="seeds trained at once, in separate processes sharing the threads (default: 1)")
+        seeds.add_argument("--no-progress", action="store_true", help="no progress bar")
+        for section in cfg.SECTIONS.values():
+            cfg.add_arguments(seeds, section, defaults=VARIANTS[kind].CLI_DEFAULTS)
 
     dl = sub.add_parser("download", help="download MNIST (md5-checked) into DATA_DIR/mnist")
     dl.add_argument("--data-dir", default="data", help="data root (default: ./data)")
@@ -230,12 +232,12 @@ def cmd_plot(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import bench_markdown, bench_seeds, throughput
 
-    if args.bench == "semi-supervised":
+    if args.bench in ("semi-supervised", "clustering"):
         if args.seeds <= 0:
             raise AAEError(f"--seeds {args.seeds}: must be positive")
         if args.jobs <= 0:
             raise AAEError(f"--jobs {args.jobs}: must be positive")
-        args.model_kind = "semi-supervised"
+        args.model_kind = args.bench
         command = "aae " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         result = bench_seeds(_config_from_args(args), args.seeds, args.out, command,
                              progress=not args.no_progress, jobs=args.jobs)  # fmt: skip
