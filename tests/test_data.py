@@ -632,3 +632,72 @@ def test_labeled_indices_without_labels():
     ds.train_y = None
     with pytest.raises(AAEError, match="needs labels"):
         D.labeled_indices(ds, "all", seed=0)
+
+
+def test_random_shift_moves_each_image_by_at_most_k_pixels_with_zero_fill():
+    torch.manual_seed(0)
+    x = torch.zeros(400, 784)
+    x.view(400, 28, 28)[:, 10, 12] = 1  # one lit pixel
+    moved = D.random_shift(x, (28, 28), 2).view(400, 28, 28).nonzero()
+    assert len(moved) == 400  # one lit pixel per image still
+    assert set((moved[:, 1] - 10).tolist()) == set((moved[:, 2] - 12).tolist()) == {-2, -1, 0, 1, 2}
+    # A whole image: a translated copy, with zeros where nothing was moved in.
+    img = torch.rand(1, 784)
+    out = D.random_shift(img, (28, 28), 3).view(28, 28)
+    src = img.view(28, 28)
+    matches = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+               if torch.equal(out, torch.roll(src, (dy, dx), (0, 1)) * _inside(dy, dx))]  # fmt: skip
+    assert len(matches) == 1
+
+
+def _inside(dy: int, dx: int) -> torch.Tensor:
+    """The 28x28 mask of the pixels a shift by (dy, dx) fills from the image (not from the border)."""
+    rows = torch.arange(28).view(28, 1) - dy
+    cols = torch.arange(28).view(1, 28) - dx
+    return ((rows >= 0) & (rows < 28) & (cols >= 0) & (cols < 28)).float()
+
+
+def test_random_shift_zero_is_the_identity_and_bad_input_is_refused():
+    x = torch.rand(2, 784)
+    assert D.random_shift(x, (28, 28), 0) is x
+    with pytest.raises(AAEError, match="must be >= 0"):
+        D.random_shift(x, (28, 28), -1)
+    with pytest.raises(AAEError, match="must be 2-D"):
+        D.random_shift(x, (784,), 1)
+
+
+def _disc(radius: float) -> torch.Tensor:
+    """A 28x28 image of a centred disc, flattened (1, 784)."""
+    yy, xx = torch.meshgrid(torch.arange(28.0) - 13.5, torch.arange(28.0) - 13.5, indexing="ij")
+    return ((yy**2 + xx**2) <= radius**2).float().view(1, 784)
+
+
+def test_random_affine_rotation_leaves_a_centred_round_blob_as_it_is():
+    torch.manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(28.0) - 13.5, torch.arange(28.0) - 13.5, indexing="ij")
+    blob = torch.exp(-(yy**2 + xx**2) / 32).view(1, 784).expand(50, 784)
+    out = D.random_affine(blob, (28, 28), rotate=90)
+    assert (out - blob).abs().max() < 0.02  # bilinear interpolation error only
+    tilted = D.random_affine(_disc(8) * (xx.reshape(1, 784) > 0), (28, 28), rotate=90)
+    assert not torch.allclose(tilted, _disc(8) * (xx.reshape(1, 784) > 0), atol=0.1)  # a half disc turns
+
+
+def test_random_affine_zoom_scales_the_ink_by_the_square_of_the_factor():
+    torch.manual_seed(0)
+    disc = _disc(6).expand(200, 784)
+    ratio = D.random_affine(disc, (28, 28), scale=0.3).sum(1) / disc.sum(1)
+    assert ratio.min() > 0.7**2 * 0.9 and ratio.max() < 1.3**2 * 1.1
+    assert ratio.max() - ratio.min() > 0.5  # the zoom factors differ from image to image
+
+
+def test_random_affine_without_rotation_or_zoom_is_the_whole_pixel_shift():
+    x = torch.rand(3, 784)
+    assert D.random_affine(x, (28, 28)) is x
+    torch.manual_seed(5)
+    a = D.random_affine(x, (28, 28), shift=2)
+    torch.manual_seed(5)
+    assert torch.equal(a, D.random_shift(x, (28, 28), 2))
+    for kw, message in ((dict(scale=1.0), "must be below 1"), (dict(rotate=-1.0), "must be >= 0"),
+                        (dict(shift=1.5), "moves whole pixels")):  # fmt: skip
+        with pytest.raises(AAEError, match=message):
+            D.random_affine(x, (28, 28), **kw)

@@ -11,6 +11,7 @@ from conftest import subset_of, tiny_train
 from torch_aae import semi_supervised as semi
 from torch_aae.config import Config, DataConfig, ModelConfig
 from torch_aae.data import cycled_batch
+from torch_aae.errors import AAEError
 from torch_aae.train import fit
 
 
@@ -227,3 +228,44 @@ def test_bench_seeds_accepts_a_run_saved_before_a_field_existed(tmp_path):
     (tmp_path / "seed-0" / "config.json").write_text(json.dumps(saved))
     again = bench.bench_seeds(config, 1, tmp_path, "aae bench ...", progress=False)
     assert again["test_error"] == first["test_error"]
+
+
+def test_label_shift_moves_the_labeled_images_of_the_supervised_phase(data):
+    model = tiny_semi().train()
+    optimizers = semi.make_optimizers(model, tiny_train())
+    ctx = semi.setup(model, data, semi_config(label_shift=2), "cpu", None)
+    seen = []
+    classify = model.encoder.classify
+    model.encoder.classify = lambda x: seen.append(x.detach().clone()) or classify(x)
+    torch.manual_seed(0)
+    semi.train_step(model, optimizers, data.train_x[:50], None, ctx, 0)
+    idx = cycled_batch(len(ctx["x"]), ctx["batch_size"], ctx["seed"], 0)
+    clean = ctx["x"][idx]
+    assert not torch.equal(seen[0], clean)
+    for moved, image in zip(seen[0].view(-1, 28, 28), clean.view(-1, 28, 28)):  # each a translated copy
+        assert any(torch.equal(moved, _shifted(image, dy, dx)) for dy in range(-2, 3) for dx in range(-2, 3))
+
+
+def _shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """image (h, w) moved by (dy, dx) pixels, zeros moved in."""
+    out = torch.zeros_like(image)
+    h, w = image.shape
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
+    return out
+
+
+@pytest.mark.parametrize("flag", ["label_shift", "label_rotate", "label_scale"])
+def test_label_augmentation_is_refused_by_other_models_and_checked(flag):
+    value = 2.0 if flag == "label_shift" else 0.5  # a shift alone is whole pixels
+    with pytest.raises(AAEError, match=f"--{flag.replace('_', '-')} {value}: the clustering model does not take it"):
+        Config("clustering", DataConfig(), ModelConfig(), tiny_train(**{flag: value}))
+    with pytest.raises(AAEError, match="must be >= 0"):
+        tiny_train(**{flag: -1.0})
+
+
+def test_label_scale_and_fractional_shift_alone_are_refused():
+    with pytest.raises(AAEError, match="--label-scale 1.0: must be below 1"):
+        tiny_train(label_scale=1.0)
+    with pytest.raises(AAEError, match="alone, it moves whole pixels"):
+        tiny_train(label_shift=1.5)
+    assert tiny_train(label_shift=1.5, label_rotate=10.0).label_shift == 1.5  # with a rotation: any offset

@@ -95,6 +95,9 @@ class TrainConfig:
     code_noise: float = _f(0.0, "std of Gaussian noise added to the code z in training: q(z|x) = N(encoder(x), s^2 I) (supervised, semi-supervised and clustering models)")
     optimizer: str = _f("adam", "adam, or sgd (with momentum 0.9, and --beta1-reg as the regularization phases' momentum: the paper's choice)")
     cat_noise: float = _f(0.0, "std of Gaussian noise on the categorical discriminator's inputs, prior and encoder alike (semi-supervised, clustering, dim-reduction)")
+    label_shift: float = _f(0.0, "move each labeled image of the supervised phase by a random offset of up to N pixels along each axis (semi-supervised model; these label-* flags use the pixels' layout, so a run with them is not permutation-invariant)")
+    label_rotate: float = _f(0.0, "rotate each labeled image of the supervised phase by a random angle of up to N degrees either way (semi-supervised model)")
+    label_scale: float = _f(0.0, "zoom each labeled image of the supervised phase by a random factor in [1 - F, 1 + F] (semi-supervised model)")
     lr_step: int = _f(0, "from this epoch on, every learning rate is divided by 10 (0: constant)")
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
@@ -110,6 +113,13 @@ class TrainConfig:
             raise AAEError(f"--input-noise {self.input_noise}: must be >= 0")
         if self.cat_noise < 0:
             raise AAEError(f"--cat-noise {self.cat_noise}: must be >= 0")
+        for name in ("label_shift", "label_rotate", "label_scale"):
+            if not getattr(self, name) >= 0:
+                raise AAEError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
+        if self.label_scale >= 1:
+            raise AAEError(f"--label-scale {self.label_scale}: must be below 1")
+        if self.label_shift != int(self.label_shift) and not (self.label_rotate or self.label_scale):
+            raise AAEError(f"--label-shift {self.label_shift}: alone, it moves whole pixels (an integer)")
         if self.code_noise < 0:
             raise AAEError(f"--code-noise {self.code_noise}: must be >= 0")
         if not 0 <= self.beta1_reg < 1:
@@ -141,7 +151,8 @@ class Config:
         # Fields that only some models read: refuse them elsewhere rather than ignore them.
         t = self.train
         takers = {"input_noise": CATEGORICAL_MODELS, "cat_noise": CATEGORICAL_MODELS,
-                  "code_noise": ("supervised", *CATEGORICAL_MODELS)}  # fmt: skip
+                  "code_noise": ("supervised", *CATEGORICAL_MODELS), "label_shift": ("semi-supervised",), "label_rotate": ("semi-supervised",),
+                  "label_scale": ("semi-supervised",)}  # fmt: skip
         for name, kinds in takers.items():
             if getattr(t, name) and self.model_kind not in kinds:
                 raise AAEError(f"--{name.replace('_', '-')} {getattr(t, name)}: the "

@@ -437,3 +437,69 @@ def cycled_batch(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
 def _pass_permutation(n: int, seed: int, pass_: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed((seed * 1_000_003 + pass_) % 2**63)
     return torch.randperm(n, generator=gen)
+
+
+def random_shift(x: torch.Tensor, image_shape: tuple[int, ...], max_shift: int) -> torch.Tensor:
+    """Each image moved by its own random offset of -max_shift..max_shift pixels along each of
+    its last two axes (uniform, independent), the uncovered border filled with 0: translation
+    "noise" for a few labeled images. Not permutation-invariant: it uses the pixels' layout.
+
+    Args:
+        x: (batch, prod(image_shape)) flattened images.
+        image_shape: (..., height, width) of one image.
+    Returns:
+        A new (batch, prod(image_shape)) tensor; x itself when max_shift is 0.
+    """
+    if max_shift < 0:
+        raise AAEError(f"shift {max_shift}: must be >= 0")
+    if max_shift == 0:
+        return x
+    if len(image_shape) < 2:
+        raise AAEError(f"shift: the images must be 2-D, not of shape {tuple(image_shape)}")
+    b, (h, w), k = len(x), image_shape[-2:], max_shift
+    img = x.reshape(b, -1, h, w)  # (batch, channels, h, w)
+    padded = torch.nn.functional.pad(img, (k, k, k, k))  # (batch, channels, h + 2k, w + 2k)
+    dy = torch.randint(0, 2 * k + 1, (b, 1, 1, 1), device=x.device)
+    dx = torch.randint(0, 2 * k + 1, (b, 1, 1, 1), device=x.device)
+    rows = torch.arange(h, device=x.device).view(1, 1, h, 1) + dy  # (batch, 1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, 1, w) + dx  # (batch, 1, 1, w)
+    out = padded.gather(2, rows.expand(b, img.shape[1], h, w + 2 * k))
+    return out.gather(3, cols.expand(b, img.shape[1], h, w)).reshape(b, -1)
+
+
+def random_affine(x: torch.Tensor, image_shape: tuple[int, ...], rotate: float = 0.0,
+                  scale: float = 0.0, shift: float = 0.0) -> torch.Tensor:  # fmt: skip
+    """Each image under its own random affine map: a rotation by an angle uniform in
+    [-rotate, rotate] degrees, a zoom by a factor uniform in [1 - scale, 1 + scale] and a
+    translation uniform in [-shift, shift] pixels along each axis (bilinear, zeros outside).
+    Not permutation-invariant: it uses the pixels' layout. With no rotation and no zoom it is
+    `random_shift` (whole pixels, no interpolation).
+
+    Args:
+        x: (batch, prod(image_shape)) flattened images.
+        image_shape: (..., height, width) of one image.
+    Returns:
+        A new (batch, prod(image_shape)) tensor; x itself when every amount is 0.
+    """
+    for name, value in (("rotate", rotate), ("scale", scale), ("shift", shift)):
+        if not value >= 0:
+            raise AAEError(f"{name} {value}: must be >= 0")
+    if scale >= 1:
+        raise AAEError(f"scale {scale}: must be below 1 (a zoom factor of 1 - scale must stay positive)")
+    if rotate == 0 and scale == 0:
+        if shift != int(shift):
+            raise AAEError(f"shift {shift}: a shift alone moves whole pixels")
+        return random_shift(x, image_shape, int(shift))
+    if len(image_shape) < 2:
+        raise AAEError(f"affine: the images must be 2-D, not of shape {tuple(image_shape)}")
+    b, (h, w) = len(x), image_shape[-2:]
+    img = x.reshape(b, -1, h, w)  # (batch, channels, h, w)
+    uniform = lambda *shape: 2 * torch.rand(*shape, device=x.device) - 1  # noqa: E731, U(-1, 1)
+    angle = uniform(b) * rotate * torch.pi / 180
+    zoom = 1 + uniform(b) * scale
+    cos, sin = angle.cos() / zoom, angle.sin() / zoom
+    theta = torch.stack([torch.stack([cos, -sin, uniform(b) * shift * 2 / w], 1),
+                         torch.stack([sin, cos, uniform(b) * shift * 2 / h], 1)], 1)  # (b, 2, 3)  # fmt: skip
+    grid = torch.nn.functional.affine_grid(theta.to(img.dtype), list(img.shape), align_corners=False)
+    out = torch.nn.functional.grid_sample(img, grid, align_corners=False, padding_mode="zeros")
+    return out.reshape(b, -1)

@@ -21,7 +21,7 @@ from torch import nn
 
 from . import losses
 from .config import ModelConfig, TrainConfig
-from .data import cycled_batch, labeled_indices
+from .data import cycled_batch, labeled_indices, random_affine
 from .networks import Decoder, Discriminator, Dropout, mlp
 from . import optim
 from .priors import GaussianPrior
@@ -159,6 +159,9 @@ def setup(model, data, config, device, run_path) -> dict:
         "input_noise": config.train.input_noise,
         "code_noise": config.train.code_noise,
         "cat_noise": config.train.cat_noise,
+        # (rotate degrees, zoom, shift pixels) of the labeled images; all 0: left as they are
+        "label_augment": (config.train.label_rotate, config.train.label_scale, config.train.label_shift),
+        "image_shape": model.image_shape,
     }
 
 
@@ -173,6 +176,8 @@ def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: i
     noise = ctx["input_noise"]
     idx = cycled_batch(len(ctx["x"]), ctx["batch_size"], ctx["seed"], step).to(x.device)
     xl, yl = ctx["x"][idx], ctx["y"][idx]
+    if any(ctx.get("label_augment", ())):  # random rotations, zooms, shifts of the few labeled images
+        xl = random_affine(xl, ctx["image_shape"], *ctx["label_augment"])
     if noise > 0:
         xl = xl + noise * torch.randn_like(xl)
     opt["sup"].zero_grad(set_to_none=True)
