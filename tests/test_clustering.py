@@ -109,3 +109,14 @@ def test_bench_refuses_a_model_without_a_test_error(tmp_path):
 
     with pytest.raises(AAEError, match="no test error to report for the unsupervised model"):
         bench.bench_seeds(Config("unsupervised", DataConfig(), ModelConfig()), 1, tmp_path, "aae ...", progress=False)
+
+
+def test_the_cluster_plot_has_one_row_per_cluster(mnist, tmp_path, monkeypatch):
+    from torch_aae import plots
+
+    grids = []
+    monkeypatch.setattr(plots, "save_image_grid", lambda images, shape, nrow, path, title=None:
+                        grids.append((path.name, len(images), nrow)))  # fmt: skip
+    model = clustering.ClusteringAAE.from_config(_config().model, 784, (28, 28))  # 4 clusters
+    clustering.make_plots(model, subset_of(mnist, 300, 100), tmp_path, "cpu")
+    assert ("clusters.png", 40, 4) in grids  # 10 images per cluster, a row each

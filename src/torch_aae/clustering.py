@@ -143,6 +143,6 @@ def make_plots(model, data, folder, device) -> list:
 
     written = plot_codes_and_samples(model, data, folder, device, 10 * model.n_classes)
     written.append(folder / "clusters.png")
-    plots.save_image_grid(top_images(model, data.train_x, device).numpy(), model.image_shape, 10,
-                          written[-1], "each row: a cluster's most confident training images")  # fmt: skip
+    plots.save_image_grid(top_images(model, data.train_x, device).numpy(), model.image_shape,
+                          model.n_classes, written[-1], "each row: a cluster's most confident training images")  # fmt: skip
     return written

@@ -130,5 +130,5 @@ def make_plots(model, data, folder, device) -> list:
     plots.save_latent_scatter(rep, None if y is None else y.numpy(), written[0],
                               f"{split} images: {model.z_dim}-D representation W'y + z")  # fmt: skip
     plots.save_image_grid(clustering.top_images(model, data.train_x, device).numpy(), model.image_shape,
-                          10, written[1], "each row: a cluster's most confident training images")  # fmt: skip
+                          model.n_classes, written[1], "each row: a cluster's most confident training images")  # fmt: skip
     return written
