@@ -177,7 +177,6 @@ def throughput(
 # ----------------------------------------------------------------------------------------------
 # Accuracy over seeds
 
-# The paper's Table 2 (MNIST test error, %), by number of labels.
 # The paper's figures (%, mean and std): semi-supervised test error by number of labels
 # (Table 2), clustering error by number of clusters (section 6).
 PAPER_ERROR = {"100": (1.90, 0.10), "1000": (1.60, 0.08), "all": (0.85, 0.02)}

@@ -109,19 +109,13 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("epochs", "batch_size", "lr_recon", "lr_reg", "lr_sup", "log_every"):
             _positive(self, name)
-        if self.input_noise < 0:
-            raise AAEError(f"--input-noise {self.input_noise}: must be >= 0")
-        if self.cat_noise < 0:
-            raise AAEError(f"--cat-noise {self.cat_noise}: must be >= 0")
-        for name in ("label_shift", "label_rotate", "label_scale"):
+        for name in ("input_noise", "cat_noise", "code_noise", "label_shift", "label_rotate", "label_scale"):
             if not getattr(self, name) >= 0:
                 raise AAEError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
         if self.label_scale >= 1:
             raise AAEError(f"--label-scale {self.label_scale}: must be below 1")
         if self.label_shift != int(self.label_shift) and not (self.label_rotate or self.label_scale):
             raise AAEError(f"--label-shift {self.label_shift}: alone, it moves whole pixels (an integer)")
-        if self.code_noise < 0:
-            raise AAEError(f"--code-noise {self.code_noise}: must be >= 0")
         if not 0 <= self.beta1_reg < 1:
             raise AAEError(f"--beta1-reg {self.beta1_reg}: must be in [0, 1)")
         if self.lr_step < 0:
@@ -150,9 +144,10 @@ class Config:
     def __post_init__(self):
         # Fields that only some models read: refuse them elsewhere rather than ignore them.
         t = self.train
+        semi = ("semi-supervised",)
         takers = {"input_noise": CATEGORICAL_MODELS, "cat_noise": CATEGORICAL_MODELS,
-                  "code_noise": ("supervised", *CATEGORICAL_MODELS), "label_shift": ("semi-supervised",), "label_rotate": ("semi-supervised",),
-                  "label_scale": ("semi-supervised",)}  # fmt: skip
+                  "code_noise": ("supervised", *CATEGORICAL_MODELS),
+                  "label_shift": semi, "label_rotate": semi, "label_scale": semi}  # fmt: skip
         for name, kinds in takers.items():
             if getattr(t, name) and self.model_kind not in kinds:
                 raise AAEError(f"--{name.replace('_', '-')} {getattr(t, name)}: the "

@@ -88,7 +88,7 @@ def setup(model, data, config, device, run_path) -> dict:
     """With --labels: the labeled images (as the semi-supervised model); else no labels at all."""
     if config.data.labels is None:
         return {"x": None, "input_noise": config.train.input_noise, "code_noise": config.train.code_noise,
-            "cat_noise": config.train.cat_noise}
+                "cat_noise": config.train.cat_noise}
     if data.num_classes != model.n_classes:
         raise AAEError(f"--labels with --clusters {model.n_classes}: the semi-supervised setting "
                        f"needs one cluster per class, --clusters {data.num_classes}")  # fmt: skip

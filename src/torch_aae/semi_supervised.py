@@ -176,7 +176,7 @@ def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: i
     noise = ctx["input_noise"]
     idx = cycled_batch(len(ctx["x"]), ctx["batch_size"], ctx["seed"], step).to(x.device)
     xl, yl = ctx["x"][idx], ctx["y"][idx]
-    if any(ctx.get("label_augment", ())):  # random rotations, zooms, shifts of the few labeled images
+    if any(ctx["label_augment"]):  # random rotations, zooms, shifts of the few labeled images
         xl = random_affine(xl, ctx["image_shape"], *ctx["label_augment"])
     if noise > 0:
         xl = xl + noise * torch.randn_like(xl)
