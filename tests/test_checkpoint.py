@@ -440,6 +440,22 @@ def test_checkpoint_every_n_steps(tmp_path, resume_data, monkeypatch):
     assert saved == [(0, 3, 3), (1, 4, 0), (1, 6, 2), (2, 8, 0)]
 
 
+def test_checkpoint_every_n_epochs_and_at_the_last(tmp_path, resume_data, monkeypatch):
+    saved = []
+    original = ck.save_checkpoint
+
+    def recording_save(path, payload, meta):
+        saved.append(meta["epoch"])
+        original(path, payload, meta)
+
+    monkeypatch.setattr("torch_aae.train.save_checkpoint", recording_save)
+    _fit(resume_data, tmp_path / "run", epochs=5, checkpoint_epochs=2)
+    assert saved == [2, 4, 5]
+    # Resuming continues from the last checkpoint written.
+    _fit(resume_data, tmp_path / "run", epochs=6, checkpoint_epochs=2, resume=True)
+    assert saved == [2, 4, 5, 6] and len(_history(tmp_path / "run")) == 6
+
+
 def test_resume_with_a_different_model_is_refused(tmp_path, resume_data):
     run = tmp_path / "run"
     _fit(resume_data, run, epochs=1)

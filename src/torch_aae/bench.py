@@ -67,6 +67,13 @@ def matmul_throughput(calls, device, min_seconds: float = 1.0, dtype=torch.float
         for a, b, c, out in ops:
             torch.addmm(c, a, b, out=out) if c is not None else torch.mm(a, b, out=out)
 
+    if device.type == "cuda":  # the products alone, launched as one graph: the kernels' rate
+        replay()
+        torch.cuda.synchronize(device)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            replay()
+        replay = graph.replay
     return flops * _repeat_rate(replay, device, min_seconds) / 1e9
 
 
@@ -100,6 +107,7 @@ def throughput(
     model_config: ModelConfig | None = None,
     precision: str = "fp32",
     compile: str = "off",
+    cuda_graphs: bool = False,
 ) -> dict:
     """Measure training throughput of `model_kind` (default: the blog's architecture).
 
@@ -107,7 +115,10 @@ def throughput(
         images_per_second, flops_per_image, model_gflops (achieved), matmul_gflops (replayed
         products of the same shapes), fraction_of_peak, plus the settings. With precision "bf16"
         the step runs under bfloat16 autocast and the products are replayed in bfloat16; with
-        compile (a torch.compile mode) the networks are compiled after the recording step.
+        compile (a torch.compile mode) the networks are compiled after the recording step; with
+        cuda_graphs the step is replayed from a CUDA graph (`graphs.GraphedStep`). On CUDA the
+        products are replayed from a CUDA graph too, so that their rate is the kernels', not
+        the launches'.
     """
     from .train import autocast
 
@@ -134,16 +145,36 @@ def throughput(
     if compile != "off":  # after the (eager) recording step; warm-up below includes compilation
         for network in model.children():
             network.compile(mode=compile)
+    warmup = 10
+    # As the training loop: the step's host-side inputs drawn ahead and moved to the device once.
+    step_inputs = getattr(variant, "step_inputs", None)
+    inputs = step_inputs(ctx, 1, warmup + steps) if step_inputs else {}
+    inputs = {k: v.to(dev) for k, v in inputs.items()}
+    index_batches = torch.arange(n, device=dev).split(batch_size)
+    graphed = None
+    if cuda_graphs:
+        from . import graphs
+
+        tcfg = TrainConfig(compile=compile)
+        graphs.check(model_kind, dev, tcfg)
+        shapes = {k: (tuple(v.shape[1:]), v.dtype) for k, v in inputs.items()}
+        graphed = graphs.GraphedStep(variant, model, optimizers, x, y, ctx, batch_size, precision, shapes)
     i = 0
 
     def step():
         nonlocal i
-        xb, yb = batches[i % len(batches)]
-        with autocast(dev, precision):
-            variant.train_step(model, optimizers, xb, yb, ctx, i)
+        row = {k: v[i] for k, v in inputs.items()}
+        if graphed is not None:
+            graphed(index_batches[i % len(index_batches)], row)
+        else:
+            xb, yb = batches[i % len(batches)]
+            if row:
+                ctx.update(row)
+            with autocast(dev, precision):
+                variant.train_step(model, optimizers, xb, yb, ctx, i + 1)
         i += 1
 
-    for _ in range(10):  # warm-up (allocator, Adam state)
+    for _ in range(warmup):  # warm-up (allocator, Adam state; the graph's capture)
         step()
     _sync(dev)
     start = time.perf_counter()
@@ -164,6 +195,7 @@ def throughput(
         "batch_size": batch_size,
         "precision": precision,
         "compile": compile,
+        "cuda_graphs": cuda_graphs,
         "steps": steps,
         "images_per_second": round(images_per_second, 1),
         "flops_per_image": flops_per_image,
@@ -194,7 +226,7 @@ def _setting(config) -> tuple[str, object, tuple[float, float] | None]:
 
 
 # Settings that do not change what a seed's run computes: a finished run may differ in these.
-_NOT_COMPARED = {"device", "log_every", "checkpoint_every"}
+_NOT_COMPARED = {"device", "log_every", "checkpoint_every", "checkpoint_epochs"}
 
 
 def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jobs: int = 1) -> dict:

@@ -76,6 +76,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                     help="fp32, or bf16 autocast (default: fp32)")
     tp.add_argument("--compile", default="off", choices=cfg.COMPILE_MODES,
                     help="off, or a torch.compile mode for each network (default: off)")
+    tp.add_argument("--cuda-graphs", action="store_true",
+                    help="replay the step from one CUDA graph (CUDA; semi-supervised, clustering, dim-reduction)")
     for kind, what_for in (("semi-supervised", "test error of the semi-supervised model over seeds"),
                            ("clustering", "test cluster error of the clustering model over seeds")):  # fmt: skip
         seeds = what.add_parser(kind, help=what_for)
@@ -248,7 +250,8 @@ def cmd_bench(args) -> int:
         if getattr(args, name) <= 0:
             raise AAEError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
     result = throughput(args.model, args.batch_size, args.steps, args.device, args.z_dim,
-                        precision=args.precision, compile=args.compile)  # fmt: skip
+                        precision=args.precision, compile=args.compile,
+                        cuda_graphs=args.cuda_graphs)  # fmt: skip
     print(json.dumps(result, indent=2))
     return 0
 

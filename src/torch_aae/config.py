@@ -103,11 +103,13 @@ class TrainConfig:
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
     compile: str = _f("off", "off, or a torch.compile mode for each network: default, reduce-overhead or max-autotune (on CPU it needs a C++ compiler)")
     precision: str = _f("fp32", "fp32, or bf16: run the step under bfloat16 autocast (matrix products in bf16, weights and losses in fp32)")
+    cuda_graphs: bool = _f(False, "capture the whole training step (every phase and optimizer update) once as a CUDA graph and replay it: one launch per step instead of hundreds (CUDA; semi-supervised, clustering, dim-reduction)")
     checkpoint_every: int = _f(0, "also checkpoint every N steps within an epoch (0: only at epoch ends)")
+    checkpoint_epochs: int = _f(1, "checkpoint at the end of every N-th epoch and of the last one (short GPU epochs would otherwise spend their time writing checkpoints)")
     log_every: int = _f(50, "refresh the progress bar's losses every N steps")
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "lr_recon", "lr_reg", "lr_sup", "log_every"):
+        for name in ("epochs", "batch_size", "lr_recon", "lr_reg", "lr_sup", "log_every", "checkpoint_epochs"):
             _positive(self, name)
         for name in ("input_noise", "cat_noise", "code_noise", "label_shift", "label_rotate", "label_scale"):
             if not getattr(self, name) >= 0:
@@ -211,6 +213,10 @@ def section_from_dict(cls, values: dict[str, Any], where: str):
 
 
 def _check_type(value, hint, where):
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise AAEError(f"config {where}: expected true or false, got {value!r}")
+        return
     allowed = {int: (int,), float: (int, float), str: (str,)}
     for t, ok in allowed.items():
         if hint in (t, t | None):
@@ -242,8 +248,13 @@ def add_arguments(
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
-        kind = next(t for t in (int, float, str) if hint in (t, t | None))
         default = (defaults or {}).get(f.name, f.default)
+        if hint is bool:  # a switch: --flag turns it on
+            group.add_argument("--" + f.name.replace("_", "-"), action="store_true",
+                               default=argparse.SUPPRESS if suppress else default,
+                               help=f.metadata["help"])  # fmt: skip
+            continue
+        kind = next(t for t in (int, float, str) if hint in (t, t | None))
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             type=kind,

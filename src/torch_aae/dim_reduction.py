@@ -104,6 +104,7 @@ def train_step(model: DimReductionAAE, opt: dict, x, y=None, ctx=None, step: int
                                           ctx["cat_noise"])  # fmt: skip
 
 
+step_inputs = semi_supervised.step_inputs  # with --labels: the labeled batches, drawn ahead
 epoch_metrics = clustering.epoch_metrics  # the validation cluster error
 
 

@@ -131,8 +131,10 @@ MODEL = SemiSupervisedAAE
 
 
 def sample_one_hot(n: int, n_classes: int, device) -> torch.Tensor:
-    """Draws from the categorical prior: uniform one-hot vectors (n, n_classes)."""
-    return F.one_hot(torch.randint(n_classes, (n,), device=device), n_classes).float()
+    """Draws from the categorical prior: uniform one-hot vectors (n, n_classes). Built by a
+    scatter: no check of the drawn values, so no host sync on a GPU, and a CUDA graph can hold it."""
+    k = torch.randint(n_classes, (n, 1), device=device)
+    return torch.zeros(n, n_classes, device=device).scatter_(1, k, 1.0)
 
 
 def make_optimizers(model: SemiSupervisedAAE, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
@@ -165,6 +167,17 @@ def setup(model, data, config, device, run_path) -> dict:
     }
 
 
+def step_inputs(ctx: dict, first_step: int, count: int) -> dict[str, torch.Tensor]:
+    """The labeled batches of steps first_step .. first_step + count - 1, drawn ahead:
+    {"labeled_idx": (count, labeled batch)}. The loop moves them to the device once per epoch,
+    so that no step copies from the host (a host sync on a GPU)."""
+    if ctx.get("x") is None:
+        return {}
+    n = len(ctx["x"])
+    rows = [cycled_batch(n, ctx["batch_size"], ctx["seed"], s) for s in range(first_step, first_step + count)]
+    return {"labeled_idx": torch.stack(rows)} if rows else {}
+
+
 def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: int = 0) -> dict:
     """The four phases on one batch of training images (labels unused) and one labeled batch."""
     logs = adversarial_autoencoder_phases(model, opt, x, ctx["input_noise"], ctx["code_noise"],
@@ -174,7 +187,9 @@ def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: i
     # The labeled set is cycled, one fresh permutation per pass: batch `step` is a pure function
     # of (seed, step), so a resumed run draws the same batches.
     noise = ctx["input_noise"]
-    idx = cycled_batch(len(ctx["x"]), ctx["batch_size"], ctx["seed"], step).to(x.device)
+    idx = ctx.get("labeled_idx")  # the loop's: computed ahead, per epoch (`step_inputs`)
+    if idx is None:
+        idx = cycled_batch(len(ctx["x"]), ctx["batch_size"], ctx["seed"], step).to(x.device)
     xl, yl = ctx["x"][idx], ctx["y"][idx]
     if any(ctx["label_augment"]):  # random rotations, zooms, shifts of the few labeled images
         xl = random_affine(xl, ctx["image_shape"], *ctx["label_augment"])

@@ -41,6 +41,7 @@ from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder
 from .priors import Prior, make_prior
 from .unsupervised import adversarial_phases
+from .semi_supervised import step_inputs  # noqa: F401  (the labeled batches, drawn ahead)
 from .unsupervised import make_optimizers  # noqa: F401  (the variant's entry: the same three phases)
 
 DEFAULT_LABELS = 10_000  # the blog's number of labeled images
@@ -171,7 +172,9 @@ def train_step(model: SupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=Non
         Losses and discriminator accuracies as 0-d tensors (no host sync).
     """
     if ctx is not None and ctx["x"] is not None:  # only labeled images: batch `step` of them
-        idx = cycled_batch(len(ctx["x"]), ctx["batch_size"], ctx["seed"], step).to(x.device)
+        idx = ctx.get("labeled_idx")  # the loop's: computed ahead, per epoch (`step_inputs`)
+        if idx is None:
+            idx = cycled_batch(len(ctx["x"]), ctx["batch_size"], ctx["seed"], step).to(x.device)
         x, y = ctx["x"][idx], ctx["y"][idx]  # (batch, in_dim), (batch,)
     noise = 0.0 if ctx is None else ctx["code_noise"]
     disc = model.latent_discriminator

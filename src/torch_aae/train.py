@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed, plots
+from . import distributed, graphs, plots
 from .checkpoint import (
     atomic_write_json,
     load_checkpoint,
@@ -142,6 +142,8 @@ def fit(
     distributed.check_batch(train.batch_size, distributed.world_from_env())
     world, device, joined = distributed.init(resolve_device(train.device))
     writes = run_path if world.main else None
+    if train.cuda_graphs:  # refused before the run folder is touched
+        graphs.check(model.kind, device, train, world.active)
     if run_path is not None:
         RunFolder.check(run_path, resume, overwrite)
     # Variant-specific fixed inputs of the step (e.g. the labeled subset), built once, and
@@ -244,10 +246,22 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         if run_path is not None:
             _save(run_path / CHECKPOINT, model, optimizers, state, config)
 
+    step_inputs = getattr(variant, "step_inputs", None)  # host-side inputs, drawn ahead per epoch
+    graphed = None
+    if train.cuda_graphs:
+        example = step_inputs(ctx, 0, 1) if step_inputs else {}
+        shapes = {k: (tuple(v.shape[1:]), v.dtype) for k, v in example.items()}
+        graphed = graphs.GraphedStep(variant, model, optimizers, train_x, train_y, ctx, bs,
+                                     train.precision, shapes)  # fmt: skip
     for epoch in range(state.epoch, train.epochs):
         if state.perm is None:
             state.perm, state.batch, state.sums, state.epoch_seconds = epoch_permutation(n, train.seed, epoch), 0, {}, 0.0
         index_batches = state.perm.to(device).split(bs)
+        first = state.batch  # this epoch's step inputs, rows from its current batch on
+        inputs = step_inputs(ctx, state.step, steps_per_epoch - first) if step_inputs else {}
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        if graphed is not None:
+            state.sums = graphed.start_epoch(state.sums)
         bar = tqdm(total=steps_per_epoch, initial=state.batch, disable=not progress,
                    desc=f"epoch {epoch + 1}/{train.epochs}", leave=False, dynamic_ncols=True)  # fmt: skip
         set_learning_rates(optimizers, epoch, train.lr_step)
@@ -256,11 +270,17 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         try:
             for b in range(state.batch, steps_per_epoch):
                 idx = distributed.shard(index_batches[b], world)
-                y = None if train_y is None else train_y[idx]
-                with autocast(device, train.precision):
-                    logs = variant.train_step(model, optimizers, train_x[idx], y, ctx, state.step)
-                for key, value in logs.items():  # accumulate on the device: no host sync
-                    state.sums[key] = state.sums.get(key, 0.0) + value
+                row = {k: v[b - first] for k, v in inputs.items()}
+                if graphed is not None:  # the sums accumulate inside the graph
+                    state.sums = graphed(idx, row)
+                else:
+                    y = None if train_y is None else train_y[idx]
+                    if row:
+                        ctx.update(row)
+                    with autocast(device, train.precision):
+                        logs = variant.train_step(model, optimizers, train_x[idx], y, ctx, state.step)
+                    for key, value in logs.items():  # accumulate on the device: no host sync
+                        state.sums[key] = state.sums.get(key, 0.0) + value
                 state.batch, state.step = b + 1, state.step + 1
                 state.images_seen += len(idx) * world.size
                 bar.update(1)
@@ -293,7 +313,8 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         row["time/epoch_seconds"] = round(state.epoch_seconds, 3)
         state.history.append(row)
         state.epoch, state.perm, state.batch, state.sums = epoch + 1, None, 0, {}
-        checkpoint()
+        if state.epoch % train.checkpoint_epochs == 0 or state.epoch == train.epochs:
+            checkpoint()
         logger.write_epoch(state.history)
         shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in row.items() if k != "epoch")
         if world.main:
@@ -312,10 +333,12 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
-def autocast(device, precision: str):
-    """The step's numeric precision: a bfloat16 autocast region for "bf16", nothing for "fp32"."""
+def autocast(device, precision: str, cache: bool = True):
+    """The step's numeric precision: a bfloat16 autocast region for "bf16", nothing for "fp32".
+    `cache=False` for a region that a CUDA graph captures."""
     device = torch.device(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
+                          cache_enabled=cache)  # fmt: skip
 
 
 def set_learning_rates(optimizers: dict, epoch: int, lr_step: int) -> None:
@@ -324,8 +347,12 @@ def set_learning_rates(optimizers: dict, epoch: int, lr_step: int) -> None:
     factor = 0.1 if lr_step and epoch >= lr_step else 1.0
     for opt in optimizers.values():
         for group in opt.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-            group["lr"] = group["initial_lr"] * factor
+            if "initial_lr" not in group:
+                group["initial_lr"] = float(group["lr"])
+            if isinstance(group["lr"], torch.Tensor):  # a CUDA graph reads it: set in place
+                group["lr"].fill_(group["initial_lr"] * factor)
+            else:
+                group["lr"] = group["initial_lr"] * factor
 
 
 def _saved_step(run_path: Path):
@@ -360,7 +387,7 @@ def _save(path: Path, model, optimizers, state: TrainState, config: Config) -> N
         "model_args": model.model_args,
         "config": config.to_dict(),
         "networks": {k: v for k, v in model.state_dict().items()},
-        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "optimizers": {name: _portable(opt.state_dict()) for name, opt in optimizers.items()},
         "state": {
             "epoch": state.epoch, "step": state.step, "batch": state.batch, "perm": state.perm,
             "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
@@ -373,6 +400,17 @@ def _save(path: Path, model, optimizers, state: TrainState, config: Config) -> N
     meta = {"model_kind": model.kind, "model_args": model.model_args, "epoch": state.epoch,
             "step": state.step, "batch_in_epoch": state.batch}  # fmt: skip
     save_checkpoint(path, payload, meta)
+
+
+def _portable(opt_state: dict) -> dict:
+    """An optimizer's state dict as an eager run saves it: --cuda-graphs' device-tensor learning
+    rates as numbers, `capturable` off (a graphed run turns both on again when it resumes)."""
+    for group in opt_state["param_groups"]:  # state_dict() made these dicts: ours to change
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"] = float(group["lr"])
+        if "capturable" in group:
+            group["capturable"] = False
+    return opt_state
 
 
 def _restore(path: Path, model, optimizers, device) -> TrainState:

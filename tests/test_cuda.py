@@ -1,0 +1,116 @@
+"""On a CUDA device (skipped elsewhere): the step makes no host sync, and the CUDA-graph replay
+trains as the eager step does. CI has no GPU; benchmarks/gpu_check.sh runs these on one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import subset_of, tiny_train
+
+from torch_aae import graphs
+from torch_aae import semi_supervised as semi
+from torch_aae.bench import throughput
+from torch_aae.config import Config, DataConfig, ModelConfig
+from torch_aae.train import autocast, fit
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def tiny_semi(seed: int = 0, **kw) -> semi.SemiSupervisedAAE:
+    torch.manual_seed(seed)
+    args = dict(z_dim=2, hidden=64, depth=2, disc_hidden=32, disc_depth=2, dropout=0.2)
+    args.update(kw)
+    return semi.SemiSupervisedAAE(784, (28, 28), 10, **args)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("augment", [(0.0, 0.0, 0.0), (25.0, 0.15, 3.0)])
+def test_the_semi_supervised_step_makes_no_host_sync(mnist, precision, augment):
+    dev = torch.device("cuda")
+    data = subset_of(mnist, 500, 10)
+    model = tiny_semi().to(dev)
+    train = tiny_train(device="cuda", input_noise=0.3, label_rotate=augment[0],
+                       label_scale=augment[1], label_shift=augment[2])  # fmt: skip
+    config = Config("semi-supervised", DataConfig(labels="100"), ModelConfig(z_dim=2), train)
+    opt = semi.make_optimizers(model, train)
+    ctx = semi.setup(model, data, config, dev, None)
+    rows = semi.step_inputs(ctx, 0, 4)["labeled_idx"].to(dev)
+    x = data.train_x.to(dev)
+    for step in range(4):
+        ctx["labeled_idx"] = rows[step]
+        # The first step creates the optimizer states; from the second on, any sync raises.
+        torch.cuda.set_sync_debug_mode("error" if step else "default")
+        try:
+            with autocast(dev, precision):
+                logs = semi.train_step(model, opt, x[step * 50:(step + 1) * 50], None, ctx, step)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert all(torch.isfinite(v) for v in logs.values())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_graphed_training_learns_as_eager_training(mnist, tmp_path, precision):
+    data = subset_of(mnist, 2000, 500)
+    results = {}
+    for graphed in (False, True):
+        train = tiny_train(device="cuda", epochs=3, batch_size=50, input_noise=0.3, lr_step=2,
+                           precision=precision, cuda_graphs=graphed)  # fmt: skip
+        config = Config("semi-supervised", DataConfig(labels="100"), ModelConfig(z_dim=2), train)
+        out = tmp_path / f"graphed-{graphed}"
+        summary = fit(tiny_semi(), data, train, out=out, config=config, progress=False)
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+        results[graphed] = summary, rows
+    (eager, eager_rows), (graph, graph_rows) = results[False], results[True]
+    # Other random draws (the replay's Philox offsets), so not the same numbers: the same
+    # learning, within what two seeds differ by.
+    assert graph_rows[-1]["loss/recon"] == pytest.approx(eager_rows[-1]["loss/recon"], rel=0.1)
+    assert graph_rows[-1]["loss/recon"] < 0.8 * graph_rows[0]["loss/recon"]
+    assert graph["test_error"] < 0.6 and abs(graph["test_error"] - eager["test_error"]) < 0.15
+
+
+def test_graph_replays_read_each_steps_batch(mnist):
+    """With dropout and noise off and the learning rates at 0, a replay's reconstruction loss is
+    the eager one of the batch it was given: the graph reads the batch buffer, not the batch
+    it was captured with."""
+    import torch.nn.functional as F
+
+    dev = torch.device("cuda")
+    data = subset_of(mnist, 400, 10)
+    model = tiny_semi(dropout=0.0).to(dev)
+    train = tiny_train(device="cuda")
+    config = Config("semi-supervised", DataConfig(labels="100"), ModelConfig(z_dim=2), train)
+    opt = semi.make_optimizers(model, train)
+    ctx = semi.setup(model, data, config, dev, None)
+    rows = semi.step_inputs(ctx, 0, 12)["labeled_idx"].to(dev)
+    x = data.train_x.to(dev)
+    step = graphs.GraphedStep(semi, model, opt, x, None, ctx, 50, "fp32",
+                              {"labeled_idx": ((50,), torch.long)})  # fmt: skip
+    batches = torch.arange(400, device=dev).split(50)
+    for i in range(graphs.WARMUP + 1):  # eager warm-up, then the capture and its first replay
+        step(batches[i], {"labeled_idx": rows[i]})
+    assert step.replay is not None
+    for o in opt.values():
+        for g in o.param_groups:
+            g["lr"].fill_(0.0)
+
+    def replayed(batch):
+        before = step.sums["loss/recon"].clone()
+        step(batch, {"labeled_idx": rows[0]})
+        return float(step.sums["loss/recon"] - before)
+
+    def eager(batch):
+        with torch.no_grad():
+            xb = x[batch]
+            return float(F.binary_cross_entropy_with_logits(model.reconstruct_logits(xb), xb))
+
+    for b in (5, 6, 5):
+        assert replayed(batches[b]) == pytest.approx(eager(batches[b]), rel=1e-4)
+    assert eager(batches[5]) != eager(batches[6])
+
+
+def test_throughput_bench_runs_graphed_on_cuda():
+    result = throughput("semi-supervised", 100, 20, "cuda", z_dim=10, cuda_graphs=True)
+    assert result["device"].startswith("cuda") and result["cuda_graphs"]
+    assert result["images_per_second"] > 0 and 0 < result["fraction_of_peak"] < 2
