@@ -96,7 +96,7 @@ def test_the_graph_reads_the_learning_rate_schedule(mnist, tmp_path, emulated):
 
 def test_a_resumed_graphed_run_continues_its_epochs_loss_sums(mnist, tmp_path, emulated):
     data = subset_of(mnist, 600, 100)
-    whole, _, whole_rows = run(data, tmp_path, "whole", True, epochs=2)
+    _, _, whole_rows = run(data, tmp_path, "whole", True, epochs=2)
     # The same run, stopped after the first epoch and resumed: the same second epoch.
     run(data, tmp_path, "split", True, epochs=1)
     train = tiny_train(epochs=2, batch_size=60, lr_step=1, input_noise=0.3, cuda_graphs=True)
