@@ -91,7 +91,7 @@ def test_setup_hides_the_labels_of_unlabeled_images(data, tmp_path):
     assert torch.all(visible[mask] == -1)
     other = unsupervised.setup(model, data, config_of(model, seed=3), "cpu", None)
     assert other["run_files"] != ctx["run_files"]  # drawn by seed
-    assert unsupervised.setup(tiny_model(in_dim=16), data, config_of(model), "cpu", None) is None
+    assert "train_y" not in unsupervised.setup(tiny_model(in_dim=16), data, config_of(model), "cpu", None)
 
 
 def test_true_labels_of_unlabeled_images_never_reach_the_step(data, tmp_path, monkeypatch):
@@ -201,3 +201,41 @@ def test_cli_trains_a_conditioned_mixture_and_plots_it(tmp_path, capsys):
     assert len(json.loads((run / "labeled_indices.json").read_text())) == 50
     assert json.loads((run / "config.json").read_text())["model"]["condition_labels"] == 50
     assert (run / "plots" / "latent.png").stat().st_size > 1000
+
+
+def test_instance_noise_falls_linearly_to_zero_over_the_run():
+    ctx = {"disc_noise": 0.6, "total_steps": 100}
+    assert [unsupervised.instance_noise(ctx, s) for s in (0, 50, 100, 150)] == pytest.approx(
+        [0.6, 0.3, 0.0, 0.0])
+    assert unsupervised.instance_noise({"disc_noise": 0.0, "total_steps": 100}, 0) == 0.0
+    assert unsupervised.instance_noise(None, 0) == 0.0
+
+
+def test_instance_noise_blurs_the_codes_on_both_sides_not_the_labels(data):
+    model = conditioned("swiss-roll")
+    seen = disc_inputs(model)
+    codes = []  # the encoder's outputs: the reconstruction pass, then the codes of phases 2-3
+    model.encoder.register_forward_hook(lambda m, a, out: codes.append(out.detach()))
+    opt = unsupervised.make_optimizers(model, tiny_train())
+    y = torch.tensor([0, 1, 2, -1, -1, 0])
+    x = data.train_x[:6]
+    ctx = {"disc_noise": 2.0, "total_steps": 10}
+    expected_onehot = torch.eye(K + 1)[[0, 1, 2, K, K, 0]]
+    torch.manual_seed(0)
+    unsupervised.train_step(model, opt, x, y, ctx, 0)
+    real, fake = seen[0].chunk(2)
+    moved = (fake[:, :2] - codes[1]).std()  # moved by noise of std 2
+    assert 1.0 < moved < 4.0
+    assert torch.equal(fake[:, 2:], expected_onehot) and torch.equal(real[:, 2:], expected_onehot)
+    torch.testing.assert_close(seen[1], fake)  # the generator phase sees the same blurred codes
+    # At the end of the run the noise is gone: the discriminator sees the codes themselves.
+    seen.clear(), codes.clear()
+    unsupervised.train_step(model, opt, x, y, ctx, 10)
+    assert torch.equal(seen[0].chunk(2)[1][:, :2], codes[1])
+
+
+def test_disc_noise_is_the_unsupervised_models_alone():
+    with pytest.raises(AAEError, match="--disc-noise 0.5: the semi-supervised model does not take it"):
+        Config("semi-supervised", train=tiny_train(disc_noise=0.5))
+    with pytest.raises(AAEError, match="--disc-noise -1"):
+        tiny_train(disc_noise=-1.0)

@@ -95,6 +95,7 @@ class TrainConfig:
     code_noise: float = _f(0.0, "std of Gaussian noise added to the code z in training: q(z|x) = N(encoder(x), s^2 I) (supervised, semi-supervised and clustering models)")
     optimizer: str = _f("adam", "adam, or sgd (with momentum 0.9, and --beta1-reg as the regularization phases' momentum: the paper's choice)")
     cat_noise: float = _f(0.0, "std of Gaussian noise on the categorical discriminator's inputs, prior and encoder alike (semi-supervised, clustering, dim-reduction)")
+    disc_noise: float = _f(0.0, "std of Gaussian noise added to both inputs of the latent discriminator, prior samples and codes alike (instance noise), falling linearly to 0 by the last step (unsupervised model)")
     label_shift: float = _f(0.0, "move each labeled image of the supervised phase by a random offset of up to N pixels along each axis (semi-supervised model; these label-* flags use the pixels' layout, so a run with them is not permutation-invariant)")
     label_rotate: float = _f(0.0, "rotate each labeled image of the supervised phase by a random angle of up to N degrees either way (semi-supervised model)")
     label_scale: float = _f(0.0, "zoom each labeled image of the supervised phase by a random factor in [1 - F, 1 + F] (semi-supervised model)")
@@ -111,7 +112,7 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("epochs", "batch_size", "lr_recon", "lr_reg", "lr_sup", "log_every", "checkpoint_epochs"):
             _positive(self, name)
-        for name in ("input_noise", "cat_noise", "code_noise", "label_shift", "label_rotate", "label_scale"):
+        for name in ("input_noise", "cat_noise", "code_noise", "disc_noise", "label_shift", "label_rotate", "label_scale"):
             if not getattr(self, name) >= 0:
                 raise AAEError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
         if self.label_scale >= 1:
@@ -148,7 +149,7 @@ class Config:
         t = self.train
         semi = ("semi-supervised",)
         takers = {"input_noise": CATEGORICAL_MODELS, "cat_noise": CATEGORICAL_MODELS,
-                  "code_noise": ("supervised", *CATEGORICAL_MODELS),
+                  "code_noise": ("supervised", *CATEGORICAL_MODELS), "disc_noise": ("unsupervised",),
                   "label_shift": semi, "label_rotate": semi, "label_scale": semi}  # fmt: skip
         for name, kinds in takers.items():
             if getattr(t, name) and self.model_kind not in kinds:

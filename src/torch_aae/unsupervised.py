@@ -144,14 +144,17 @@ def make_optimizers(model: UnsupervisedAAE, cfg: TrainConfig) -> dict[str, torch
     }
 
 
-def setup(model, data, config, device, run_path) -> dict | None:
-    """Unconditioned: no step context. Conditioned on labels: draw the labeled images
+def setup(model, data, config, device, run_path) -> dict:
+    """The step's context: the discriminator's instance noise (its start and the run's number
+    of steps, over which it falls to 0). Conditioned on labels, also: draw the labeled images
     (class-balanced, by seed) and give the loop the labels its step may see, "train_y": the
     label of each labeled image, -1 for every other image (their true labels never reach the
     step); their indices are saved to the run folder."""
+    t = config.train
+    ctx = {"disc_noise": t.disc_noise, "total_steps": t.epochs * -(-len(data.train_x) // t.batch_size)}
     n = model.model_args.get("condition_labels", 0)
     if not n:
-        return None
+        return ctx
     if data.train_y is None:
         raise AAEError(f"--condition-labels {n}: {data.name} has no labels")
     if data.num_classes != model.condition_classes:
@@ -161,7 +164,15 @@ def setup(model, data, config, device, run_path) -> dict | None:
     idx = balanced_label_indices(data.train_y, n, data.num_classes, config.train.seed)
     visible = torch.full_like(data.train_y, -1)  # (n_train,)
     visible[idx] = data.train_y[idx]
-    return {"run_files": {"labeled_indices.json": idx.tolist()}, "train_y": visible.to(device)}
+    return {**ctx, "run_files": {"labeled_indices.json": idx.tolist()}, "train_y": visible.to(device)}
+
+
+def instance_noise(ctx: dict | None, step: int) -> float:
+    """The std of the discriminator's instance noise at `step`: --disc-noise, falling linearly
+    to 0 over the run, so that at the end the discriminator compares the codes themselves."""
+    if not ctx or not ctx.get("disc_noise"):
+        return 0.0
+    return ctx["disc_noise"] * max(0.0, 1.0 - step / max(ctx["total_steps"], 1))
 
 
 def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=None, step=0):
@@ -186,15 +197,21 @@ def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=N
     # 2-3. Discriminator, then generator (adversarial_phases). The codes are computed once,
     # after the reconstruction update, and serve both phases.
     z_fake = enc(x)  # (batch, z_dim), with graph for the generator phase
+    noise = instance_noise(ctx, step)
+
+    def blur(z):  # instance noise on both sides, on the codes (never on a label's one-hot)
+        return z + noise * torch.randn_like(z) if noise > 0 else z
+
     if model.condition_classes:
         # Conditioned: a labeled code is compared with its class's part of the prior, an
         # unlabeled one with the whole prior; both sides carry the same one-hot (batch, K + 1).
         labels = torch.full((len(x),), -1, device=x.device) if y is None else y
         z_real = model.prior.sample(len(x), labels=labels).to(x.device)
         onehot = label_one_hot(labels, model.condition_classes)
-        z_real, z_fake = torch.cat([z_real, onehot], 1), torch.cat([z_fake, onehot], 1)
+        z_real, z_fake = torch.cat([blur(z_real), onehot], 1), torch.cat([blur(z_fake), onehot], 1)
     else:
         z_real = model.prior.sample(len(x)).to(x.device)  # (batch, z_dim); a no-op on the CPU
+        z_real, z_fake = blur(z_real), blur(z_fake)
     return {"loss/recon": recon.detach(), **adversarial_phases(disc, opt, z_real, z_fake)}
 
 
