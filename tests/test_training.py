@@ -535,6 +535,23 @@ def test_bf16_autocast_trains_like_fp32(mnist):
     assert not torch.equal(w32, w16)
 
 
+def test_bf16_phases_see_the_weights_that_earlier_phases_updated():
+    """A step's autocast region spans its optimizer updates: a phase after an update must use
+    the updated weights, not a bf16 copy cached before it (autocast's cache, off here)."""
+    from torch_aae.train import autocast
+
+    layer, x = torch.nn.Linear(8, 4), torch.randn(3, 8)
+    with autocast("cpu", "bf16"):
+        before = layer(x)
+        with torch.no_grad():
+            layer.weight.add_(1.0)  # an optimizer step, in place
+        after = layer(x)
+    with autocast("cpu", "bf16"):
+        fresh = layer(x)
+    assert before.dtype == torch.bfloat16
+    assert torch.equal(after, fresh) and not torch.equal(after, before)
+
+
 def test_unknown_precision_is_refused():
     with pytest.raises(AAEError, match="--precision 'fp16': choose fp32 or bf16"):
         tiny_train(precision="fp16")

@@ -142,8 +142,7 @@ class GraphedStep:
 
         x = self.train_x[idx]
         y = None if self.train_y is None else self.train_y[idx]
-        # The autocast cache would hold casts made during capture: off, as PyTorch asks.
-        with autocast(self.device, self.precision, cache=False):
+        with autocast(self.device, self.precision):  # its cache off, as a capture needs
             logs = self.variant.train_step(self.model, self.optimizers, x, y, self.ctx, 0)
         if not self.sums:  # first call, eager: the sums' buffers exist before any capture
             for key, value in logs.items():

@@ -333,12 +333,16 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
-def autocast(device, precision: str, cache: bool = True):
+def autocast(device, precision: str):
     """The step's numeric precision: a bfloat16 autocast region for "bf16", nothing for "fp32".
-    `cache=False` for a region that a CUDA graph captures."""
+
+    The region spans a whole step, optimizer updates included, so autocast's cache of bf16
+    weight copies is off: it would serve a phase the copy of a weight made before an earlier
+    phase's update changed it in place (the cache does not see in-place changes). A CUDA graph's
+    capture needs it off too."""
     device = torch.device(device)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
-                          cache_enabled=cache)  # fmt: skip
+                          cache_enabled=False)  # fmt: skip
 
 
 def set_learning_rates(optimizers: dict, epoch: int, lr_step: int) -> None:
