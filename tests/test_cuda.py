@@ -25,7 +25,7 @@ def tiny_semi(seed: int = 0, **kw) -> semi.SemiSupervisedAAE:
     return semi.SemiSupervisedAAE(784, (28, 28), 10, **args)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "tf32"])
 @pytest.mark.parametrize("augment", [(0.0, 0.0, 0.0), (25.0, 0.15, 3.0)])
 def test_the_semi_supervised_step_makes_no_host_sync(mnist, precision, augment):
     dev = torch.device("cuda")
@@ -50,7 +50,7 @@ def test_the_semi_supervised_step_makes_no_host_sync(mnist, precision, augment):
     assert all(torch.isfinite(v) for v in logs.values())
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "tf32"])
 def test_graphed_training_learns_as_eager_training(mnist, tmp_path, precision):
     data = subset_of(mnist, 2000, 500)
     results = {}

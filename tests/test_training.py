@@ -552,8 +552,21 @@ def test_bf16_phases_see_the_weights_that_earlier_phases_updated():
     assert torch.equal(after, fresh) and not torch.equal(after, before)
 
 
+def test_tf32_is_a_cuda_mode(tmp_path):
+    from torch_aae.train import autocast
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    with autocast("cuda", "tf32"):  # only a flag of the CUDA matmuls: settable without a GPU
+        assert torch.backends.cuda.matmul.allow_tf32
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    with pytest.raises(AAEError, match="tf32 is a CUDA mode"):
+        fit(tiny_model(), synthetic_dataset(), tiny_train(precision="tf32"), out=tmp_path / "run",
+            progress=False)  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
 def test_unknown_precision_is_refused():
-    with pytest.raises(AAEError, match="--precision 'fp16': choose fp32 or bf16"):
+    with pytest.raises(AAEError, match="--precision 'fp16': choose fp32, bf16, tf32"):
         tiny_train(precision="fp16")
 
 

@@ -120,9 +120,10 @@ def throughput(
         products are replayed from a CUDA graph too, so that their rate is the kernels', not
         the launches'.
     """
-    from .train import autocast
+    from .train import autocast, check_precision
 
     dev = resolve_device(device)
+    check_precision(precision, dev)
     variant = get_variant(model_kind)
     if model_config is None:  # the model's own CLI defaults for its structure (e.g. clusters)
         names = {f.name for f in dataclasses.fields(ModelConfig)} - {"z_dim"}
@@ -187,7 +188,8 @@ def throughput(
     flops_per_image = rec.flops / batch_size
     model_gflops = images_per_second * flops_per_image / 1e9
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    matmul_gflops = matmul_throughput(rec.calls, dev, dtype=dtype)
+    with autocast(dev, "tf32" if precision == "tf32" else "fp32"):  # (tf32: the products' mode)
+        matmul_gflops = matmul_throughput(rec.calls, dev, dtype=dtype)
     return {
         "model": model_kind,
         "device": str(dev),

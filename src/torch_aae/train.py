@@ -10,6 +10,7 @@ RUN/
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -142,7 +143,8 @@ def fit(
     distributed.check_batch(train.batch_size, distributed.world_from_env())
     world, device, joined = distributed.init(resolve_device(train.device))
     writes = run_path if world.main else None
-    if train.cuda_graphs:  # refused before the run folder is touched
+    check_precision(train.precision, device)  # refused before the run folder is touched
+    if train.cuda_graphs:
         graphs.check(model.kind, device, train, world.active)
     if run_path is not None:
         RunFolder.check(run_path, resume, overwrite)
@@ -333,14 +335,35 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
+@contextlib.contextmanager
+def _tf32_matmuls():
+    """CUDA float32 matrix products on the tensor cores' TensorFloat-32 (10-bit mantissa) within."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def check_precision(precision: str, device) -> None:
+    if precision == "tf32" and torch.device(device).type != "cuda":
+        raise AAEError(f"--precision tf32 is a CUDA mode (TensorFloat-32 matrix products), not for "
+                       f"{device}: use fp32 or bf16")  # fmt: skip
+
+
 def autocast(device, precision: str):
-    """The step's numeric precision: a bfloat16 autocast region for "bf16", nothing for "fp32".
+    """The step's numeric precision: a bfloat16 autocast region for "bf16", float32 matrix
+    products in TensorFloat-32 for "tf32" (CUDA; weights and activations stay float32, no casts),
+    nothing for "fp32".
 
     The region spans a whole step, optimizer updates included, so autocast's cache of bf16
     weight copies is off: it would serve a phase the copy of a weight made before an earlier
     phase's update changed it in place (the cache does not see in-place changes). A CUDA graph's
     capture needs it off too."""
     device = torch.device(device)
+    if precision == "tf32":
+        return _tf32_matmuls()
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
                           cache_enabled=False)  # fmt: skip
 
