@@ -55,6 +55,15 @@ def test_labeled_batches_cycle_through_every_labeled_image():
     assert torch.equal(cycled_batch(100, 30, 0, 7), cycled_batch(100, 30, 0, 7))  # pure function
 
 
+def test_step_inputs_are_the_labeled_batches_of_those_steps():
+    ctx = {"x": torch.zeros(100, 4), "batch_size": 30, "seed": 2}
+    rows = semi.step_inputs(ctx, 5, 4)["labeled_idx"]  # drawn ahead for steps 5..8
+    assert rows.shape == (4, 30)
+    for i in range(4):
+        assert torch.equal(rows[i], cycled_batch(100, 30, 2, 5 + i))
+    assert semi.step_inputs({"x": None}, 0, 3) == {}  # no labeled images: nothing to draw
+
+
 class StepRecorder:
     """Which parameters each phase's optimizer step changed, in the order the steps ran."""
 
