@@ -244,3 +244,26 @@ def test_config_fields_reach_the_models_prior(prior, scale, expected):
     model = UnsupervisedAAE.from_config(cfg, 16, (4, 4))
     assert getattr(model.prior, expected[0]) == expected[1]
     assert getattr(model.prior, "num_classes", 7) == 7
+
+
+def test_sample_on_draws_on_the_device_where_the_prior_can_and_moves_the_rest():
+    from torch_aae.priors import GaussianPrior, sample_on
+
+    calls = []
+
+    class Plain:  # a user's prior: sample(n, labels=None), no device argument
+        dim = 2
+
+        def sample(self, n, labels=None):
+            calls.append(labels)
+            return torch.zeros(n, 2, dtype=torch.float64)
+
+    out = sample_on(Plain(), 5, "cpu")
+    assert out.shape == (5, 2) and calls == [None]
+    labels = torch.tensor([0, 1, -1])
+    sample_on(Plain(), 3, "cpu", labels)
+    assert calls[-1] is labels
+    torch.manual_seed(0)
+    a = sample_on(GaussianPrior(3, 2.0), 4, "cpu")
+    torch.manual_seed(0)
+    assert torch.equal(a, GaussianPrior(3, 2.0).sample(4))  # the same draw, made in place

@@ -10,6 +10,8 @@ the named ones.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from typing import Protocol
 
@@ -149,6 +151,24 @@ class CategoricalPrior:
 
     def __repr__(self) -> str:
         return f"CategoricalPrior(num_classes={self.num_classes})"
+
+
+def sample_on(prior, n: int, device, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """n samples of `prior` on `device`: drawn there where its `sample` takes a `device` (the
+    built-in priors; on a GPU this spares a host-to-device copy, a host sync, in every step),
+    else drawn as it draws them and moved there (a user's prior with `sample(n, labels=None)`)."""
+    kwargs = {} if labels is None else {"labels": labels}
+    if _takes_device(type(prior)):
+        return prior.sample(n, device=device, **kwargs)
+    return prior.sample(n, **kwargs).to(device)
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_device(cls) -> bool:
+    try:
+        return "device" in inspect.signature(cls.sample).parameters
+    except (TypeError, ValueError):  # no inspectable signature
+        return False
 
 
 def _parts(n: int, labels: torch.Tensor | None, num_classes: int, device) -> torch.Tensor:

@@ -39,7 +39,7 @@ from .config import ModelConfig
 from .data import cycled_batch, labeled_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder
-from .priors import Prior, make_prior
+from .priors import Prior, make_prior, sample_on
 from .unsupervised import adversarial_phases
 from .semi_supervised import step_inputs  # noqa: F401  (the labeled batches, drawn ahead)
 from .unsupervised import make_optimizers  # noqa: F401  (the variant's entry: the same three phases)
@@ -192,7 +192,7 @@ def train_step(model: SupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=Non
     # 2-3. Discriminator: prior samples vs. z ~ q(z|x); then generator: the encoder fools the
     # updated discriminator. One encoder pass after the reconstruction update serves both.
     z_fake = code(x)  # (batch, z_dim)
-    z_real = model.prior.sample(len(x)).to(x.device)  # (batch, z_dim)
+    z_real = sample_on(model.prior, len(x), x.device)  # (batch, z_dim)
     return {"loss/recon": recon.detach(), **adversarial_phases(disc, opt, z_real, z_fake)}
 
 

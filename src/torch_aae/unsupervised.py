@@ -23,7 +23,7 @@ from .data import balanced_label_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder
 from . import optim
-from .priors import Prior, make_prior
+from .priors import Prior, make_prior, sample_on
 
 
 class UnsupervisedAAE(nn.Module):
@@ -206,11 +206,11 @@ def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=N
         # Conditioned: a labeled code is compared with its class's part of the prior, an
         # unlabeled one with the whole prior; both sides carry the same one-hot (batch, K + 1).
         labels = torch.full((len(x),), -1, device=x.device) if y is None else y
-        z_real = model.prior.sample(len(x), labels=labels).to(x.device)
+        z_real = sample_on(model.prior, len(x), x.device, labels)
         onehot = label_one_hot(labels, model.condition_classes)
         z_real, z_fake = torch.cat([blur(z_real), onehot], 1), torch.cat([blur(z_fake), onehot], 1)
     else:
-        z_real = model.prior.sample(len(x)).to(x.device)  # (batch, z_dim); a no-op on the CPU
+        z_real = sample_on(model.prior, len(x), x.device)  # (batch, z_dim)
         z_real, z_fake = blur(z_real), blur(z_fake)
     return {"loss/recon": recon.detach(), **adversarial_phases(disc, opt, z_real, z_fake)}
 
