@@ -50,6 +50,25 @@ def test_the_semi_supervised_step_makes_no_host_sync(mnist, precision, augment):
     assert all(torch.isfinite(v) for v in logs.values())
 
 
+def test_the_unsupervised_step_makes_no_host_sync(mnist):
+    from torch_aae import unsupervised
+    from torch_aae.unsupervised import UnsupervisedAAE
+
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = UnsupervisedAAE(784, (28, 28), z_dim=2, hidden=64, disc_hidden=32).to(dev)
+    opt = unsupervised.make_optimizers(model, tiny_train(device="cuda"))
+    x = subset_of(mnist, 200, 10).train_x.to(dev)
+    ctx = {"disc_noise": 0.5, "total_steps": 10}
+    for step in range(3):
+        torch.cuda.set_sync_debug_mode("error" if step else "default")
+        try:
+            logs = unsupervised.train_step(model, opt, x[step * 50:(step + 1) * 50], None, ctx, step)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert all(torch.isfinite(v) for v in logs.values())
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "tf32"])
 def test_graphed_training_learns_as_eager_training(mnist, tmp_path, precision):
     data = subset_of(mnist, 2000, 500)
