@@ -137,6 +137,8 @@ def test_unknown_keys_are_rejected(d, message):
         ("data", "subset", "300"),
         ("data", "dataset", None),
         ("data", "labels", 100),
+        ("train", "cuda_graphs", "yes"),
+        ("train", "cuda_graphs", 1),
     ],
 )
 def test_wrong_types_are_rejected(section, key, value):
@@ -146,7 +148,7 @@ def test_wrong_types_are_rejected(section, key, value):
 
 @pytest.mark.parametrize(
     "section, key, value",
-    [("train", "lr_recon", 1), ("model", "prior_std", 2), ("data", "subset", None),
+    [("train", "lr_recon", 1), ("model", "prior_std", 2), ("data", "subset", None), ("train", "cuda_graphs", True),
      ("data", "data_dir", None), ("data", "labels", None)],  # fmt: skip
 )
 def test_compatible_types_are_accepted(section, key, value):
