@@ -36,7 +36,7 @@ say "machine"
   nproc; } 2>&1 | tee -a "$LOG"
 
 say "1. tests on the device"
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -25 | tee "$OUT/pytest.txt" | tee -a "$LOG"
+timeout 120 python3 -m pytest -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -25 | tee "$OUT/pytest.txt" | tee -a "$LOG"
 if ! grep -qE "[0-9]+ passed" "$OUT/pytest.txt" || grep -qE "failed|error" "$OUT/pytest.txt"; then
     say "the CUDA tests did not all pass: the timed runs below go without --cuda-graphs"
     GRAPHS=""
