@@ -104,8 +104,7 @@ def test_graph_replays_read_each_steps_batch(mnist):
     ctx = semi.setup(model, data, config, dev, None)
     rows = semi.step_inputs(ctx, 0, 12)["labeled_idx"].to(dev)
     x = data.train_x.to(dev)
-    step = graphs.GraphedStep(semi, model, opt, x, None, ctx, 50, "fp32",
-                              {"labeled_idx": ((50,), torch.long)})  # fmt: skip
+    step = graphs.GraphedStep(semi, model, opt, x, None, ctx, 50, "fp32", {"labeled_idx": rows})
     batches = torch.arange(400, device=dev).split(50)
     for i in range(graphs.WARMUP + 1):  # eager warm-up, then the capture and its first replay
         step(batches[i], {"labeled_idx": rows[i]})

@@ -158,8 +158,7 @@ def throughput(
 
         tcfg = TrainConfig(compile=compile)
         graphs.check(model_kind, dev, tcfg)
-        shapes = {k: (tuple(v.shape[1:]), v.dtype) for k, v in inputs.items()}
-        graphed = graphs.GraphedStep(variant, model, optimizers, x, y, ctx, batch_size, precision, shapes)
+        graphed = graphs.GraphedStep(variant, model, optimizers, x, y, ctx, batch_size, precision, inputs)
     i = 0
 
     def step():

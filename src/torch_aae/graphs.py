@@ -85,20 +85,21 @@ class GraphedStep:
 
     Args:
         ctx: the variant's step context; its step inputs are replaced by static buffers.
-        input_shapes: {name: (shape, dtype)} of one step's inputs (`step_inputs` rows).
+        input_rows: the variant's `step_inputs` for any number of steps, {name: (steps, ...)}:
+            the static buffers take the shape and dtype of one row.
     Call with the batch's indices (device tensor) and that step's inputs; the epoch's loss sums
     (device tensors) are in `sums`, started from `start_epoch(initial)`.
     """
 
     def __init__(self, variant, model, optimizers, train_x, train_y, ctx, batch_size: int,
-                 precision: str, input_shapes: dict):  # fmt: skip
+                 precision: str, input_rows: dict):  # fmt: skip
         self.variant, self.model, self.optimizers = variant, model, optimizers
         self.train_x, self.train_y, self.precision = train_x, train_y, precision
         self.device = train_x.device
         self.batch_size = batch_size
         self.idx = torch.zeros(batch_size, dtype=torch.long, device=self.device)
-        self.inputs = {name: torch.zeros(shape, dtype=dtype, device=self.device)
-                       for name, (shape, dtype) in input_shapes.items()}  # fmt: skip
+        self.inputs = {name: torch.zeros(rows.shape[1:], dtype=rows.dtype, device=self.device)
+                       for name, rows in input_rows.items()}  # fmt: skip
         self.ctx = {**ctx, **self.inputs}
         self.sums: dict[str, torch.Tensor] = {}
         self._initial: dict = {}

@@ -251,10 +251,9 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
     step_inputs = getattr(variant, "step_inputs", None)  # host-side inputs, drawn ahead per epoch
     graphed = None
     if train.cuda_graphs:
-        example = step_inputs(ctx, 0, 1) if step_inputs else {}
-        shapes = {k: (tuple(v.shape[1:]), v.dtype) for k, v in example.items()}
+        example = step_inputs(ctx, 0, 1) if step_inputs else {}  # for the buffers' shapes
         graphed = graphs.GraphedStep(variant, model, optimizers, train_x, train_y, ctx, bs,
-                                     train.precision, shapes)  # fmt: skip
+                                     train.precision, example)  # fmt: skip
     for epoch in range(state.epoch, train.epochs):
         if state.perm is None:
             state.perm, state.batch, state.sums, state.epoch_seconds = epoch_permutation(n, train.seed, epoch), 0, {}, 0.0
