@@ -238,6 +238,18 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
+def test_atomic_write_gives_the_mode_of_an_ordinary_new_file(tmp_path):
+    old = os.umask(0o027)
+    try:
+        ck.atomic_write_json(tmp_path / "a.json", {"a": 1})
+        (tmp_path / "plain").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "plain").stat().st_mode & 0o777 == 0o640  # what open() itself gives
+    assert json.loads((tmp_path / "a.json").read_text()) == {"a": 1}
+
+
 def test_rng_state_survives_a_safe_checkpoint(tmp_path):
     torch.manual_seed(1), np.random.seed(1), random.seed(1)
     np.random.normal()  # leaves a cached gaussian in numpy's state
@@ -362,6 +374,25 @@ def test_resume_continues_the_history(tmp_path, resume_data):
     # Resuming a finished run trains nothing more.
     _, again = _fit(resume_data, run, epochs=3, resume=True)
     assert again["epochs"] == 3 and len(_history(run)) == 3
+
+
+def test_resume_rewrites_config_json_and_logs_what_changed(tmp_path, resume_data):
+    run = tmp_path / "run"
+    _fit(resume_data, run, epochs=2)
+    first = json.loads((run / "config.json").read_text())
+    assert first["train"]["epochs"] == 2 and not (run / "resumes.jsonl").exists()
+    _fit(resume_data, run, epochs=3, resume=True, lr_step=2)
+    config = json.loads((run / "config.json").read_text())
+    assert (config["train"]["epochs"], config["train"]["lr_step"]) == (3, 2)
+    assert {k: v for k, v in config.items() if k != "train"} == {k: v for k, v in first.items() if k != "train"}
+    (line,) = [json.loads(x) for x in (run / "resumes.jsonl").read_text().splitlines()]
+    assert (line["epoch"], line["step"]) == (2, 8)
+    assert line["changed"] == {"train.epochs": [2, 3], "train.lr_step": [first["train"]["lr_step"], 2]}
+    # A resume that changes nothing is logged, and leaves config.json as it is.
+    _fit(resume_data, run, epochs=3, resume=True, lr_step=2)
+    lines = [json.loads(x) for x in (run / "resumes.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and lines[1]["changed"] == {} and lines[1]["epoch"] == 3
+    assert json.loads((run / "config.json").read_text()) == config
 
 
 @pytest.mark.parametrize(

@@ -222,6 +222,16 @@ def test_resumed_config_refuses_other_changes(given, fragment):
     assert fragment in str(err.value)
 
 
+def test_cuda_graphs_can_be_switched_off_on_resume():
+    saved = C.Config(model_kind="semi-supervised", train=C.TrainConfig(cuda_graphs=True, checkpoint_epochs=5))
+    args = cli.build_parser().parse_args(
+        ["train", "semi-supervised", "--out", "r", "--no-cuda-graphs", "--checkpoint-epochs", "1"])
+    assert args.cuda_graphs is False
+    out = cli._resumed_config(saved, cli._config_from_args(args), {"cuda_graphs", "checkpoint_epochs"})
+    assert (out.train.cuda_graphs, out.train.checkpoint_epochs) == (False, 1)
+    assert cli.build_parser().parse_args(["train", "semi-supervised", "--out", "r"]).cuda_graphs is False
+
+
 def test_resumed_config_can_set_epochs_to_the_default_value():
     default = C.TrainConfig().epochs
     saved = C.Config(train=C.TrainConfig(epochs=2))

@@ -14,7 +14,7 @@ import os
 import pickle
 import random
 import re
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,28 @@ from .errors import AAEError
 FORMAT_VERSION = 1
 
 
+def create_temp_file(target: Path, suffix: str) -> tuple[int, str]:
+    """A new hidden file beside `target`, opened for writing: (descriptor, path).
+
+    Unlike `tempfile.mkstemp`, which always makes mode 0600, the file gets the mode an ordinary
+    new file gets (0666 less the umask), so that renaming it onto `target` gives a run folder
+    the rest of a group can read.
+    """
+    target = Path(target)
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise AAEError(f"could not create a temporary file beside {target}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file, fsync and rename: never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = create_temp_file(path, ".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

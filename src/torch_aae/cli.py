@@ -156,7 +156,8 @@ def _config_from_args(args) -> cfg.Config:
 
 
 # Flags that may change when a run is resumed; every other flag must match the saved run.
-RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every", "lr_step", "compile"}
+RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every", "checkpoint_epochs", "lr_step",
+             "compile", "cuda_graphs"}
 
 
 def _resumed_config(saved: cfg.Config, given: cfg.Config, explicit: set | None = None) -> cfg.Config:

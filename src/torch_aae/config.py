@@ -250,8 +250,8 @@ def add_arguments(
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         default = (defaults or {}).get(f.name, f.default)
-        if hint is bool:  # a switch: --flag turns it on
-            group.add_argument("--" + f.name.replace("_", "-"), action="store_true",
+        if hint is bool:  # a switch: --flag turns it on, --no-flag off (e.g. on --resume)
+            group.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS if suppress else default,
                                help=f.metadata["help"])  # fmt: skip
             continue

@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoint import create_temp_file
 from .errors import AAEError
 
 # name -> (file name, md5 of the file as published). MNIST's md5 sums are those of the .gz files.
@@ -239,7 +239,7 @@ def download_mnist(
 
 
 def _fetch_atomic(url: str, target: Path, md5: str, timeout: float) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    fd, tmp = create_temp_file(target, ".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             shutil.copyfileobj(resp, out)

@@ -30,6 +30,7 @@ from . import distributed, graphs, plots
 from .checkpoint import (
     atomic_write_json,
     load_checkpoint,
+    read_json,
     load_state,
     rng_state,
     save_checkpoint,
@@ -167,6 +168,8 @@ def fit(
         state = TrainState()
         if resume:
             state = _restore(run_path / CHECKPOINT, model, optimizers, device)
+            if writes is not None:
+                record_resume(run_path, config, state)
         elif writes is not None:
             atomic_write_json(run_path / "config.json", config.to_dict())
             for name, content in run_files.items():
@@ -456,6 +459,31 @@ def _restore(path: Path, model, optimizers, device) -> TrainState:
         train_seconds=s["train_seconds"], epoch_seconds=s["epoch_seconds"],
         images_seen=s["images_seen"],
     )  # fmt: skip
+
+
+RESUMES = "resumes.jsonl"
+
+
+def record_resume(run_path: Path, config: Config, state: TrainState) -> None:
+    """Keep config.json true to the resumed run, and log the resume and what it changed.
+
+    config.json is rewritten with the config the run now continues under (a resume may change
+    e.g. --epochs or --lr-step); resumes.jsonl gets one line per resume: where the run picked up
+    and each changed setting as [before, after], so the first settings are not lost.
+    """
+    before = read_json(run_path / "config.json") or {}
+    after = config.to_dict()
+    changed = {
+        f"{section}.{name}": [before.get(section, {}).get(name), value]
+        for section, values in after.items() if isinstance(values, dict)
+        for name, value in values.items() if before.get(section, {}).get(name) != value
+    }  # fmt: skip
+    line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "epoch": state.epoch, "step": state.step,
+            "changed": changed}  # fmt: skip
+    with open(run_path / RESUMES, "a") as f:
+        f.write(json.dumps(line, sort_keys=True) + "\n")
+    if changed:
+        atomic_write_json(run_path / "config.json", after)
 
 
 def check_compatible(ckpt: dict, model) -> None:
