@@ -18,6 +18,7 @@ from torch_aae.errors import AAEError
 from torch_aae.metrics import class_histogram, frechet_distance
 from torch_aae.parzen import (
     SIGMA_GRID,
+    log_grid,
     parzen_evaluate,
     parzen_log_likelihoods,
     select_sigma,
@@ -95,6 +96,17 @@ def test_evaluate_reports_mean_and_standard_error_of_the_chosen_sigma():
     assert out["parzen_se"] == pytest.approx(ll.std() / math.sqrt(300))
     assert out["parzen_n_samples"] == 500 and out["parzen_n_val"] == 100
     assert all(isinstance(v, float) for v in out.values())
+
+
+def test_log_grid_is_the_default_grid_and_refuses_bad_bounds():
+    assert log_grid(0.1, 1, 10) == pytest.approx(SIGMA_GRID)
+    assert log_grid(0.2, 0.2, 1) == (pytest.approx(0.2),)
+    fine = log_grid(0.13, 0.22, 12)
+    assert len(fine) == 12 and fine[0] == pytest.approx(0.13) and fine[-1] == pytest.approx(0.22)
+    assert np.allclose(np.diff(np.log(fine)), np.log(0.22 / 0.13) / 11)
+    for bad in [(0, 1, 3), (1, 0.5, 3), (0.1, 1, 0), (0.1, 1, 2.5), (0.1, 0.2, 1)]:
+        with pytest.raises(AAEError, match="sigma grid"):
+            log_grid(*bad)
 
 
 def test_validation_images_are_parzen_ll_pys():
@@ -178,9 +190,23 @@ def test_evaluate_parzen_adds_the_metrics(tiny_run, tmp_path, capsys):
     assert json.loads((tiny_run / "eval.json").read_text()) == metrics
     assert metrics["parzen_n_samples"] == 200 and metrics["parzen_sigma"] in SIGMA_GRID
     assert metrics["parzen_n_val"] == 1000 and metrics["parzen_se"] > 0
+    assert (metrics["parzen_grid_lo"], metrics["parzen_grid_hi"], metrics["parzen_grid_n"]) == (
+        pytest.approx(0.1), pytest.approx(1.0), 10)
     assert np.isfinite(metrics["parzen_ll"]) and "test_recon_bce" in metrics
     assert "classifier_fd" not in metrics
     assert len(err.strip().splitlines()) == 1 and "skipped" in err
+
+
+def test_evaluate_takes_another_sigma_grid(tiny_run, tmp_path, capsys):
+    argv = ["evaluate", str(tiny_run), "--parzen", "--samples", "200", "--data-dir", DATA_DIR,
+            "--cache-dir", str(tmp_path / "empty"), "--sigma-grid", "0.3", "0.5", "3"]  # fmt: skip
+    assert cli.main(argv) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["parzen_sigma"] in log_grid(0.3, 0.5, 3) and metrics["parzen_grid_n"] == 3
+    assert cli.main([*argv[:-4], "--sigma-grid", "0.5", "0.3", "3"]) == 1
+    assert "sigma grid: need 0 < lo <= hi" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(tiny_run), "--data-dir", DATA_DIR, "--sigma-grid", "0.1", "1", "5"]) == 1
+    assert "only with --parzen" in capsys.readouterr().err
 
 
 def test_cached_classifier_adds_fd_and_histogram(tiny_run, tmp_path, mnist):

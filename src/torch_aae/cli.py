@@ -47,6 +47,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                          "histogram of the samples")  # fmt: skip
     ev.add_argument("--samples", type=int, default=10000, help="samples for --parzen (default: 10000)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the --parzen samples (default: 0)")
+    ev.add_argument("--sigma-grid", type=float, nargs=3, metavar=("LO", "HI", "N"), default=None,
+                    help="the --parzen window widths searched: N values log-spaced over [LO, HI] "
+                         "(default: 0.1 1 10, the protocol of the paper's Table 1)")  # fmt: skip
     ev.add_argument("--cache-dir", default=None, help="classifier cache (default: $TORCH_AAE_CACHE, else ~/.cache/torch_aae)")
 
     rep = sub.add_parser("report", help="write a run's self-contained HTML report")
@@ -196,8 +199,14 @@ def _resumed_config(saved: cfg.Config, given: cfg.Config, explicit: set | None =
 def cmd_evaluate(args) -> int:
     from .api import evaluate_run
 
+    from .parzen import log_grid
+
+    if args.sigma_grid is not None and not args.parzen:
+        raise AAEError("--sigma-grid: only with --parzen")
+    sigmas = None if args.sigma_grid is None else log_grid(*args.sigma_grid)
     metrics = evaluate_run(args.run, device=args.device, data_dir=args.data_dir, parzen=args.parzen,
-                           n_samples=args.samples, seed=args.seed, cache_dir=args.cache_dir)  # fmt: skip
+                           n_samples=args.samples, seed=args.seed, cache_dir=args.cache_dir,
+                           sigmas=sigmas)  # fmt: skip
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -106,7 +106,8 @@ def parzen_evaluate(samples, test, val, sigmas=SIGMA_GRID, batch_size: int = 100
         parzen_ll (mean test log-likelihood, nats), parzen_se (its standard error,
         std / sqrt(n)), parzen_sigma (the chosen width), parzen_val_ll (the validation mean at
         it), parzen_sigma_at_edge (1.0 when the choice is the grid's first or last width, so the
-        grid may be too narrow), parzen_n_samples and parzen_n_val.
+        grid may be too narrow), parzen_n_samples, parzen_n_val, and parzen_grid_lo, parzen_grid_hi and
+        parzen_grid_n (the grid's smallest and largest width and its size).
     """
     sigma, curve = select_sigma(val, samples, sigmas, batch_size)
     test_ll = parzen_log_likelihoods(test, samples, [sigma], batch_size)[0]  # (n,)
@@ -119,4 +120,16 @@ def parzen_evaluate(samples, test, val, sigmas=SIGMA_GRID, batch_size: int = 100
         "parzen_sigma_at_edge": float(len(grid) > 1 and sigma in (grid[0], grid[-1])),
         "parzen_n_samples": float(len(samples)),
         "parzen_n_val": float(len(val)),
+        "parzen_grid_lo": grid[0],
+        "parzen_grid_hi": grid[-1],
+        "parzen_grid_n": float(len(grid)),
     }
+
+
+def log_grid(lo: float, hi: float, n) -> tuple[float, ...]:
+    """`n` widths log-spaced over [lo, hi] (`SIGMA_GRID` is log_grid(0.1, 1, 10))."""
+    if n != int(n) or n < 1:
+        raise AAEError(f"sigma grid: the number of widths must be a positive whole number, not {n}")
+    if not 0 < lo <= hi or (n == 1 and lo != hi) or not math.isfinite(hi):
+        raise AAEError(f"sigma grid: need 0 < lo <= hi (lo == hi for one width), got {lo}, {hi}")
+    return tuple(float(s) for s in np.logspace(math.log10(lo), math.log10(hi), int(n)))
