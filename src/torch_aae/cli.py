@@ -198,7 +198,6 @@ def _resumed_config(saved: cfg.Config, given: cfg.Config, explicit: set | None =
 
 def cmd_evaluate(args) -> int:
     from .api import evaluate_run
-
     from .parzen import log_grid
 
     if args.sigma_grid is not None and not args.parzen:
