@@ -27,3 +27,11 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
 def test_ci_runs_the_readme_test_command():
     command = re.search(r"Run the tests:.*?```bash\n(.*?)\n```", README, flags=re.S).group(1)
     assert command.strip() in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_names_every_flag_a_resume_may_change():
+    from torch_aae.cli import RESUMABLE
+
+    sentence = re.search(r"only (`--epochs`.*?) may\s+change on resume", README, flags=re.S).group(1)
+    named = set(re.findall(r"`--([a-z-]+)", sentence))
+    assert named - {"no-cuda-graphs"} == {name.replace("_", "-") for name in RESUMABLE}
