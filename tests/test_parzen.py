@@ -109,6 +109,24 @@ def test_log_grid_is_the_default_grid_and_refuses_bad_bounds():
             log_grid(*bad)
 
 
+@pytest.mark.parametrize("progress", [False, True])
+def test_progress_bars_name_the_passes_and_change_nothing(monkeypatch, progress):
+    from torch_aae import parzen
+
+    bars = []
+
+    def fake_tqdm(iterable, desc=None, leave=True, disable=False):
+        bars.append((desc, disable))
+        return iterable
+
+    monkeypatch.setattr(parzen, "tqdm", fake_tqdm)
+    samples, test, val = gaussian(300, 3, 0), gaussian(200, 3, 1), gaussian(100, 3, 2)
+    out = parzen_evaluate(samples, test, val, sigmas=[0.3, 0.6], batch_size=64, progress=progress)
+    assert out == parzen_evaluate(samples, test, val, sigmas=[0.3, 0.6], batch_size=64)
+    shown = [("parzen: validation", None), ("parzen: test", None)]  # None: on a terminal only
+    assert bars[:2] == (shown if progress else [(None, True), (None, True)])
+
+
 def test_validation_images_are_parzen_ll_pys():
     train = torch.arange(60000)
     assert torch.equal(validation_images(train), torch.arange(50000, 51000))

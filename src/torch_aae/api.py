@@ -51,13 +51,13 @@ def _run_data(run, data_dir) -> Dataset:
 
 def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, parzen: bool = False,
                  n_samples: int = 10000, seed: int = 0, cache_dir=None, note=None,
-                 sigmas=None) -> dict:  # fmt: skip
+                 sigmas=None, progress: bool = False) -> dict:  # fmt: skip
     """Final metrics of the run's latest checkpoint; also written to RUN/eval.json.
 
     Args:
         parzen: also the sample metrics of `sample_metrics` (Parzen log-likelihood, and the
             classifier's Frechet distance and class histogram when it is cached), from
-            `n_samples` samples drawn with `seed`; `cache_dir`, `note` and `sigmas` are passed on.
+            `n_samples` samples drawn with `seed`; `cache_dir`, `note`, `sigmas` and `progress` are passed on.
     """
     device = resolve_device(device)
     model = load_model(run, device)
@@ -65,7 +65,8 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
     metrics = get_variant(model.kind).evaluate(model, data, device)
     step = _checkpoint_step(run)
     if parzen:
-        metrics.update(sample_metrics(model, data, device, n_samples, seed, cache_dir, note, sigmas))
+        metrics.update(sample_metrics(model, data, device, n_samples, seed, cache_dir, note, sigmas,
+                                      progress))  # fmt: skip
     else:  # keep the sample metrics an earlier --parzen evaluation made of this same checkpoint
         previous = read_json(Path(run) / "eval.json") or {}
         if previous.get("checkpoint_step") == step:
@@ -102,7 +103,7 @@ def draw_samples(model, n: int, device, seed: int = 0, batch_size: int = 1000) -
 
 
 def sample_metrics(model, data: Dataset, device, n_samples: int = 10000, seed: int = 0,
-                   cache_dir=None, note=None, sigmas=None) -> dict:  # fmt: skip
+                   cache_dir=None, note=None, sigmas=None, progress: bool = False) -> dict:  # fmt: skip
     """Parzen log-likelihood of the test images (see `torch_aae.parzen`) and, when the
     evaluation classifier of `data` is cached, `classifier_fd` (Frechet distance between the
     classifier's penultimate features of the samples and of the test images) and the class
@@ -112,6 +113,7 @@ def sample_metrics(model, data: Dataset, device, n_samples: int = 10000, seed: i
         note: called with a one-line message when the classifier metrics are skipped
             (default: print to stderr).
         sigmas: the Parzen widths searched (default: `parzen.SIGMA_GRID`, the paper's protocol).
+        progress: progress bars over the Parzen batches (on a terminal only).
     Returns:
         parzen_* keys (see `parzen.parzen_evaluate`), parzen_seconds, and when the classifier
         is cached classifier_fd and sample_class_* (see `metrics.class_histogram`).
@@ -126,7 +128,7 @@ def sample_metrics(model, data: Dataset, device, n_samples: int = 10000, seed: i
     samples = draw_samples(model, n_samples, device, seed)  # (n_samples, features)
     start = time.perf_counter()
     out = parzen_evaluate(samples, data.test_x, validation_images(data.train_x),
-                          SIGMA_GRID if sigmas is None else sigmas)  # fmt: skip
+                          SIGMA_GRID if sigmas is None else sigmas, progress=progress)  # fmt: skip
     out["parzen_seconds"] = round(time.perf_counter() - start, 1)
     try:
         path = classifier_path(data, cache_dir)

@@ -51,6 +51,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                     help="the --parzen window widths searched: N values log-spaced over [LO, HI] "
                          "(default: 0.1 1 10, the protocol of the paper's Table 1)")  # fmt: skip
     ev.add_argument("--cache-dir", default=None, help="classifier cache (default: $TORCH_AAE_CACHE, else ~/.cache/torch_aae)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     rep = sub.add_parser("report", help="write a run's self-contained HTML report")
     rep.add_argument("run", help="run folder")
@@ -205,7 +206,7 @@ def cmd_evaluate(args) -> int:
     sigmas = None if args.sigma_grid is None else log_grid(*args.sigma_grid)
     metrics = evaluate_run(args.run, device=args.device, data_dir=args.data_dir, parzen=args.parzen,
                            n_samples=args.samples, seed=args.seed, cache_dir=args.cache_dir,
-                           sigmas=sigmas)  # fmt: skip
+                           sigmas=sigmas, progress=not args.no_progress)  # fmt: skip
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .errors import AAEError
 
@@ -45,7 +46,7 @@ def squared_distances(x: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
     return sq.clamp_min_(0.0)  # rounding can make a zero distance slightly negative
 
 
-def parzen_log_likelihoods(x, samples, sigmas, batch_size: int = 1000) -> np.ndarray:
+def parzen_log_likelihoods(x, samples, sigmas, batch_size: int = 1000, desc: str | None = None) -> np.ndarray:
     """Log-density of each point under the Parzen window of `samples`, for each width.
 
     Args:
@@ -53,6 +54,7 @@ def parzen_log_likelihoods(x, samples, sigmas, batch_size: int = 1000) -> np.nda
         samples: (m, d) the window's centres (model samples).
         sigmas: widths (k,) of the isotropic Gaussian kernel.
         batch_size: points per distance matrix (batch_size x m float64 values in memory).
+        desc: with it, a progress bar of that name over the batches (shown on a terminal only).
     Returns:
         (k, n) float64: log (1/m sum_i N(x_j; s_i, sigma^2 I)) for each sigma and point.
     """
@@ -65,7 +67,8 @@ def parzen_log_likelihoods(x, samples, sigmas, batch_size: int = 1000) -> np.nda
         raise AAEError(f"Parzen: need samples and positive widths (got {len(samples)}, {sigmas})")
     m, d = samples.shape
     out = np.empty((len(sigmas), len(x)))
-    for start in range(0, len(x), batch_size):
+    starts = range(0, len(x), batch_size)
+    for start in tqdm(starts, desc=desc, leave=False, disable=None if desc else True):
         dist = squared_distances(x[start : start + batch_size], samples)  # (batch, m)
         for k, sigma in enumerate(sigmas):
             lse = torch.logsumexp(dist / (-2.0 * sigma**2), dim=1)  # (batch,)
@@ -84,24 +87,28 @@ def validation_images(train_x, size: int = VAL_SIZE, last: int = 10000):
     return train_x[start : start + size]
 
 
-def select_sigma(val, samples, sigmas=SIGMA_GRID, batch_size: int = 1000) -> tuple[float, dict]:
+def select_sigma(val, samples, sigmas=SIGMA_GRID, batch_size: int = 1000,
+                 progress: bool = False) -> tuple[float, dict]:  # fmt: skip
     """The width of `sigmas` with the highest mean log-likelihood of `val` (v, d).
 
     Returns:
         The chosen sigma, and {sigma: mean validation log-likelihood} for every width.
     """
     sigmas = [float(s) for s in sigmas]
-    val_ll = parzen_log_likelihoods(val, samples, sigmas, batch_size).mean(axis=1)  # (k,)
+    desc = "parzen: validation" if progress else None
+    val_ll = parzen_log_likelihoods(val, samples, sigmas, batch_size, desc).mean(axis=1)  # (k,)
     return sigmas[int(np.argmax(val_ll))], dict(zip(sigmas, val_ll.tolist()))
 
 
-def parzen_evaluate(samples, test, val, sigmas=SIGMA_GRID, batch_size: int = 1000) -> dict:
+def parzen_evaluate(samples, test, val, sigmas=SIGMA_GRID, batch_size: int = 1000,
+                    progress: bool = False) -> dict:  # fmt: skip
     """The full protocol: choose sigma on `val`, then score `test`.
 
     Args:
         samples: (m, d) model samples, the window's centres.
         test: (n, d) test images; val: (v, d) validation images.
         sigmas: the grid of widths searched.
+        progress: progress bars over the batches (on a terminal only).
     Returns:
         parzen_ll (mean test log-likelihood, nats), parzen_se (its standard error,
         std / sqrt(n)), parzen_sigma (the chosen width), parzen_val_ll (the validation mean at
@@ -109,8 +116,9 @@ def parzen_evaluate(samples, test, val, sigmas=SIGMA_GRID, batch_size: int = 100
         grid may be too narrow), parzen_n_samples, parzen_n_val, and parzen_grid_lo, parzen_grid_hi and
         parzen_grid_n (the grid's smallest and largest width and its size).
     """
-    sigma, curve = select_sigma(val, samples, sigmas, batch_size)
-    test_ll = parzen_log_likelihoods(test, samples, [sigma], batch_size)[0]  # (n,)
+    sigma, curve = select_sigma(val, samples, sigmas, batch_size, progress)
+    desc = "parzen: test" if progress else None
+    test_ll = parzen_log_likelihoods(test, samples, [sigma], batch_size, desc)[0]  # (n,)
     grid = sorted(curve)
     return {
         "parzen_ll": float(test_ll.mean()),
