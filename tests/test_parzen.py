@@ -104,7 +104,8 @@ def test_log_grid_is_the_default_grid_and_refuses_bad_bounds():
     fine = log_grid(0.13, 0.22, 12)
     assert len(fine) == 12 and fine[0] == pytest.approx(0.13) and fine[-1] == pytest.approx(0.22)
     assert np.allclose(np.diff(np.log(fine)), np.log(0.22 / 0.13) / 11)
-    for bad in [(0, 1, 3), (1, 0.5, 3), (0.1, 1, 0), (0.1, 1, 2.5), (0.1, 0.2, 1)]:
+    for bad in [(0, 1, 3), (1, 0.5, 3), (0.1, 1, 0), (0.1, 1, 2.5), (0.1, 0.2, 1), (0.1, 1, math.nan),
+                (0.1, 1, math.inf), (math.nan, 1, 3), (0.1, math.inf, 3)]:
         with pytest.raises(AAEError, match="sigma grid"):
             log_grid(*bad)
 

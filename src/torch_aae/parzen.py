@@ -46,7 +46,8 @@ def squared_distances(x: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
     return sq.clamp_min_(0.0)  # rounding can make a zero distance slightly negative
 
 
-def parzen_log_likelihoods(x, samples, sigmas, batch_size: int = 1000, desc: str | None = None) -> np.ndarray:
+def parzen_log_likelihoods(x, samples, sigmas, batch_size: int = 1000,
+                           desc: str | None = None) -> np.ndarray:  # fmt: skip
     """Log-density of each point under the Parzen window of `samples`, for each width.
 
     Args:
@@ -113,8 +114,8 @@ def parzen_evaluate(samples, test, val, sigmas=SIGMA_GRID, batch_size: int = 100
         parzen_ll (mean test log-likelihood, nats), parzen_se (its standard error,
         std / sqrt(n)), parzen_sigma (the chosen width), parzen_val_ll (the validation mean at
         it), parzen_sigma_at_edge (1.0 when the choice is the grid's first or last width, so the
-        grid may be too narrow), parzen_n_samples, parzen_n_val, and parzen_grid_lo, parzen_grid_hi and
-        parzen_grid_n (the grid's smallest and largest width and its size).
+        grid may be too narrow), parzen_n_samples, parzen_n_val, and parzen_grid_lo,
+        parzen_grid_hi and parzen_grid_n (the grid's smallest and largest width and its size).
     """
     sigma, curve = select_sigma(val, samples, sigmas, batch_size, progress)
     desc = "parzen: test" if progress else None
@@ -136,7 +137,7 @@ def parzen_evaluate(samples, test, val, sigmas=SIGMA_GRID, batch_size: int = 100
 
 def log_grid(lo: float, hi: float, n) -> tuple[float, ...]:
     """`n` widths log-spaced over [lo, hi] (`SIGMA_GRID` is log_grid(0.1, 1, 10))."""
-    if n != int(n) or n < 1:
+    if not math.isfinite(n) or n != int(n) or n < 1:
         raise AAEError(f"sigma grid: the number of widths must be a positive whole number, not {n}")
     if not 0 < lo <= hi or (n == 1 and lo != hi) or not math.isfinite(hi):
         raise AAEError(f"sigma grid: need 0 < lo <= hi (lo == hi for one width), got {lo}, {hi}")

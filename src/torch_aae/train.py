@@ -30,8 +30,8 @@ from . import distributed, graphs, plots
 from .checkpoint import (
     atomic_write_json,
     load_checkpoint,
-    read_json,
     load_state,
+    read_json,
     rng_state,
     save_checkpoint,
     set_rng_state,
