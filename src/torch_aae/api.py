@@ -65,8 +65,8 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
     metrics = get_variant(model.kind).evaluate(model, data, device)
     step = _checkpoint_step(run)
     if parzen:
-        metrics.update(sample_metrics(model, data, device, n_samples, seed, cache_dir, note, sigmas,
-                                      progress))  # fmt: skip
+        metrics.update(sample_metrics(model, data, device, n_samples, seed, cache_dir, note,
+                                      sigmas=sigmas, progress=progress))  # fmt: skip
     else:  # keep the sample metrics an earlier --parzen evaluation made of this same checkpoint
         previous = read_json(Path(run) / "eval.json") or {}
         if previous.get("checkpoint_step") == step:

@@ -28,7 +28,17 @@ from tqdm.auto import tqdm
 
 from .errors import AAEError
 
-SIGMA_GRID = tuple(float(s) for s in np.logspace(-1, 0, 10))  # parzen_ll.py's default grid
+
+def log_grid(lo: float, hi: float, n) -> tuple[float, ...]:
+    """`n` widths log-spaced over [lo, hi] (the Parzen window widths searched)."""
+    if not math.isfinite(n) or n != int(n) or n < 1:
+        raise AAEError(f"sigma grid: the number of widths must be a positive whole number, not {n}")
+    if not 0 < lo <= hi or (n == 1 and lo != hi) or not math.isfinite(hi):
+        raise AAEError(f"sigma grid: need 0 < lo <= hi (lo == hi for one width), got {lo}, {hi}")
+    return tuple(float(s) for s in np.logspace(math.log10(lo), math.log10(hi), int(n)))
+
+
+SIGMA_GRID = log_grid(0.1, 1.0, 10)  # parzen_ll.py's default grid
 VAL_SIZE = 1000
 
 
@@ -134,11 +144,3 @@ def parzen_evaluate(samples, test, val, sigmas=SIGMA_GRID, batch_size: int = 100
         "parzen_grid_n": float(len(grid)),
     }
 
-
-def log_grid(lo: float, hi: float, n) -> tuple[float, ...]:
-    """`n` widths log-spaced over [lo, hi] (`SIGMA_GRID` is log_grid(0.1, 1, 10))."""
-    if not math.isfinite(n) or n != int(n) or n < 1:
-        raise AAEError(f"sigma grid: the number of widths must be a positive whole number, not {n}")
-    if not 0 < lo <= hi or (n == 1 and lo != hi) or not math.isfinite(hi):
-        raise AAEError(f"sigma grid: need 0 < lo <= hi (lo == hi for one width), got {lo}, {hi}")
-    return tuple(float(s) for s in np.logspace(math.log10(lo), math.log10(hi), int(n)))
