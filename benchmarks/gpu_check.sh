@@ -2,7 +2,8 @@
 # The GPU checks (issues 4 and 7) in one bounded run, for a lent GPU machine:
 #   bash benchmarks/gpu_check.sh            (from the repo root; writes into $OUT or ./gpu-out)
 # 1. tests/test_cuda.py: no host sync in the step; the CUDA-graph replay trains as eager does.
-# 2. `aae bench throughput` of the semi-supervised model: eager and --cuda-graphs, fp32, bf16, tf32.
+# 2. `aae bench throughput` of the semi-supervised model: eager fp32, bf16, fp16 (loss scaling);
+#    --cuda-graphs fp32, bf16, tf32.
 # 3. 500 epochs of the semi-supervised recipe on all 60,000 training images, timed (stopped
 #    cleanly by SIGTERM at E500_LIMIT seconds if slower: its per-epoch times remain).
 # 4. The 100-label bench (30 epochs, 5 seeds) on the GPU, as far as BENCH_LIMIT allows.
@@ -43,9 +44,9 @@ if ! grep -qE "[0-9]+ passed" "$OUT/pytest.txt" || grep -qE "[0-9]+ (failed|erro
 fi
 
 say "2. throughput (semi-supervised, batch 100, z 10)"
-for args in "--precision fp32" "--precision bf16" "--precision fp32 --cuda-graphs" \
+for args in "--precision fp32" "--precision bf16" "--precision fp16" "--precision fp32 --cuda-graphs" \
             "--precision bf16 --cuda-graphs" "--precision tf32 --cuda-graphs"; do
-    case "$args" in *cuda-graphs*|*tf32*) [ "$DEV" = cuda ] || continue;; esac
+    case "$args" in *cuda-graphs*|*tf32*|*fp16*) [ "$DEV" = cuda ] || continue;; esac  # fp16: GPUs
     timeout 40 python3 -m torch_aae bench throughput --model semi-supervised --z-dim 10 --batch-size 100 \
         --steps "$STEPS" --device "$DEV" $args 2>&1 | tee -a "$LOG" \
         | python3 -c "import json,sys; t=sys.stdin.read(); print(json.dumps(json.loads(t[t.index('{'):])))" \

@@ -34,7 +34,8 @@ def test_every_model_kind_reports_the_keys(kind):
     assert r["model_gflops"] == pytest.approx(r["images_per_second"] * r["flops_per_image"] / 1e9, rel=0.01)
 
 
-def test_bf16_replays_the_products_in_bf16():
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_replays_the_products_in_its_type(precision):
     cfg = ModelConfig(hidden=32, disc_hidden=32)
-    r = bench.throughput("unsupervised", batch_size=20, steps=2, model_config=cfg, precision="bf16")
-    assert r["precision"] == "bf16" and r["fraction_of_peak"] > 0
+    r = bench.throughput("unsupervised", batch_size=20, steps=2, model_config=cfg, precision=precision)
+    assert r["precision"] == precision and r["fraction_of_peak"] > 0

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import subset_of, tiny_train
 
-from torch_aae import graphs
+from torch_aae import graphs, optim
 from torch_aae import semi_supervised as semi
 from torch_aae.bench import throughput
 from torch_aae.config import Config, DataConfig, ModelConfig
@@ -25,7 +25,7 @@ def tiny_semi(seed: int = 0, **kw) -> semi.SemiSupervisedAAE:
     return semi.SemiSupervisedAAE(784, (28, 28), 10, **args)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "tf32"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "tf32"])
 @pytest.mark.parametrize("augment", [(0.0, 0.0, 0.0), (25.0, 0.15, 3.0)])
 def test_the_semi_supervised_step_makes_no_host_sync(mnist, precision, augment):
     dev = torch.device("cuda")
@@ -35,6 +35,7 @@ def test_the_semi_supervised_step_makes_no_host_sync(mnist, precision, augment):
                        label_scale=augment[1], label_shift=augment[2])  # fmt: skip
     config = Config("semi-supervised", DataConfig(labels="100"), ModelConfig(z_dim=2), train)
     opt = semi.make_optimizers(model, train)
+    scaler = optim.grad_scaler(precision, dev)  # fp16: its loss scaling must not sync either
     ctx = semi.setup(model, data, config, dev, None)
     rows = semi.step_inputs(ctx, 0, 4)["labeled_idx"].to(dev)
     x = data.train_x.to(dev)
@@ -43,7 +44,7 @@ def test_the_semi_supervised_step_makes_no_host_sync(mnist, precision, augment):
         # The first step creates the optimizer states; from the second on, any sync raises.
         torch.cuda.set_sync_debug_mode("error" if step else "default")
         try:
-            with autocast(dev, precision):
+            with autocast(dev, precision), optim.loss_scaling(scaler):
                 logs = semi.train_step(model, opt, x[step * 50:(step + 1) * 50], None, ctx, step)
         finally:
             torch.cuda.set_sync_debug_mode("default")

@@ -520,19 +520,78 @@ def test_divergence_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path, mo
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-def test_bf16_autocast_trains_like_fp32(mnist):
-    # The same 3 epochs in fp32 and under bf16 autocast: weights stay fp32, the bf16 run lowers
-    # the loss as much (within 0.02 BCE), and the two runs differ (autocast really was on).
+def test_bf16_and_fp16_autocast_train_like_fp32(mnist):
+    # The same 3 epochs in fp32, under bf16 autocast, and under fp16 autocast with loss scaling:
+    # weights stay fp32, each reduced precision lowers the loss as much (within 0.02 BCE), and
+    # its weights differ from fp32's (autocast really was on).
     data = subset_of(mnist, 500, 500)
     runs = {}
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16", "fp16"):
         model = tiny_model(hidden=64, disc_hidden=64, dropout=0.0)
         fit(model, data, tiny_train(epochs=3, batch_size=50, precision=precision), progress=False)
         assert all(p.dtype == torch.float32 for p in model.parameters())
         runs[precision] = (metrics.recon_bce(model, data.test_x, "cpu"), model)
-    assert runs["bf16"][0] == pytest.approx(runs["fp32"][0], abs=0.02)
-    w32, w16 = runs["fp32"][1].encoder.net[0].weight, runs["bf16"][1].encoder.net[0].weight
-    assert not torch.equal(w32, w16)
+    w32 = runs["fp32"][1].encoder.net[0].weight
+    for precision in ("bf16", "fp16"):
+        assert runs[precision][0] == pytest.approx(runs["fp32"][0], abs=0.02), precision
+        assert not torch.equal(w32, runs[precision][1].encoder.net[0].weight), precision
+
+
+def test_fp16_loss_scaling_skips_an_overflowing_step_and_halves_the_scale():
+    """Under fp16 each phase's loss is scaled before its backward pass. With a scale so large
+    that the float16 gradients overflow, every phase's update is skipped (weights unchanged)
+    and the scale is halved once for the step; at the usual scale, the step updates."""
+    from torch_aae import optim
+    from torch_aae.train import autocast
+
+    x = torch.rand(20, 784)
+    model = tiny_model()
+    opt = make_optimizers(model, tiny_train())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**60)
+    with autocast("cpu", "fp16"), optim.loss_scaling(scaler):
+        logs = train_step(model, opt, x, None, None, 0)
+    assert all(torch.isfinite(v) for v in logs.values())  # the losses themselves are finite
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert scaler.get_scale() == 2.0**59
+    scaler = optim.grad_scaler("fp16", "cpu")
+    with autocast("cpu", "fp16"), optim.loss_scaling(scaler):
+        train_step(model, opt, x, None, None, 1)
+    assert scaler.get_scale() == 2.0**16
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(before[k], v)]
+    assert any(k.startswith("encoder.") for k in changed)
+    assert any(k.startswith("decoder.") for k in changed)
+    assert any(k.startswith("latent_discriminator.") for k in changed)
+    assert optim.grad_scaler("bf16", "cpu") is None and optim.grad_scaler("fp32", "cpu") is None
+
+
+def test_fp16_resume_continues_from_the_saved_loss_scale(tmp_path):
+    run = tmp_path / "run"
+    data = synthetic_dataset(n=100, shape=(4, 4))
+    fit(tiny_model(in_dim=16, image_shape=(4, 4)), data, tiny_train(epochs=1, precision="fp16"),
+        out=run, progress=False)  # fmt: skip
+    ckpt = load_checkpoint(run / CHECKPOINT)
+    assert ckpt["grad_scaler"]["scale"] > 0
+    ckpt["grad_scaler"]["scale"] = 1024.0  # as if overflows had lowered it
+    torch.save(ckpt, run / CHECKPOINT)
+    fit(tiny_model(in_dim=16, image_shape=(4, 4)), data, tiny_train(epochs=2, precision="fp16"),
+        out=run, resume=True, progress=False)  # fmt: skip
+    assert load_checkpoint(run / CHECKPOINT)["grad_scaler"]["scale"] == 1024.0  # 2 clean steps
+    fit(tiny_model(in_dim=16, image_shape=(4, 4)), data, tiny_train(epochs=1), out=tmp_path / "b",
+        progress=False)  # fmt: skip
+    assert load_checkpoint(tmp_path / "b" / CHECKPOINT)["grad_scaler"] is None
+
+
+def test_fp16_is_refused_under_torchrun_and_with_cuda_graphs():
+    from torch_aae import graphs
+    from torch_aae.config import TrainConfig
+    from torch_aae.train import check_precision
+
+    with pytest.raises(AAEError, match="fp16 does not run under torchrun"):
+        check_precision("fp16", "cpu", distributed=True)
+    check_precision("fp16", "cpu")
+    with pytest.raises(AAEError, match="--cuda-graphs does not capture fp16"):
+        graphs.check("semi-supervised", torch.device("cuda"), TrainConfig(precision="fp16"))
 
 
 def test_bf16_phases_see_the_weights_that_earlier_phases_updated():
@@ -566,8 +625,8 @@ def test_tf32_is_a_cuda_mode(tmp_path):
 
 
 def test_unknown_precision_is_refused():
-    with pytest.raises(AAEError, match="--precision 'fp16': choose fp32, bf16, tf32"):
-        tiny_train(precision="fp16")
+    with pytest.raises(AAEError, match="--precision 'fp8': choose fp32, bf16, fp16, tf32"):
+        tiny_train(precision="fp8")
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5])

@@ -114,12 +114,14 @@ def throughput(
     Returns:
         images_per_second, flops_per_image, model_gflops (achieved), matmul_gflops (replayed
         products of the same shapes), fraction_of_peak, plus the settings. With precision "bf16"
-        the step runs under bfloat16 autocast and the products are replayed in bfloat16; with
+        ("fp16") the step runs under bfloat16 (float16, with loss scaling) autocast and the
+        products are replayed in that type; with
         compile (a torch.compile mode) the networks are compiled after the recording step; with
         cuda_graphs the step is replayed from a CUDA graph (`graphs.GraphedStep`). On CUDA the
         products are replayed from a CUDA graph too, so that their rate is the kernels', not
         the launches'.
     """
+    from . import optim
     from .train import autocast, check_precision
 
     dev = resolve_device(device)
@@ -133,6 +135,7 @@ def throughput(
     torch.manual_seed(0)
     model = variant.MODEL.from_config(mcfg, 784, (28, 28)).to(dev)
     optimizers = variant.make_optimizers(model, TrainConfig())
+    scaler = optim.grad_scaler(precision, dev)  # fp16: the loss scaling a training run does
     # Synthetic images and labels: the speed of the step does not depend on the pixel values.
     n = batch_size * 8
     data = Dataset("synthetic", torch.rand(n, 784), torch.arange(n) % 10, None, None, (28, 28), 10)
@@ -141,7 +144,7 @@ def throughput(
     batches = list(zip(x.split(batch_size), y.split(batch_size)))
 
     model.train()
-    with MatmulRecorder() as rec, autocast(dev, precision):
+    with MatmulRecorder() as rec, autocast(dev, precision), optim.loss_scaling(scaler):
         variant.train_step(model, optimizers, *batches[0], ctx, 0)
     if compile != "off":  # after the (eager) recording step; warm-up below includes compilation
         for network in model.children():
@@ -156,7 +159,7 @@ def throughput(
     if cuda_graphs:
         from . import graphs
 
-        tcfg = TrainConfig(compile=compile)
+        tcfg = TrainConfig(compile=compile, precision=precision)
         graphs.check(model_kind, dev, tcfg)
         graphed = graphs.GraphedStep(variant, model, optimizers, x, y, ctx, batch_size, precision, inputs)
     i = 0
@@ -170,7 +173,7 @@ def throughput(
             xb, yb = batches[i % len(batches)]
             if row:
                 ctx.update(row)
-            with autocast(dev, precision):
+            with autocast(dev, precision), optim.loss_scaling(scaler):
                 variant.train_step(model, optimizers, xb, yb, ctx, i + 1)
         i += 1
 
@@ -186,7 +189,7 @@ def throughput(
     images_per_second = steps * batch_size / seconds
     flops_per_image = rec.flops / batch_size
     model_gflops = images_per_second * flops_per_image / 1e9
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     with autocast(dev, "tf32" if precision == "tf32" else "fp32"):  # (tf32: the products' mode)
         matmul_gflops = matmul_throughput(rec.calls, dev, dtype=dtype)
     return {

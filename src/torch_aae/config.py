@@ -77,7 +77,7 @@ class ModelConfig:
                            f"--prior {' or '.join(TWO_D_PRIORS)}, not {self.prior}")  # fmt: skip
 
 
-PRECISIONS = ("fp32", "bf16", "tf32")
+PRECISIONS = ("fp32", "bf16", "fp16", "tf32")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 # The models with a categorical code y and the adversarial autoencoder phases of semi_supervised.
 CATEGORICAL_MODELS = ("semi-supervised", "clustering", "dim-reduction")
@@ -103,7 +103,7 @@ class TrainConfig:
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
     compile: str = _f("off", "off, or a torch.compile mode for each network: default, reduce-overhead or max-autotune (on CPU it needs a C++ compiler)")
-    precision: str = _f("fp32", "fp32; bf16: run the step under bfloat16 autocast (matrix products in bf16, weights and losses in fp32); tf32 (CUDA): float32 throughout, matrix products on the tensor cores in TensorFloat-32")
+    precision: str = _f("fp32", "fp32; bf16: run the step under bfloat16 autocast (matrix products in bf16, weights and losses in fp32); fp16: float16 autocast with loss scaling (a GradScaler; for GPUs: a CPU without float16 matrix units runs it several times slower than fp32); tf32 (CUDA): float32 throughout, matrix products on the tensor cores in TensorFloat-32")
     cuda_graphs: bool = _f(False, "capture the whole training step (every phase and optimizer update) once as a CUDA graph and replay it: one launch per step instead of hundreds (CUDA; semi-supervised, clustering, dim-reduction)")
     checkpoint_every: int = _f(0, "also checkpoint every N steps within an epoch (0: only at epoch ends)")
     checkpoint_epochs: int = _f(1, "checkpoint at the end of every N-th epoch and of the last one (short GPU epochs would otherwise spend their time writing checkpoints)")

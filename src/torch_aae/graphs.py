@@ -41,6 +41,9 @@ def check(model_kind: str, device: torch.device, train_cfg, distributed: bool = 
                        f"{train_cfg.optimizer}")  # fmt: skip
     if train_cfg.compile != "off":
         raise AAEError("--cuda-graphs and --compile exclude each other: pick one")
+    if train_cfg.precision == "fp16":
+        raise AAEError("--cuda-graphs does not capture fp16's loss scaler (not tried on a GPU "
+                       "yet); use --precision bf16 with it")  # fmt: skip
     if distributed:
         raise AAEError("--cuda-graphs does not run under torchrun (the gradient all-reduce "
                        "is not captured)")  # fmt: skip

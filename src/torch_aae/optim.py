@@ -1,6 +1,10 @@
-"""Optimizer construction shared by the variants' `make_optimizers`."""
+"""Optimizer construction shared by the variants' `make_optimizers`, and each phase's update
+(`backward_step`), with fp16's loss scaling when the step runs under `loss_scaling`."""
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
 
 import torch
 
@@ -26,3 +30,45 @@ def make(params, lr: float, cfg, regularization: bool = False) -> torch.optim.Op
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(list(params), lr=lr, momentum=cfg.beta1_reg if regularization else 0.9)
     return adam(params, lr, (cfg.beta1_reg, 0.999) if regularization else (0.9, 0.999))
+
+
+# The GradScaler of the step being run under fp16 (`loss_scaling`); None: no loss scaling.
+_SCALER: contextvars.ContextVar = contextvars.ContextVar("loss_scaler", default=None)
+
+
+def grad_scaler(precision: str, device) -> torch.amp.GradScaler | None:
+    """fp16's loss scaler (its scale starts at 2^16, halves after a step with an inf or NaN
+    gradient, doubles after 2,000 clean steps); None for the other precisions, which need none."""
+    if precision != "fp16":
+        return None
+    return torch.amp.GradScaler(torch.device(device).type)
+
+
+def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    """One phase's update: gradients of `loss`, then `optimizer`'s step.
+
+    Within `loss_scaling(scaler)` (fp16) the loss is multiplied by the scaler's scale before the
+    backward pass, so that small gradients survive float16, and the step goes through the
+    scaler: it unscales the gradients and skips the update if any is inf or NaN. A fused Adam
+    does both inside its kernel, with no host sync.
+    """
+    scaler = _SCALER.get()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+
+
+@contextlib.contextmanager
+def loss_scaling(scaler: torch.amp.GradScaler | None):
+    """Run one training step's phases through `scaler` (None: a plain step), then update its
+    scale once, from every phase's gradients. A step that raises leaves the scale as it was."""
+    token = _SCALER.set(scaler)
+    try:
+        yield
+    finally:
+        _SCALER.reset(token)
+    if scaler is not None:
+        scaler.update()

@@ -197,8 +197,7 @@ def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: i
         xl = xl + noise * torch.randn_like(xl)
     opt["sup"].zero_grad(set_to_none=True)
     sup = F.cross_entropy(model.encoder.classify(xl), yl)
-    sup.backward()
-    opt["sup"].step()
+    optim.backward_step(sup, opt["sup"])
     logs["loss/sup"] = sup.detach()
     return logs
 
@@ -230,8 +229,7 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
     logits, z = encode(x_in)
     recon = losses.reconstruction_loss(dec(model.decoder_input(logits.softmax(1), z)), x)
     penalty = model.recon_penalty()
-    (recon if penalty is None else recon + penalty).backward()
-    opt["recon"].step()
+    optim.backward_step(recon if penalty is None else recon + penalty, opt["recon"])
 
     # 2. Discriminators: one-hot prior samples vs softmax(y); N(0, std^2) samples vs z.
     # One encoder pass after the reconstruction update, reused by the generator phase (the
@@ -248,18 +246,16 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
     gauss_real, gauss_fake = gauss_disc(torch.cat([z_real, z.detach()])).chunk(2)
     disc_cat = losses.discriminator_loss(cat_real, cat_fake)
     disc_gauss = losses.discriminator_loss(gauss_real, gauss_fake)
-    (disc_cat + disc_gauss).backward()
-    opt["disc"].step()
+    optim.backward_step(disc_cat + disc_gauss, opt["disc"])
 
     # 3. Generator: the encoder makes softmax(y) and z look like prior samples to both.
     opt["gen"].zero_grad(set_to_none=True)
     cat_disc.requires_grad_(False)
     gauss_disc.requires_grad_(False)
     gen = losses.generator_loss(cat_disc(blur(y_fake))) + losses.generator_loss(gauss_disc(z))
-    gen.backward()
+    optim.backward_step(gen, opt["gen"])
     cat_disc.requires_grad_(True)
     gauss_disc.requires_grad_(True)
-    opt["gen"].step()
 
     acc_cat = losses.accuracy_real_fake(cat_real.detach(), cat_fake.detach())
     acc_gauss = losses.accuracy_real_fake(gauss_real.detach(), gauss_fake.detach())

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import losses
+from . import losses, optim
 from .config import ModelConfig
 from .data import cycled_batch, labeled_indices
 from .errors import AAEError
@@ -186,8 +186,7 @@ def train_step(model: SupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=Non
     # 1. Reconstruction: min BCE(x, p(x | y, z ~ q(z|x))) over encoder + decoder.
     opt["recon"].zero_grad(set_to_none=True)
     recon = losses.reconstruction_loss(model.decode_logits(y, code(x)), x)
-    recon.backward()
-    opt["recon"].step()
+    optim.backward_step(recon, opt["recon"])
 
     # 2-3. Discriminator: prior samples vs. z ~ q(z|x); then generator: the encoder fools the
     # updated discriminator. One encoder pass after the reconstruction update serves both.

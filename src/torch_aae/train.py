@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed, graphs, plots
+from . import distributed, graphs, optim, plots
 from .checkpoint import (
     atomic_write_json,
     load_checkpoint,
@@ -144,7 +144,7 @@ def fit(
     distributed.check_batch(train.batch_size, distributed.world_from_env())
     world, device, joined = distributed.init(resolve_device(train.device))
     writes = run_path if world.main else None
-    check_precision(train.precision, device)  # refused before the run folder is touched
+    check_precision(train.precision, device, world.active)  # refused before the run folder is touched
     if train.cuda_graphs:
         graphs.check(model.kind, device, train, world.active)
     if run_path is not None:
@@ -162,12 +162,13 @@ def fit(
             for network in model.children():
                 network.compile(mode=train.compile)
         optimizers = variant.make_optimizers(model, train)
+        scaler = optim.grad_scaler(train.precision, device)  # fp16's loss scaling; else None
         if world.active:
             distributed.broadcast_parameters(model)
             distributed.average_gradients_before_step(optimizers, world)
         state = TrainState()
         if resume:
-            state = _restore(run_path / CHECKPOINT, model, optimizers, device)
+            state = _restore(run_path / CHECKPOINT, model, optimizers, device, scaler)
             if writes is not None:
                 record_resume(run_path, config, state)
         elif writes is not None:
@@ -178,7 +179,7 @@ def fit(
             torch.manual_seed(train.seed + 1_000_003 * world.rank + state.step)
         with StopOnSignal() as stop:
             _train_epochs(model, variant, optimizers, data, train, state, device, writes,
-                          logger, config, progress and world.main, ctx, stop, world)  # fmt: skip
+                          logger, config, progress and world.main, ctx, stop, world, scaler)  # fmt: skip
         summary = None
         if world.main:
             summary = variant.evaluate(model, data, device)
@@ -235,7 +236,7 @@ def default_config(model, data: Dataset, train: TrainConfig) -> Config:
 
 
 def _train_epochs(model, variant, optimizers, data, train, state, device, run_path, logger,
-                  config, progress, ctx, stop=None, world=distributed.SINGLE):  # fmt: skip
+                  config, progress, ctx, stop=None, world=distributed.SINGLE, scaler=None):  # fmt: skip
     train_x = data.train_x.to(device)  # the whole training set, moved once
     # The labels the step sees: the dataset's, unless the variant's setup gave its own (the
     # conditioned unsupervised AAE hides the labels of its unlabeled images as -1).
@@ -249,7 +250,7 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
 
     def checkpoint():
         if run_path is not None:
-            _save(run_path / CHECKPOINT, model, optimizers, state, config)
+            _save(run_path / CHECKPOINT, model, optimizers, state, config, scaler)
 
     step_inputs = getattr(variant, "step_inputs", None)  # host-side inputs, drawn ahead per epoch
     graphed = None
@@ -281,7 +282,7 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
                     y = None if train_y is None else train_y[idx]
                     if row:
                         ctx.update(row)
-                    with autocast(device, train.precision):
+                    with autocast(device, train.precision), optim.loss_scaling(scaler):
                         logs = variant.train_step(model, optimizers, train_x[idx], y, ctx, state.step)
                     for key, value in logs.items():  # accumulate on the device: no host sync
                         state.sums[key] = state.sums.get(key, 0.0) + value
@@ -348,16 +349,21 @@ def _tf32_matmuls():
         torch.backends.cuda.matmul.allow_tf32 = before
 
 
-def check_precision(precision: str, device) -> None:
+def check_precision(precision: str, device, distributed: bool = False) -> None:
     if precision == "tf32" and torch.device(device).type != "cuda":
         raise AAEError(f"--precision tf32 is a CUDA mode (TensorFloat-32 matrix products), not for "
                        f"{device}: use fp32 or bf16")  # fmt: skip
+    if precision == "fp16" and distributed:
+        # Each process would skip its own overflowing steps and rescale on its own: the
+        # processes' weights would part. Not supported yet.
+        raise AAEError("--precision fp16 does not run under torchrun (each process's loss "
+                       "scaler would skip different steps); use bf16")  # fmt: skip
 
 
 def autocast(device, precision: str):
-    """The step's numeric precision: a bfloat16 autocast region for "bf16", float32 matrix
-    products in TensorFloat-32 for "tf32" (CUDA; weights and activations stay float32, no casts),
-    nothing for "fp32".
+    """The step's numeric precision: a bfloat16 (float16) autocast region for "bf16" ("fp16",
+    whose loss scaling is `optim.loss_scaling`'s), float32 matrix products in TensorFloat-32 for
+    "tf32" (CUDA; weights and activations stay float32, no casts), nothing for "fp32".
 
     The region spans a whole step, optimizer updates included, so autocast's cache of bf16
     weight copies is off: it would serve a phase the copy of a weight made before an earlier
@@ -366,7 +372,8 @@ def autocast(device, precision: str):
     device = torch.device(device)
     if precision == "tf32":
         return _tf32_matmuls()
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=precision in ("bf16", "fp16"),
                           cache_enabled=False)  # fmt: skip
 
 
@@ -410,13 +417,14 @@ def _means(sums: dict, count: int, check: bool = False) -> dict[str, float]:
     return means
 
 
-def _save(path: Path, model, optimizers, state: TrainState, config: Config) -> None:
+def _save(path: Path, model, optimizers, state: TrainState, config: Config, scaler=None) -> None:
     payload = {
         "model_kind": model.kind,
         "model_args": model.model_args,
         "config": config.to_dict(),
         "networks": {k: v for k, v in model.state_dict().items()},
         "optimizers": {name: _portable(opt.state_dict()) for name, opt in optimizers.items()},
+        "grad_scaler": None if scaler is None else scaler.state_dict(),  # fp16: the loss scale
         "state": {
             "epoch": state.epoch, "step": state.step, "batch": state.batch, "perm": state.perm,
             "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
@@ -442,7 +450,7 @@ def _portable(opt_state: dict) -> dict:
     return opt_state
 
 
-def _restore(path: Path, model, optimizers, device) -> TrainState:
+def _restore(path: Path, model, optimizers, device, scaler=None) -> TrainState:
     ckpt = load_checkpoint(path)
     check_compatible(ckpt, model)
     load_state(model, ckpt["networks"], "networks")
@@ -451,6 +459,8 @@ def _restore(path: Path, model, optimizers, device) -> TrainState:
             opt.load_state_dict(ckpt["optimizers"][name])
         except (KeyError, ValueError) as e:
             raise AAEError(f"{path}: optimizer {name!r} does not fit: {e}") from None
+    if scaler is not None and ckpt.get("grad_scaler"):  # (--precision cannot change on resume)
+        scaler.load_state_dict(ckpt["grad_scaler"])
     s = ckpt["state"]
     set_rng_state(ckpt["rng"])
     return TrainState(

@@ -191,8 +191,7 @@ def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=N
     # 1. Reconstruction: min BCE(x, p(x | q(z|x))) over encoder + decoder.
     opt["recon"].zero_grad(set_to_none=True)
     recon = losses.reconstruction_loss(dec(enc(x)), x)
-    recon.backward()
-    opt["recon"].step()
+    optim.backward_step(recon, opt["recon"])
 
     # 2-3. Discriminator, then generator (adversarial_phases). The codes are computed once,
     # after the reconstruction update, and serve both phases.
@@ -228,16 +227,14 @@ def adversarial_phases(disc, opt: dict, z_real: torch.Tensor, z_fake: torch.Tens
     # Real and fake in one pass (one matrix product per layer; the same values as two passes).
     real_logits, fake_logits = disc(torch.cat([z_real, z_fake.detach()])).split([len(z_real), len(z_fake)])
     disc_loss = losses.discriminator_loss(real_logits, fake_logits)
-    disc_loss.backward()
-    opt["disc"].step()
+    optim.backward_step(disc_loss, opt["disc"])
 
     # 3. Generator: max log D(q(z|x)) over the encoder, against the updated discriminator.
     opt["gen"].zero_grad(set_to_none=True)
     disc.requires_grad_(False)  # only the encoder learns here; skip the discriminator's grads
     gen_loss = losses.generator_loss(disc(z_fake))
-    gen_loss.backward()
+    optim.backward_step(gen_loss, opt["gen"])
     disc.requires_grad_(True)
-    opt["gen"].step()
 
     acc_real, acc_fake = losses.accuracy_real_fake(real_logits.detach(), fake_logits.detach())
     return {
