@@ -9,11 +9,7 @@
 # 4. The 100-label bench (30 epochs, 5 seeds) on the GPU, as far as BENCH_LIMIT allows.
 # Each step is bounded by `timeout`: typically about 8 minutes in all, at most 10 (one device call).
 # DEV=cpu SMALL=1 runs the same commands, shrunk, on a CPU (a dry run of this script).
-set -uo pipefail
-cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-OUT=${OUT:-$PWD/gpu-out}
-DEV=${DEV:-cuda}
+source "$(dirname "$0")/gpu_common.sh"
 WORK=${WORK:-/tmp/gpu-check}
 mkdir -p "$OUT" "$WORK"
 rm -rf "$WORK"/*

@@ -6,11 +6,7 @@
 #   bash benchmarks/gpu_sweep.sh          (from the repo root; writes into $OUT or ./gpu-out)
 # Each line of PROBES is the flags added to the base recipe (the first bench command of the
 # README's semi-supervised section); edit the list for the question at hand.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-OUT=${OUT:-$PWD/gpu-out}
-DEV=${DEV:-cuda}
+source "$(dirname "$0")/gpu_common.sh"
 WORK=${WORK:-/tmp/gpu-sweep}
 LIMIT=${SWEEP_LIMIT:-420}
 mkdir -p "$OUT" "$WORK"

@@ -49,6 +49,41 @@ def test_setup_draws_balanced_labels_reproducibly_and_saves_them(data, tmp_path)
     assert not torch.equal(other["x"], ctx["x"])
 
 
+def test_data_seed_keeps_the_labeled_images_while_the_seed_varies(data):
+    model = tiny_semi()
+
+    def drawn(seed, data_seed=None):
+        config = Config("semi-supervised", DataConfig(labels="100", data_seed=data_seed),
+                        ModelConfig(z_dim=2), tiny_train(seed=seed))  # fmt: skip
+        return semi.setup(model, data, config, "cpu", None)["run_files"]["labeled_indices.json"]
+
+    assert drawn(0, data_seed=7) == drawn(1, data_seed=7) == drawn(7)  # default: --seed
+    assert drawn(0) != drawn(1)
+
+
+def test_bench_seeds_with_a_data_seed_share_the_split_and_the_labels(data, tmp_path, monkeypatch):
+    from torch_aae import bench
+
+    import torch_aae.data as data_module
+
+    split_seeds = []
+
+    def load(name, data_dir, subset, val_size, seed):
+        split_seeds.append(seed)
+        return data_module.split_validation(subset_of(data, 600, 200), val_size, seed)
+
+    monkeypatch.setattr(data_module, "load_dataset", load)
+    for data_seed, out in ((5, tmp_path / "fixed"), (None, tmp_path / "default")):
+        config = Config("semi-supervised", DataConfig(labels="100", val_size=100, data_seed=data_seed),
+                        ModelConfig(z_dim=2, hidden=32, disc_hidden=32), tiny_train(epochs=1))  # fmt: skip
+        bench.bench_seeds(config, 2, out, "aae bench ...", progress=False)
+    assert split_seeds == [5, 5, 0, 1]
+    labeled = {(out, seed): json.loads((tmp_path / out / f"seed-{seed}" / "labeled_indices.json").read_text())
+               for out in ("fixed", "default") for seed in (0, 1)}  # fmt: skip
+    assert labeled["fixed", 0] == labeled["fixed", 1]
+    assert labeled["default", 0] != labeled["default", 1]
+
+
 def test_labeled_batches_cycle_through_every_labeled_image():
     seen = torch.cat([cycled_batch(100, 30, seed=0, step=s) for s in range(3)])
     assert len(seen) == 90 and len(set(seen.tolist())) == 90  # one pass: no repeats

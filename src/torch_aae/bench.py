@@ -353,7 +353,7 @@ def _train_seed(config_dict: dict, run: str, progress: bool, threads: int | None
     seed = cfg.train.seed
     torch.manual_seed(seed)
     d = cfg.data
-    data = load_dataset(d.dataset, d.data_dir, d.subset, d.val_size, seed)
+    data = load_dataset(d.dataset, d.data_dir, d.subset, d.val_size, cfg.data_draw_seed)
     model = build_model(cfg, data)
     resume = (run / "checkpoints" / "latest.pt").is_file()
     return fit(model, data, cfg.train, out=run, resume=resume, config=cfg, progress=progress)

@@ -143,7 +143,7 @@ def cmd_train(args) -> int:
         config = _resumed_config(load_run_config(args.out), config, args.explicit)
     torch.manual_seed(config.train.seed)
     d = config.data
-    data = load_dataset(d.dataset, d.data_dir, d.subset, d.val_size, config.train.seed)
+    data = load_dataset(d.dataset, d.data_dir, d.subset, d.val_size, config.data_draw_seed)
     model = build_model(config, data)
     summary = fit(model, data, config.train, out=args.out, resume=args.resume,
                   overwrite=args.overwrite, config=config, progress=not args.no_progress)  # fmt: skip

@@ -25,8 +25,9 @@ class DataConfig:
     dataset: str = _f("mnist", "mnist, fashion-mnist, or a path to a .npz with x (n, ...) in [0,1] and optional y")
     data_dir: str | None = _f(None, "data root (default: $TORCH_AAE_DATA, else ./data)")
     subset: int | None = _f(None, "use only the first N training images (quick runs)")
-    val_size: int = _f(0, "carve a validation split of this many training images (by --seed)")
-    labels: str | None = _f(None, "labeled training images for the models that use labels: N (class-balanced, by --seed) or all")
+    val_size: int = _f(0, "carve a validation split of this many training images (by --data-seed)")
+    labels: str | None = _f(None, "labeled training images for the models that use labels: N (class-balanced, by --data-seed) or all")
+    data_seed: int | None = _f(None, "seed of the data's draws: the validation split, the labeled images, the images whose labels condition the prior (default: --seed; fixed, it keeps them while --seed, or a bench's seeds, vary the rest)")
 
     def __post_init__(self):
         _positive(self, "subset", allow_none=True)
@@ -48,7 +49,7 @@ class ModelConfig:
     prior_components: int = _f(10, "mixture components / swiss-roll segments (with --condition-labels: the classes)")
     prior_std_along: float = _f(0.5, "std of each mixture component along its radius")
     prior_std_across: float = _f(0.05, "std of each mixture component across its radius; the swiss roll's width (std of isotropic noise around the curve)")
-    condition_labels: int = _f(0, "unsupervised: condition the prior on the labels of N training images (class-balanced, by --seed); 0: off")
+    condition_labels: int = _f(0, "unsupervised: condition the prior on the labels of N training images (class-balanced, by --data-seed); 0: off")
     clusters: int = _f(0, "clustering and dim-reduction models: number of clusters K of the categorical code (the paper: 16 or 30; 20 for dim-reduction)")
     head_distance: float = _f(0.0, "dim-reduction model: least distance eta between two cluster heads (a penalty below it)")
     hidden: int = _f(1000, "units per hidden layer of the encoder and decoder")
@@ -143,6 +144,11 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def data_draw_seed(self) -> int:
+        """The seed of the data's draws (validation split, labeled images): --data-seed, else --seed."""
+        return self.train.seed if self.data.data_seed is None else self.data.data_seed
 
     def __post_init__(self):
         # Fields that only some models read: refuse them elsewhere rather than ignore them.
@@ -256,11 +262,12 @@ def add_arguments(
                                help=f.metadata["help"])  # fmt: skip
             continue
         kind = next(t for t in (int, float, str) if hint in (t, t | None))
+        said = "(default:" in f.metadata["help"]  # a help line that says its default in words
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             type=kind,
             default=argparse.SUPPRESS if suppress else default,
-            help=f"{f.metadata['help']} (default: {default})",
+            help=f.metadata["help"] if said else f"{f.metadata['help']} (default: {default})",
         )
 
 

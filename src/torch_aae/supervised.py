@@ -149,7 +149,7 @@ def setup(model: SupervisedAAE, data, config, device, run_path) -> dict:
     labels = config.data.labels
     if labels is None:
         labels = str(DEFAULT_LABELS) if len(data.train_x) > DEFAULT_LABELS else "all"
-    idx = labeled_indices(data, labels, config.train.seed)
+    idx = labeled_indices(data, labels, config.data_draw_seed)
     if run_path is not None:
         from .classifier import require_classifier
 

@@ -161,7 +161,7 @@ def setup(model, data, config, device, run_path) -> dict:
         raise AAEError(f"--condition-labels: the prior has {model.condition_classes} parts, the "
                        f"data {data.num_classes} classes; "
                        f"set --prior-components {data.num_classes}")  # fmt: skip
-    idx = balanced_label_indices(data.train_y, n, data.num_classes, config.train.seed)
+    idx = balanced_label_indices(data.train_y, n, data.num_classes, config.data_draw_seed)
     visible = torch.full_like(data.train_y, -1)  # (n_train,)
     visible[idx] = data.train_y[idx]
     return {**ctx, "run_files": {"labeled_indices.json": idx.tolist()}, "train_y": visible.to(device)}
