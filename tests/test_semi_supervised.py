@@ -84,6 +84,19 @@ def test_bench_seeds_with_a_data_seed_share_the_split_and_the_labels(data, tmp_p
     assert labeled["default", 0] != labeled["default", 1]
 
 
+def test_confusion_matrix_counts_true_classes_in_rows_and_predictions_in_columns():
+    model = tiny_semi()
+    x = torch.zeros(6, 784)
+    x[:, 0] = torch.tensor([0.0, 1, 2, 2, 2, 1])  # the "prediction", read by the stub below
+    model.classify = lambda xb: xb[:, 0].long()
+    y = torch.tensor([0, 1, 2, 2, 1, 0])
+    counts = semi.confusion_matrix(model, x, y, "cpu", batch_size=4)
+    expected = torch.zeros(10, 10, dtype=torch.long)
+    for true, pred in [(0, 0), (1, 1), (2, 2), (2, 2), (1, 2), (0, 1)]:
+        expected[true, pred] += 1
+    assert torch.equal(counts, expected)
+
+
 def test_labeled_batches_cycle_through_every_labeled_image():
     seen = torch.cat([cycled_batch(100, 30, seed=0, step=s) for s in range(3)])
     assert len(seen) == 90 and len(set(seen.tolist())) == 90  # one pass: no repeats
@@ -201,7 +214,11 @@ def test_short_run_learns_to_classify_and_reports_test_error(data, tmp_path):
     summary = fit(model, data, config.train, out=tmp_path / "run", config=config, progress=False)
     assert 0 <= summary["test_error"] < 0.6  # chance is 0.9
     assert {"test_recon_bce", "prior_mean_abs_max", "epochs"} <= set(summary)
-    for name in ("latent.png", "style_grid.png", "samples.png", "losses.png"):
+    # The per-class errors, weighted by the classes' shares of the test set, make up the error.
+    shares = torch.bincount(data.test_y, minlength=10).double() / len(data.test_y)
+    per_class = torch.tensor([summary[f"test_error_class_{k}"] for k in range(10)], dtype=torch.float64)
+    assert float((shares * per_class).sum()) == pytest.approx(summary["test_error"], abs=1e-6)
+    for name in ("latent.png", "style_grid.png", "samples.png", "losses.png", "confusion.png"):
         assert (tmp_path / "run" / "plots" / name).stat().st_size > 1000
 
 

@@ -80,6 +80,30 @@ def _scatter(ax, fig, xy, labels, title):
     ax.set_aspect("equal", adjustable="datalim")
 
 
+def save_confusion(counts: np.ndarray, path: Path, title: str):
+    """A confusion matrix (true class in rows, predicted in columns) as a heat map of each row's
+    fractions, with the counts written in the cells; the diagonal is left out of the colour
+    scale, so that the errors show."""
+    counts = np.asarray(counts)
+    k = len(counts)
+    fractions = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    off = np.where(np.eye(k, dtype=bool), 0.0, fractions)
+    fig, ax = plt.subplots(figsize=(0.55 * k + 2, 0.55 * k + 1.5))
+    top = max(off.max(), 1e-9)
+    im = ax.imshow(off, cmap="Reds", vmin=0, vmax=top)
+    for (i, j), c in np.ndenumerate(counts):
+        if c:
+            colour = "grey" if i == j else "white" if off[i, j] > 0.6 * top else "black"
+            ax.text(j, i, str(c), ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="fraction of the true class (off the diagonal)")
+    _save(fig, path)
+
+
 def save_loss_curves(history: list[dict], path: Path):
     """One panel per metric family (loss/, acc/, eval/) against the epoch."""
     families = {}

@@ -280,6 +280,17 @@ def classification_error(model: SemiSupervisedAAE, x, y, device, batch_size: int
     return float((collect(model.classify, x, device, batch_size) != y).float().mean())
 
 
+@torch.no_grad()
+def confusion_matrix(model: SemiSupervisedAAE, x, y, device, batch_size: int = 1000) -> torch.Tensor:
+    """Counts (n_classes, n_classes): row = true class, column = argmax q(y|x) (eval mode)."""
+    from .metrics import collect
+
+    model.eval()
+    predicted = collect(model.classify, x, device, batch_size)
+    k = model.n_classes
+    return torch.bincount(y.long() * k + predicted, minlength=k * k).reshape(k, k)
+
+
 def epoch_metrics(model, data, device) -> dict[str, float]:
     """Validation error when a validation split exists; the test set is never looked at here."""
     if data.val_x is None:
@@ -294,7 +305,12 @@ def evaluate(model, data, device) -> dict[str, float]:
     split, x, y = data.eval_split()
     model.eval()
     codes = collect(model.encode, x, device).numpy()
-    out = {f"{split}_error": classification_error(model, x, y, device)}
+    confusion = confusion_matrix(model, x, y, device).double()
+    out = {f"{split}_error": float(1 - confusion.diagonal().sum() / confusion.sum())}
+    # Per true class: the fraction of its images put in another class (a class that a whole
+    # style of digit lands outside of shows up here, e.g. crossed sevens read as twos).
+    per_class = 1 - confusion.diagonal() / confusion.sum(1).clamp(min=1)
+    out.update({f"{split}_error_class_{k}": float(e) for k, e in enumerate(per_class)})
     out[f"{split}_recon_bce"] = recon_bce(model, x, device)
     if data.val_x is not None:
         out["val_error"] = classification_error(model, data.val_x, data.val_y, device)
@@ -316,11 +332,13 @@ def style_grid(model, x: torch.Tensor, device) -> torch.Tensor:
 def make_plots(model, data, folder, device) -> list:
     from . import plots
 
-    _, x, _ = data.eval_split()
+    split, x, y = data.eval_split()
     model.eval()
-    written = [folder / "style_grid.png"]
+    written = [folder / "style_grid.png", folder / "confusion.png"]
     plots.save_image_grid(style_grid(model, x[:10], device).numpy(), model.image_shape, 10, written[0],
                           "style grid: input, then its z decoded with y = 0..9")  # fmt: skip
+    plots.save_confusion(confusion_matrix(model, x, y, device).numpy(), written[1],
+                         f"{split} set: true class (rows) against q(y|x)'s argmax (columns)")  # fmt: skip
     return [*plot_codes_and_samples(model, data, folder, device, 100), *written]
 
 
