@@ -306,10 +306,11 @@ def evaluate(model, data, device) -> dict[str, float]:
     model.eval()
     codes = collect(model.encode, x, device).numpy()
     confusion = confusion_matrix(model, x, y, device).double()
-    out = {f"{split}_error": float(1 - confusion.diagonal().sum() / confusion.sum())}
+    wrong = confusion.sum(1) - confusion.diagonal()  # per true class
+    out = {f"{split}_error": float(wrong.sum() / confusion.sum())}
     # Per true class: the fraction of its images put in another class (a class that a whole
     # style of digit lands outside of shows up here, e.g. crossed sevens read as twos).
-    per_class = 1 - confusion.diagonal() / confusion.sum(1).clamp(min=1)
+    per_class = wrong / confusion.sum(1).clamp(min=1)
     out.update({f"{split}_error_class_{k}": float(e) for k, e in enumerate(per_class)})
     out[f"{split}_recon_bce"] = recon_bce(model, x, device)
     if data.val_x is not None:
