@@ -150,7 +150,8 @@ def make_optimizers(model: SemiSupervisedAAE, cfg: TrainConfig) -> dict[str, tor
 
 
 def setup(model, data, config, device, run_path) -> dict:
-    """Draw the labeled images (class-balanced, by seed); save their indices to the run folder."""
+    """Draw the labeled images (class-balanced, by the data seed: --data-seed, else --seed); save
+    their indices to the run folder."""
     idx = labeled_indices(data, config.data.labels, config.data_draw_seed)
     return {
         "run_files": {"labeled_indices.json": idx.tolist()},  # written by fit to the run folder
