@@ -116,9 +116,9 @@ def throughput(
         products of the same shapes), fraction_of_peak, plus the settings. With precision "bf16"
         ("fp16") the step runs under bfloat16 (float16, with loss scaling) autocast and the
         products are replayed in that type; with compile (a torch.compile mode) the networks
-        are compiled after the recording step; with cuda_graphs the step is replayed from a CUDA graph (`graphs.GraphedStep`). On CUDA the
-        products are replayed from a CUDA graph too, so that their rate is the kernels', not
-        the launches'.
+        are compiled after the recording step; with cuda_graphs the step is replayed from a
+        CUDA graph (`graphs.GraphedStep`). On CUDA the products are replayed from a CUDA graph
+        too, so that their rate is the kernels', not the launches'.
     """
     from . import optim
     from .train import autocast, check_precision
