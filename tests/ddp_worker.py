@@ -16,7 +16,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from torch_aae import TrainConfig, UnsupervisedAAE, fit, load_dataset
+from torch_aae import TrainConfig, UnsupervisedAAE, fit, load_dataset, optim
 
 GLOBAL_BATCH = 40
 
@@ -35,16 +35,25 @@ class ShardedFixedPrior:
         return block.tensor_split(world)[rank].to(device)
 
 
-def main(data_dir: str, out: str) -> None:
+def main(data_dir: str, out: str, precision: str = "fp32") -> None:
+    scalers = []
+    if precision == "fp16":  # a loss scale so large that the first steps overflow and are skipped
+
+        def huge_scale(precision, device):
+            scalers.append(torch.amp.GradScaler("cpu", init_scale=2.0**24))
+            return scalers[-1]
+
+        optim.grad_scaler = huge_scale
     data = load_dataset("mnist", data_dir=data_dir, subset=400)
     torch.manual_seed(0)
     model = UnsupervisedAAE(z_dim=2, hidden=32, disc_hidden=32, dropout=0.0, prior=ShardedFixedPrior())
     train = TrainConfig(epochs=2, batch_size=GLOBAL_BATCH, device="cpu", lr_recon=1e-3, lr_reg=2e-4,
-                        beta1_reg=0.5, log_every=5)  # fmt: skip
+                        beta1_reg=0.5, log_every=5, precision=precision)  # fmt: skip
     summary = fit(model, data, train, progress=False)
-    if int(os.environ.get("RANK", "0")) == 0:
-        torch.save({"weights": model.state_dict(), "summary": summary}, out)
+    rank = int(os.environ.get("RANK", "0"))
+    scale = scalers[0].get_scale() if scalers else None
+    torch.save({"weights": model.state_dict(), "summary": summary, "scale": scale}, f"{out}.rank{rank}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

@@ -23,7 +23,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(world: int, out) -> None:
+def _run(world: int, out, precision: str = "fp32") -> list[dict]:
+    """Train in `world` processes; what each rank saved (weights, summary, fp16's final scale)."""
     port = _free_port()
     procs = []
     for rank in range(world):
@@ -33,18 +34,17 @@ def _run(world: int, out) -> None:
         if world > 1:
             env.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
-        procs.append(subprocess.Popen([sys.executable, str(WORKER), str(REPO_ROOT / "data"), str(out)],
-                                      env=env, stderr=subprocess.PIPE, text=True))  # fmt: skip
+        args = [sys.executable, str(WORKER), str(REPO_ROOT / "data"), str(out), precision]
+        procs.append(subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True))
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
+    return [torch.load(f"{out}.rank{rank}", weights_only=True) for rank in range(world)]
 
 
 def test_two_gloo_processes_train_like_one_on_the_global_batch(tmp_path):
-    _run(1, tmp_path / "single.pt")
-    _run(2, tmp_path / "ddp.pt")
-    single = torch.load(tmp_path / "single.pt", weights_only=True)
-    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    (single,) = _run(1, tmp_path / "single.pt")
+    ddp, _ = _run(2, tmp_path / "ddp.pt")
     assert ddp["summary"]["processes"] == 2 and "processes" not in single["summary"]
     for name, w in single["weights"].items():
         torch.testing.assert_close(ddp["weights"][name], w, rtol=1e-4, atol=1e-5, msg=name)
@@ -56,6 +56,23 @@ def test_two_gloo_processes_train_like_one_on_the_global_batch(tmp_path):
     moved = (single["weights"]["encoder.net.0.weight"] - fresh["encoder.net.0.weight"]).abs().max()
     assert moved > 1e-3
     assert ddp["summary"]["test_recon_bce"] == pytest.approx(single["summary"]["test_recon_bce"], rel=1e-4)
+
+
+def test_two_gloo_processes_in_fp16_skip_the_same_overflowing_steps(tmp_path):
+    """fp16 under torchrun: the gradients are averaged before the loss scaler looks at them, so
+    the ranks skip the same steps and lower their scale together. The run starts at a scale of
+    2^24, so that its first steps overflow (here 6 of its 20); the two ranks end with the very
+    same weights and scale. float16 products on shards and on the whole batch round apart, so
+    the one-process run is matched by its loss only."""
+    (single,) = _run(1, tmp_path / "single.pt", "fp16")
+    rank0, rank1 = _run(2, tmp_path / "ddp.pt", "fp16")
+    assert rank0["scale"] == rank1["scale"] < 2.0**24
+    assert rank0["summary"]["processes"] == 2
+    for name, w in rank0["weights"].items():
+        assert torch.equal(rank1["weights"][name], w), name
+    assert rank0["summary"]["test_recon_bce"] == pytest.approx(single["summary"]["test_recon_bce"], rel=0.01)
+    apart = (rank0["weights"]["encoder.net.0.weight"] - single["weights"]["encoder.net.0.weight"]).abs().max()
+    assert apart < 0.05  # the two runs stayed close (fp16 against fp32 differs by about 0.01 here)
 
 
 def test_shard_splits_a_global_batch_evenly_and_completely():

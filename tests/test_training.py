@@ -582,14 +582,10 @@ def test_fp16_resume_continues_from_the_saved_loss_scale(tmp_path):
     assert load_checkpoint(tmp_path / "b" / CHECKPOINT)["grad_scaler"] is None
 
 
-def test_fp16_is_refused_under_torchrun_and_with_cuda_graphs():
+def test_fp16_is_refused_with_cuda_graphs():
     from torch_aae import graphs
     from torch_aae.config import TrainConfig
-    from torch_aae.train import check_precision
 
-    with pytest.raises(AAEError, match="fp16 does not run under torchrun"):
-        check_precision("fp16", "cpu", distributed=True)
-    check_precision("fp16", "cpu")
     with pytest.raises(AAEError, match="--cuda-graphs does not capture fp16"):
         graphs.check("semi-supervised", torch.device("cuda"), TrainConfig(precision="fp16"))
 

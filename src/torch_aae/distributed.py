@@ -5,8 +5,9 @@
 Every rank holds the whole model. Each global mini-batch (`--batch-size` images, the same
 permutation on every rank) is split into N equal shards, one per rank; before every optimizer
 step the gradients of that optimizer's parameters are averaged over the ranks (one all-reduce of
-a flat buffer), so each phase takes the step single-process training would take on the global
-batch. This is DistributedDataParallel's algorithm, applied at the optimizer instead of with the
+a flat buffer, `sync_gradients`, which `optim.backward_step` runs between each phase's backward
+pass and its step), so each phase takes the step single-process training would take on the
+global batch. This is DistributedDataParallel's algorithm, applied at the optimizer instead of with the
 `DistributedDataParallel` module wrapper: an AAE step shares one encoder pass between two phases
 and freezes the discriminator during the generator phase, which the wrapper's gradient hooks do
 not support without extra passes. Backend: NCCL on CUDA, gloo on CPU.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -95,20 +97,36 @@ def broadcast_parameters(model: torch.nn.Module) -> None:
             dist.broadcast(t, 0)
 
 
-def average_gradients_before_step(optimizers: dict, world: World) -> list:
-    """Register, on every optimizer, a pre-step hook that averages its gradients over ranks."""
+# The optimizers whose gradients are averaged over the ranks before each step, and their world.
+_AVERAGED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def hook(opt, args, kwargs):
-        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
-        if not grads:
-            return
-        flat = _flatten_dense_tensors(grads)
-        dist.all_reduce(flat)
-        flat /= world.size
-        for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
-            g.copy_(synced)
 
-    return [opt.register_step_pre_hook(hook) for opt in optimizers.values()]
+def average_gradients_of(optimizers: dict, world: World) -> None:
+    """From now on, `sync_gradients(opt)` averages each of these optimizers' gradients over the
+    ranks (`optim.backward_step` calls it between a phase's backward pass and its step)."""
+    for opt in optimizers.values():
+        _AVERAGED[opt] = world
+
+
+def sync_gradients(opt: torch.optim.Optimizer) -> None:
+    """Average `opt`'s gradients over the ranks, in one all-reduce of a flat buffer; nothing for
+    an optimizer not registered by `average_gradients_of` (a single process).
+
+    This runs before fp16's loss scaler looks at the gradients, so that every rank sees the same
+    averaged ones: an inf on any rank is an inf on all, and all skip that step and lower their
+    scale together (checked on each rank's own gradients, the ranks would part).
+    """
+    world = _AVERAGED.get(opt)
+    if world is None:
+        return
+    grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= world.size
+    for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+        g.copy_(synced)
 
 
 def shard(index_batch: torch.Tensor, world: World) -> torch.Tensor:

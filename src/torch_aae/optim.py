@@ -8,6 +8,8 @@ import contextvars
 
 import torch
 
+from . import distributed
+
 
 def adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
     """Adam, fused into one kernel where this torch supports it for the parameters' device
@@ -45,7 +47,8 @@ def grad_scaler(precision: str, device) -> torch.amp.GradScaler | None:
 
 
 def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-    """One phase's update: gradients of `loss`, then `optimizer`'s step.
+    """One phase's update: gradients of `loss`, averaged over the processes under torchrun
+    (`distributed.sync_gradients`), then `optimizer`'s step.
 
     Within `loss_scaling(scaler)` (fp16) the loss is multiplied by the scaler's scale before the
     backward pass, so that small gradients survive float16, and the step goes through the
@@ -53,11 +56,11 @@ def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
     does both inside its kernel, with no host sync.
     """
     scaler = _SCALER.get()
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    distributed.sync_gradients(optimizer)  # under torchrun: averaged over the processes
     if scaler is None:
-        loss.backward()
         optimizer.step()
     else:
-        scaler.scale(loss).backward()
         scaler.step(optimizer)
 
 

@@ -144,7 +144,7 @@ def fit(
     distributed.check_batch(train.batch_size, distributed.world_from_env())
     world, device, joined = distributed.init(resolve_device(train.device))
     writes = run_path if world.main else None
-    check_precision(train.precision, device, world.active)  # refused before the run folder is touched
+    check_precision(train.precision, device)  # refused before the run folder is touched
     if train.cuda_graphs:
         graphs.check(model.kind, device, train, world.active)
     if run_path is not None:
@@ -165,7 +165,7 @@ def fit(
         scaler = optim.grad_scaler(train.precision, device)  # fp16's loss scaling; else None
         if world.active:
             distributed.broadcast_parameters(model)
-            distributed.average_gradients_before_step(optimizers, world)
+            distributed.average_gradients_of(optimizers, world)
         state = TrainState()
         if resume:
             state = _restore(run_path / CHECKPOINT, model, optimizers, device, scaler)
@@ -349,15 +349,10 @@ def _tf32_matmuls():
         torch.backends.cuda.matmul.allow_tf32 = before
 
 
-def check_precision(precision: str, device, distributed: bool = False) -> None:
+def check_precision(precision: str, device) -> None:
     if precision == "tf32" and torch.device(device).type != "cuda":
         raise AAEError(f"--precision tf32 is a CUDA mode (TensorFloat-32 matrix products), not for "
                        f"{device}: use fp32 or bf16")  # fmt: skip
-    if precision == "fp16" and distributed:
-        # Each process would skip its own overflowing steps and rescale on its own: the
-        # processes' weights would part. Not supported yet.
-        raise AAEError("--precision fp16 does not run under torchrun (each process's loss "
-                       "scaler would skip different steps); use bf16")  # fmt: skip
 
 
 def autocast(device, precision: str):

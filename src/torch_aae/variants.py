@@ -7,7 +7,9 @@
   bad request first; files for the run folder go in ctx["run_files"] ({name: JSON data});
   ctx["train_y"], when given, replaces the training labels the loop passes to the step;
 - `train_step(model, optimizers, x, y, ctx, step) -> dict[str, 0-d Tensor]`: one mini-batch of
-  the phases, each with its own zero_grad / backward / step; no host sync;
+  the phases, each with its own zero_grad, then `optim.backward_step(loss, optimizer)` (the
+  backward pass, the gradients' average over processes under torchrun, fp16's loss scaling,
+  the step); no host sync;
 - `epoch_metrics(model, data, device) -> dict` logged after each epoch (keys `eval/...`);
 - `evaluate(model, data, device) -> dict` the final metrics for summary.json;
 - `make_plots(model, data, folder, device) -> list[Path]`.
