@@ -77,7 +77,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     tp.add_argument("--steps", type=int, default=200, help="timed training steps (default: 200)")
     tp.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     tp.add_argument("--precision", default="fp32", choices=cfg.PRECISIONS,
-                    help="fp32, bf16 autocast, fp16 autocast with loss scaling, or tf32 (CUDA) (default: fp32)")
+                    help="fp32, bf16 autocast, fp16 autocast with loss scaling, or tf32 (CUDA) "
+                         "(default: fp32)")
     tp.add_argument("--compile", default="off", choices=cfg.COMPILE_MODES,
                     help="off, or a torch.compile mode for each network (default: off)")
     tp.add_argument("--cuda-graphs", action="store_true",
