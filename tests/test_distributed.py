@@ -23,8 +23,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(world: int, out, precision: str = "fp32") -> list[dict]:
-    """Train in `world` processes; what each rank saved (weights, summary, fp16's final scale)."""
+def _run(world: int, out, precision: str = "fp32", init_scale: float = 0, inf_at: int = 0) -> list[dict]:
+    """Train in `world` processes; what each rank saved (weights, summary, fp16's final scale).
+    fp16 starts its loss scale at `init_scale`; `inf_at` k > 0 poisons the last rank's k-th
+    decoder gradient (see tests/ddp_worker.py)."""
     port = _free_port()
     procs = []
     for rank in range(world):
@@ -34,7 +36,8 @@ def _run(world: int, out, precision: str = "fp32") -> list[dict]:
         if world > 1:
             env.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
-        args = [sys.executable, str(WORKER), str(REPO_ROOT / "data"), str(out), precision]
+        args = [sys.executable, str(WORKER), str(REPO_ROOT / "data"), str(out), precision,
+                str(init_scale), str(inf_at)]  # fmt: skip
         procs.append(subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True))
     for p in procs:
         _, err = p.communicate(timeout=300)
@@ -64,8 +67,8 @@ def test_two_gloo_processes_in_fp16_skip_the_same_overflowing_steps(tmp_path):
     2^24, so that its first steps overflow (here 6 of its 20); the two ranks end with the very
     same weights and scale. float16 products on shards and on the whole batch round apart, so
     the one-process run is matched by its loss only."""
-    (single,) = _run(1, tmp_path / "single.pt", "fp16")
-    rank0, rank1 = _run(2, tmp_path / "ddp.pt", "fp16")
+    (single,) = _run(1, tmp_path / "single.pt", "fp16", 2.0**24)
+    rank0, rank1 = _run(2, tmp_path / "ddp.pt", "fp16", 2.0**24)
     assert rank0["scale"] == rank1["scale"] < 2.0**24
     assert rank0["summary"]["processes"] == 2
     for name, w in rank0["weights"].items():
@@ -73,6 +76,20 @@ def test_two_gloo_processes_in_fp16_skip_the_same_overflowing_steps(tmp_path):
     assert rank0["summary"]["test_recon_bce"] == pytest.approx(single["summary"]["test_recon_bce"], rel=0.01)
     apart = (rank0["weights"]["encoder.net.0.weight"] - single["weights"]["encoder.net.0.weight"]).abs().max()
     assert apart < 0.05  # the two runs stayed close (fp16 against fp32 differs by about 0.01 here)
+
+
+def test_an_overflow_on_one_rank_skips_the_step_on_every_rank(tmp_path):
+    """Only the last rank's 3rd decoder gradient is made infinite. The average carries the inf to
+    both ranks, so both skip that update and halve their scale once, and they end bitwise equal.
+    (Had each rank checked its own gradients, rank 0 would have stepped and rank 1 not.)"""
+    clean0, _ = _run(2, tmp_path / "clean.pt", "fp16", 2.0**8)
+    assert clean0["scale"] == 2.0**8  # at this scale no step overflows by itself
+    rank0, rank1 = _run(2, tmp_path / "poisoned.pt", "fp16", 2.0**8, inf_at=3)
+    assert rank0["scale"] == rank1["scale"] == 2.0**7
+    for name, w in rank0["weights"].items():
+        assert torch.equal(rank1["weights"][name], w), name
+    # The skipped update changed the outcome: the poisoned run is not the clean one.
+    assert not torch.equal(rank0["weights"]["decoder.net.0.weight"], clean0["weights"]["decoder.net.0.weight"])
 
 
 def test_shard_splits_a_global_batch_evenly_and_completely():
