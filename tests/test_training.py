@@ -270,6 +270,26 @@ def test_train_step_logs(recorded_step):
     assert 0.2 < logs["loss/recon"].item() < 1.0  # BCE of an untrained net on MNIST pixels
 
 
+def test_input_noise_reaches_the_encoder_and_not_the_reconstruction_target(small_mnist, monkeypatch):
+    """--input-noise (a denoising AAE): both encoder passes of the step see x + noise, the same
+    noisy batch, and the reconstruction loss compares the decoding with the clean x."""
+    model = tiny_model(hidden=32, disc_hidden=32).train()
+    optimizers = make_optimizers(model, tiny_train())
+    x = small_mnist.train_x[:50]
+    seen, targets = [], []
+    model.encoder.register_forward_hook(lambda m, args, out: seen.append(args[0].detach().clone()))
+    reconstruction_loss = losses.reconstruction_loss
+    monkeypatch.setattr(losses, "reconstruction_loss",
+                        lambda logits, target: targets.append(target) or reconstruction_loss(logits, target))  # fmt: skip
+    train_step(model, optimizers, x, ctx={"input_noise": 0.3})
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])
+    assert (seen[0] - x).std().item() == pytest.approx(0.3, rel=0.05)
+    assert len(targets) == 1 and targets[0] is x
+    seen.clear()
+    train_step(model, optimizers, x, ctx={"input_noise": 0.0})
+    assert all(torch.equal(s, x) for s in seen)
+
+
 def test_optimizers_cover_their_phases():
     model = tiny_model()
     opts = make_optimizers(model, tiny_train(lr_recon=1e-3, lr_reg=2e-4, beta1_reg=0.5))

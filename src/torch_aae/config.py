@@ -92,7 +92,7 @@ class TrainConfig:
     lr_reg: float = _f(5e-5, "learning rate of the regularization phases (discriminator, generator)")
     beta1_reg: float = _f(0.9, "Adam beta1 (SGD: momentum) of the regularization phases")
     lr_sup: float = _f(1e-3, "learning rate of the supervised phase (semi-supervised model)")
-    input_noise: float = _f(0.0, "std of Gaussian noise added to the encoder's input in training (semi-supervised and clustering models)")
+    input_noise: float = _f(0.0, "std of Gaussian noise added to the encoder's input in training; the reconstruction target stays clean (unsupervised, semi-supervised, clustering and dim-reduction models)")
     code_noise: float = _f(0.0, "std of Gaussian noise added to the code z in training: q(z|x) = N(encoder(x), s^2 I) (supervised, semi-supervised and clustering models)")
     optimizer: str = _f("adam", "adam, or sgd (with momentum 0.9, and --beta1-reg as the regularization phases' momentum: the paper's choice)")
     cat_noise: float = _f(0.0, "std of Gaussian noise on the categorical discriminator's inputs, prior and encoder alike (semi-supervised, clustering, dim-reduction)")
@@ -154,7 +154,7 @@ class Config:
         # Fields that only some models read: refuse them elsewhere rather than ignore them.
         t = self.train
         semi = ("semi-supervised",)
-        takers = {"input_noise": CATEGORICAL_MODELS, "cat_noise": CATEGORICAL_MODELS,
+        takers = {"input_noise": ("unsupervised", *CATEGORICAL_MODELS), "cat_noise": CATEGORICAL_MODELS,
                   "code_noise": ("supervised", *CATEGORICAL_MODELS), "disc_noise": ("unsupervised",),
                   "label_shift": semi, "label_rotate": semi, "label_scale": semi}  # fmt: skip
         for name, kinds in takers.items():
