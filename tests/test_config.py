@@ -183,8 +183,7 @@ def test_cli_flags_are_generated_from_the_fields():
             assert "--" + f.name.replace("_", "-") in flags
 
 
-@pytest.mark.parametrize("kind, field", [("unsupervised", "code_noise"),
-                                         ("unsupervised", "cat_noise"), ("supervised", "input_noise"),
+@pytest.mark.parametrize("kind, field", [("unsupervised", "cat_noise"), ("supervised", "input_noise"),
                                          ("supervised", "cat_noise")])  # fmt: skip
 def test_noise_flags_are_refused_by_models_that_ignore_them(kind, field):
     from torch_aae.config import Config, DataConfig, ModelConfig, TrainConfig

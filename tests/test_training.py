@@ -290,6 +290,21 @@ def test_input_noise_reaches_the_encoder_and_not_the_reconstruction_target(small
     assert all(torch.equal(s, x) for s in seen)
 
 
+def test_code_noise_makes_a_gaussian_posterior_for_decoder_and_discriminator(small_mnist):
+    """--code-noise s: the decoder and the discriminator get z = encoder(x) + N(0, s^2) noise."""
+    model = tiny_model(hidden=32, disc_hidden=32).train()
+    optimizers = make_optimizers(model, tiny_train())
+    codes, decoded, judged = [], [], []
+    model.encoder.register_forward_hook(lambda m, args, out: codes.append(out.detach().clone()))
+    model.decoder.register_forward_hook(lambda m, args, out: decoded.append(args[0].detach().clone()))
+    model.latent_discriminator.register_forward_hook(lambda m, args, out: judged.append(args[0].detach()))
+    train_step(model, optimizers, small_mnist.train_x[:200], ctx={"code_noise": 2.0})
+    assert len(codes) == 2 and len(decoded) == 1
+    assert (decoded[0] - codes[0]).std().item() == pytest.approx(2.0, rel=0.05)
+    fakes = [j for j in judged if len(j) == 200 and not torch.equal(j, codes[1])]  # prior samples aside
+    assert any((f - codes[1]).std().item() == pytest.approx(2.0, rel=0.05) for f in fakes)
+
+
 def test_optimizers_cover_their_phases():
     model = tiny_model()
     opts = make_optimizers(model, tiny_train(lr_recon=1e-3, lr_reg=2e-4, beta1_reg=0.5))

@@ -93,7 +93,7 @@ class TrainConfig:
     beta1_reg: float = _f(0.9, "Adam beta1 (SGD: momentum) of the regularization phases")
     lr_sup: float = _f(1e-3, "learning rate of the supervised phase (semi-supervised model)")
     input_noise: float = _f(0.0, "std of Gaussian noise added to the encoder's input in training; the reconstruction target stays clean (unsupervised, semi-supervised, clustering and dim-reduction models)")
-    code_noise: float = _f(0.0, "std of Gaussian noise added to the code z in training: q(z|x) = N(encoder(x), s^2 I) (supervised, semi-supervised and clustering models)")
+    code_noise: float = _f(0.0, "std of Gaussian noise added to the code z in training: q(z|x) = N(encoder(x), s^2 I) (every model)")
     optimizer: str = _f("adam", "adam, or sgd (with momentum 0.9, and --beta1-reg as the regularization phases' momentum: the paper's choice)")
     cat_noise: float = _f(0.0, "std of Gaussian noise on the categorical discriminator's inputs, prior and encoder alike (semi-supervised, clustering, dim-reduction)")
     disc_noise: float = _f(0.0, "std of Gaussian noise added to both inputs of the latent discriminator, prior samples and codes alike (instance noise), falling linearly to 0 by the last step (unsupervised model)")
@@ -155,7 +155,7 @@ class Config:
         t = self.train
         semi = ("semi-supervised",)
         takers = {"input_noise": ("unsupervised", *CATEGORICAL_MODELS), "cat_noise": CATEGORICAL_MODELS,
-                  "code_noise": ("supervised", *CATEGORICAL_MODELS), "disc_noise": ("unsupervised",),
+                  "disc_noise": ("unsupervised",),
                   "label_shift": semi, "label_rotate": semi, "label_scale": semi}  # fmt: skip
         for name, kinds in takers.items():
             if getattr(t, name) and self.model_kind not in kinds:
