@@ -145,13 +145,15 @@ def make_optimizers(model: UnsupervisedAAE, cfg: TrainConfig) -> dict[str, torch
 
 
 def setup(model, data, config, device, run_path) -> dict:
-    """The step's context: the std of the noise on the encoder's input and on its code, and the discriminator's
-    instance noise (its start and the run's number of steps, over which it falls to 0). Conditioned on labels, also: draw the labeled images
-    (class-balanced, by seed) and give the loop the labels its step may see, "train_y": the
-    label of each labeled image, -1 for every other image (their true labels never reach the
-    step); their indices are saved to the run folder."""
+    """The step's context: the std of the noise on the encoder's input and on its code, and the
+    discriminator's instance noise (its start and the run's number of steps, over which it falls
+    to 0). Conditioned on labels, also: draw the labeled images (class-balanced, by seed) and
+    give the loop the labels its step may see, "train_y": the label of each labeled image, -1
+    for every other image (their true labels never reach the step); their indices are saved to
+    the run folder."""
     t = config.train
-    ctx = {"input_noise": t.input_noise, "code_noise": t.code_noise, "disc_noise": t.disc_noise, "total_steps": t.epochs * -(-len(data.train_x) // t.batch_size)}
+    ctx = {"input_noise": t.input_noise, "code_noise": t.code_noise, "disc_noise": t.disc_noise,
+           "total_steps": t.epochs * -(-len(data.train_x) // t.batch_size)}  # fmt: skip
     n = model.model_args.get("condition_labels", 0)
     if not n:
         return ctx
@@ -187,10 +189,11 @@ def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=N
         Losses and discriminator accuracies as 0-d tensors (no host sync).
     """
     enc, dec, disc = model.encoder, model.decoder, model.latent_discriminator
-    input_noise, code_noise = (ctx.get("input_noise", 0.0), ctx.get("code_noise", 0.0)) if ctx else (0.0, 0.0)
+    ctx = ctx or {}
+    input_noise, code_noise = ctx.get("input_noise", 0.0), ctx.get("code_noise", 0.0)
     x_in = x + input_noise * torch.randn_like(x) if input_noise > 0 else x  # (batch, in_dim)
 
-    def code(x_in):  # z ~ q(z|x): the encoder's output, plus N(0, code_noise^2) for a Gaussian posterior
+    def code(x_in):  # z ~ q(z|x): the encoder's output, plus N(0, code_noise^2) (Gaussian posterior)
         z = enc(x_in)  # (batch, z_dim)
         return z + code_noise * torch.randn_like(z) if code_noise > 0 else z
 
