@@ -413,8 +413,18 @@ def test_resumed_run_is_bitwise_equal_to_an_uninterrupted_one(tmp_path, resume_d
     assert not torch.equal(two.encoder.net[0].weight, straight.encoder.net[0].weight)
 
 
+@pytest.fixture
+def sigint_not_ignored():
+    """pytest run as a background job starts with SIGINT ignored, and training then (rightly)
+    leaves it so: give this test Python's usual Ctrl-C handler, and restore what was there."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_mid_epoch_then_resume_is_bitwise_equal(tmp_path, resume_data, monkeypatch, signum):
+def test_interrupt_mid_epoch_then_resume_is_bitwise_equal(tmp_path, resume_data, monkeypatch, signum,
+                                                          sigint_not_ignored):  # fmt: skip
     original, calls = unsupervised.train_step, []
 
     def interrupted_step(*args, **kwargs):
