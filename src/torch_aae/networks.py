@@ -32,6 +32,12 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
+def gaussian_noise(t: torch.Tensor, std: float) -> torch.Tensor:
+    """t plus N(0, std^2) noise, drawn afresh (t itself where std is 0): the input noise of a
+    denoising autoencoder, the code noise of a Gaussian posterior, instance noise."""
+    return t + std * torch.randn_like(t) if std > 0 else t
+
+
 def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     """A bool mask shaped like x, each entry False with probability round(p * 2^16) / 2^16."""
     n = x.numel()

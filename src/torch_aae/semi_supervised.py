@@ -22,7 +22,7 @@ from torch import nn
 from . import losses
 from .config import ModelConfig, TrainConfig
 from .data import cycled_batch, labeled_indices, random_affine
-from .networks import Decoder, Discriminator, Dropout, mlp
+from .networks import Decoder, Discriminator, Dropout, gaussian_noise, mlp
 from . import optim
 from .priors import GaussianPrior
 
@@ -194,8 +194,7 @@ def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: i
     xl, yl = ctx["x"][idx], ctx["y"][idx]
     if any(ctx["label_augment"]):  # random rotations, zooms, shifts of the few labeled images
         xl = random_affine(xl, ctx["image_shape"], *ctx["label_augment"])
-    if noise > 0:
-        xl = xl + noise * torch.randn_like(xl)
+    xl = gaussian_noise(xl, noise)
     opt["sup"].zero_grad(set_to_none=True)
     sup = F.cross_entropy(model.encoder.classify(xl), yl)
     optim.backward_step(sup, opt["sup"])
@@ -219,11 +218,11 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
     """
     enc, dec = model.encoder, model.decoder
     cat_disc, gauss_disc = model.label_discriminator, model.latent_discriminator
-    x_in = x + noise * torch.randn_like(x) if noise > 0 else x  # (batch, in_dim)
+    x_in = gaussian_noise(x, noise)  # (batch, in_dim)
 
     def encode(x_in):
         logits, z = enc(x_in)
-        return logits, (z + code_noise * torch.randn_like(z) if code_noise > 0 else z)
+        return logits, gaussian_noise(z, code_noise)
 
     # 1. Reconstruction: min BCE(x, p(x | softmax(y), z)) over encoder + decoder.
     opt["recon"].zero_grad(set_to_none=True)
@@ -240,10 +239,8 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
     y_real = sample_one_hot(len(x), model.n_classes, x.device)
     z_real = model.prior.sample(len(x), device=x.device)
     opt["disc"].zero_grad(set_to_none=True)
-    def blur(y):
-        return y + cat_noise * torch.randn_like(y) if cat_noise > 0 else y
-
-    cat_real, cat_fake = cat_disc(blur(torch.cat([y_real, y_fake.detach()]))).chunk(2)  # one pass
+    y_both = gaussian_noise(torch.cat([y_real, y_fake.detach()]), cat_noise)  # (2 batch, n_classes)
+    cat_real, cat_fake = cat_disc(y_both).chunk(2)  # one pass
     gauss_real, gauss_fake = gauss_disc(torch.cat([z_real, z.detach()])).chunk(2)
     disc_cat = losses.discriminator_loss(cat_real, cat_fake)
     disc_gauss = losses.discriminator_loss(gauss_real, gauss_fake)
@@ -253,7 +250,8 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
     opt["gen"].zero_grad(set_to_none=True)
     cat_disc.requires_grad_(False)
     gauss_disc.requires_grad_(False)
-    gen = losses.generator_loss(cat_disc(blur(y_fake))) + losses.generator_loss(gauss_disc(z))
+    gen = (losses.generator_loss(cat_disc(gaussian_noise(y_fake, cat_noise)))
+           + losses.generator_loss(gauss_disc(z)))
     optim.backward_step(gen, opt["gen"])
     cat_disc.requires_grad_(True)
     gauss_disc.requires_grad_(True)

@@ -38,7 +38,7 @@ from . import losses, optim
 from .config import ModelConfig
 from .data import cycled_batch, labeled_indices
 from .errors import AAEError
-from .networks import Decoder, Discriminator, Encoder
+from .networks import Decoder, Discriminator, Encoder, gaussian_noise
 from .priors import Prior, make_prior, sample_on
 from .unsupervised import adversarial_phases
 from .semi_supervised import step_inputs  # noqa: F401  (the labeled batches, drawn ahead)
@@ -180,8 +180,7 @@ def train_step(model: SupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=Non
     disc = model.latent_discriminator
 
     def code(x):  # z ~ q(z|x): the encoder's output, plus N(0, noise^2) for a Gaussian posterior
-        z = model.encoder(x)  # (batch, z_dim)
-        return z + noise * torch.randn_like(z) if noise > 0 else z
+        return gaussian_noise(model.encoder(x), noise)  # (batch, z_dim)
 
     # 1. Reconstruction: min BCE(x, p(x | y, z ~ q(z|x))) over encoder + decoder.
     opt["recon"].zero_grad(set_to_none=True)

@@ -21,7 +21,7 @@ from . import losses
 from .config import ModelConfig, TrainConfig
 from .data import balanced_label_indices
 from .errors import AAEError
-from .networks import Decoder, Discriminator, Encoder
+from .networks import Decoder, Discriminator, Encoder, gaussian_noise
 from . import optim
 from .priors import Prior, make_prior, sample_on
 
@@ -191,11 +191,10 @@ def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=N
     enc, dec, disc = model.encoder, model.decoder, model.latent_discriminator
     ctx = ctx or {}
     input_noise, code_noise = ctx.get("input_noise", 0.0), ctx.get("code_noise", 0.0)
-    x_in = x + input_noise * torch.randn_like(x) if input_noise > 0 else x  # (batch, in_dim)
+    x_in = gaussian_noise(x, input_noise)  # (batch, in_dim)
 
     def code(x_in):  # z ~ q(z|x): the encoder's output, plus N(0, code_noise^2) (Gaussian posterior)
-        z = enc(x_in)  # (batch, z_dim)
-        return z + code_noise * torch.randn_like(z) if code_noise > 0 else z
+        return gaussian_noise(enc(x_in), code_noise)  # (batch, z_dim)
 
     # 1. Reconstruction: min BCE(x, p(x | z)), z ~ q(z|x_in), over encoder + decoder (x_in: x,
     # or x with --input-noise: a denoising autoencoder).
@@ -208,19 +207,18 @@ def train_step(model: UnsupervisedAAE, opt: dict, x: torch.Tensor, y=None, ctx=N
     z_fake = code(x_in)  # (batch, z_dim), with graph for the generator phase
     noise = instance_noise(ctx, step)
 
-    def blur(z):  # instance noise on both sides, on the codes (never on a label's one-hot)
-        return z + noise * torch.randn_like(z) if noise > 0 else z
-
     if model.condition_classes:
         # Conditioned: a labeled code is compared with its class's part of the prior, an
         # unlabeled one with the whole prior; both sides carry the same one-hot (batch, K + 1).
         labels = torch.full((len(x),), -1, device=x.device) if y is None else y
         z_real = sample_on(model.prior, len(x), x.device, labels)
-        onehot = label_one_hot(labels, model.condition_classes)
-        z_real, z_fake = torch.cat([blur(z_real), onehot], 1), torch.cat([blur(z_fake), onehot], 1)
     else:
         z_real = sample_on(model.prior, len(x), x.device)  # (batch, z_dim)
-        z_real, z_fake = blur(z_real), blur(z_fake)
+    # Instance noise on both sides, on the codes (never on a label's one-hot).
+    z_real, z_fake = gaussian_noise(z_real, noise), gaussian_noise(z_fake, noise)
+    if model.condition_classes:
+        onehot = label_one_hot(labels, model.condition_classes)
+        z_real, z_fake = torch.cat([z_real, onehot], 1), torch.cat([z_fake, onehot], 1)
     return {"loss/recon": recon.detach(), **adversarial_phases(disc, opt, z_real, z_fake)}
 
 
