@@ -133,3 +133,34 @@ def test_throughput_bench_runs_graphed_on_cuda():
     result = throughput("semi-supervised", 100, 20, "cuda", z_dim=10, cuda_graphs=True)
     assert result["device"].startswith("cuda") and result["cuda_graphs"]
     assert result["images_per_second"] > 0 and 0 < result["fraction_of_peak"] < 2
+
+
+def test_dropout_on_cuda_keeps_units_with_probability_1_minus_p_and_scales_them():
+    from torch_aae.networks import Dropout
+
+    p = 0.3
+    torch.manual_seed(0)
+    x = torch.ones(400, 1000, device="cuda", requires_grad=True)
+    y = Dropout(p)(x)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(1 - p, abs=0.003)
+    assert torch.allclose(y[kept], torch.tensor(1 / (1 - p), device="cuda"))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient = mask / (1 - p)
+
+
+def test_the_adversarial_losses_on_cuda_equal_the_cpu_ones():
+    """CUDA takes the softplus form of the losses (`losses._few_kernels`), the CPU the
+    cross-entropy form: the same values and gradients."""
+    from torch_aae import losses
+
+    torch.manual_seed(0)
+    real, fake = torch.randn(2, 200) * 5
+    out = {}
+    for dev in ("cpu", "cuda"):
+        r, f = real.to(dev).requires_grad_(), fake.to(dev).requires_grad_()
+        d, g = losses.discriminator_loss(r, f), losses.generator_loss(f)
+        out[dev] = [d.detach(), g.detach(), *torch.autograd.grad(d + 2 * g, [r, f])]
+    assert losses._few_kernels(real.cuda()) and not losses._few_kernels(real)
+    for a, b in zip(out["cuda"], out["cpu"]):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-5, atol=1e-8)

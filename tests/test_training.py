@@ -84,6 +84,29 @@ def test_losses_on_known_values():
     assert (real.item(), fake.item()) == (0.75, 0.5)
 
 
+def test_the_softplus_form_of_the_adversarial_losses_is_the_cross_entropy(monkeypatch):
+    """CUDA's form of the discriminator and generator losses (fewer kernels) gives the CPU form's
+    values and gradients, far into the tails (|logit| 40, past softplus's linear threshold)."""
+    torch.manual_seed(0)
+    real = torch.cat([torch.randn(60) * 5, torch.tensor([-40.0, 40.0])])
+    fake = torch.cat([torch.randn(60) * 5, torch.tensor([40.0, -40.0])])
+
+    def values_and_gradients():
+        r, f = real.clone().requires_grad_(), fake.clone().requires_grad_()
+        d = losses.discriminator_loss(r, f)
+        g = losses.generator_loss(f)
+        grads = torch.autograd.grad(d + 2 * g, [r, f])
+        return torch.stack([d, g]).detach(), grads
+
+    assert not losses._few_kernels(real)  # on CPU: the cross-entropy form
+    expected, expected_grads = values_and_gradients()
+    monkeypatch.setattr(losses, "_few_kernels", lambda t: True)
+    got, grads = values_and_gradients()
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)
+    for a, b in zip(grads, expected_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+
+
 def test_prior_match_on_known_codes():
     codes = np.array([[1.0, 0.0], [3.0, 0.0]])  # mean (2, 0), std (1, 0)
     out = metrics.prior_match(codes, prior_std=2.0)

@@ -148,9 +148,9 @@ class GraphedStep:
         y = None if self.train_y is None else self.train_y[idx]
         with autocast(self.device, self.precision):  # its cache off, as a capture needs
             logs = self.variant.train_step(self.model, self.optimizers, x, y, self.ctx, 0)
-        if not self.sums:  # first call, eager: the sums' buffers exist before any capture
-            for key, value in logs.items():
-                start = self._initial.get(key, 0.0)
-                self.sums[key] = torch.zeros((), dtype=torch.float32, device=self.device).add_(start)
-        for key, value in logs.items():
-            self.sums[key].add_(value)
+        if not self.sums:  # first call, eager: the sums' buffer exists before any capture
+            self._sum_buffer = torch.tensor([float(self._initial.get(key, 0.0)) for key in logs],
+                                            dtype=torch.float32, device=self.device)  # fmt: skip
+            self.sums = dict(zip(logs, self._sum_buffer.unbind()))  # views of the one buffer
+        # One addition of all the step's values (two kernels, not one per value).
+        self._sum_buffer.add_(torch.stack([value.float() for value in logs.values()]))

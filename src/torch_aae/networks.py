@@ -7,15 +7,17 @@ code = `Discriminator` (used as `latent_discriminator`).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class Dropout(nn.Module):
-    """Inverted dropout, as `nn.Dropout`, with a cheaper mask: one uniform 64-bit random integer
-    gives four units a uniform 16-bit draw each, compared with a threshold. On CPU this is several
-    times faster than `nn.Dropout`'s `bernoulli_`, which shows in a step of 1000-unit layers. Each
-    unit is dropped with probability round(p * 2^16) / 2^16 (p within 8e-6) and the kept ones are
-    scaled by 1/(1-p)."""
+    """Inverted dropout, as `nn.Dropout`, with a cheaper mask on CPU: one uniform 64-bit random
+    integer gives four units a uniform 16-bit draw each, compared with a threshold. On CPU this is
+    several times faster than `nn.Dropout`'s `bernoulli_`, which shows in a step of 1000-unit
+    layers. Each unit is dropped with probability round(p * 2^16) / 2^16 (p within 8e-6) and the
+    kept ones are scaled by 1/(1-p). On CUDA it is `F.dropout`: one fused kernel each way, where
+    the mask above takes five (a GPU step at batch 100 is bound by its kernel count)."""
 
     def __init__(self, p: float):
         super().__init__()
@@ -26,6 +28,8 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
+        if x.is_cuda:
+            return F.dropout(x, self.p, training=True)
         return x * (_keep_mask(x, self.p) * (1.0 / (1.0 - self.p))).to(x.dtype)
 
     def extra_repr(self) -> str:
