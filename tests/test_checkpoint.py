@@ -497,6 +497,55 @@ def test_checkpoint_every_n_epochs_and_at_the_last(tmp_path, resume_data, monkey
     assert saved == [2, 4, 5, 6] and len(_history(tmp_path / "run")) == 6
 
 
+def test_kept_checkpoints_and_a_branch_that_continues_under_another_schedule(tmp_path, resume_data):
+    """--keep-checkpoints keeps each epoch's checkpoint; a run branched from the one after epoch 2
+    with another learning-rate step ends bitwise equal to a run trained under that schedule
+    from the start (the two schedules agree over the first two epochs)."""
+    a = tmp_path / "a"
+    _fit(resume_data, a, epochs=3, lr_step=3, dropout=0.2, keep_checkpoints=True)
+    ckpts = a / "checkpoints"
+    kept = sorted(p.name for p in ckpts.glob("epoch-*.pt"))
+    assert kept == ["epoch-0001.pt", "epoch-0002.pt", "epoch-0003.pt"]
+    assert (ckpts / "epoch-0003.pt").read_bytes() == (ckpts / "latest.pt").read_bytes()
+    assert load_checkpoint(ckpts / "epoch-0001.pt")["state"]["epoch"] == 1  # not overwritten since
+
+    def branch(source, out):
+        model = tiny_model(seed=3, dropout=0.2)
+        fit(model, resume_data, tiny_train(epochs=4, seed=3, lr_step=2), out=out, progress=False,
+            branch_from=source)  # fmt: skip
+        return model
+
+    b = tmp_path / "b"
+    branched = branch(ckpts / "epoch-0002.pt", b)
+    straight, _ = _fit(resume_data, None, epochs=4, lr_step=2, dropout=0.2)
+    _assert_same_weights(branched, straight)
+    history = _history(b)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4] and history[:2] == _history(a)[:2]
+    (line,) = [json.loads(x) for x in (b / "resumes.jsonl").read_text().splitlines()]
+    assert line["branched_from"] == str((ckpts / "epoch-0002.pt").resolve())
+    assert (line["epoch"], line["step"]) == (2, 8)
+    assert line["changed"] == {"train.epochs": [3, 4], "train.lr_step": [3, 2],
+                               "train.keep_checkpoints": [True, False]}  # fmt: skip
+    assert json.loads((b / "config.json").read_text())["train"]["lr_step"] == 2
+    assert not list((b / "checkpoints").glob("epoch-*.pt"))  # b does not keep them
+    # ... and the comparison can fail: after epoch 3 the schedules have parted.
+    late = branch(ckpts / "epoch-0003.pt", tmp_path / "c")
+    assert not torch.equal(late.encoder.net[0].weight, straight.encoder.net[0].weight)
+
+
+def test_a_branch_into_the_folder_of_its_checkpoint_is_refused(tmp_path, resume_data):
+    run = tmp_path / "run"
+    _fit(resume_data, run, epochs=1)
+    before = (run / "checkpoints" / "latest.pt").read_bytes()
+    with pytest.raises(AAEError, match="the checkpoint is inside --out"):
+        fit(tiny_model(seed=3), resume_data, tiny_train(epochs=2, seed=3), out=run, overwrite=True,
+            progress=False, branch_from=run / "checkpoints" / "latest.pt")  # fmt: skip
+    assert (run / "checkpoints" / "latest.pt").read_bytes() == before
+    with pytest.raises(AAEError, match="pick one"):
+        fit(tiny_model(seed=3), resume_data, tiny_train(epochs=2, seed=3), out=tmp_path / "new",
+            resume=True, progress=False, branch_from=run / "checkpoints" / "latest.pt")  # fmt: skip
+
+
 def test_resume_with_a_different_model_is_refused(tmp_path, resume_data):
     run = tmp_path / "run"
     _fit(resume_data, run, epochs=1)

@@ -151,6 +151,47 @@ def _main_error(capsys, argv) -> str:
 @pytest.mark.parametrize(
     "flags, fragment",
     [
+        (["--resume"], "--branch-from starts a new run from a checkpoint; --resume continues"),
+        (["--z-dim", "3"], "--branch-from: the run was made with --z-dim 2, not 3"),
+        (["--out", "{run}", "--overwrite"], "the checkpoint is inside --out"),
+    ],
+    ids=["with-resume", "other-z-dim", "into-its-own-folder"],
+)
+def test_branch_from_errors(capsys, cli_run, tmp_path, flags, fragment):
+    run, _ = cli_run
+    before = sorted(p.name for p in run.rglob("*"))
+    flags = [f.replace("{run}", str(run)) for f in flags]
+    out = [] if "--out" in flags else ["--out", tmp_path / "branch"]
+    source = run / "checkpoints" / "latest.pt"
+    line = _main_error(capsys, ["train", "unsupervised", "--subset", "300", "--batch-size", "100",
+                                *TINY, "--branch-from", source, *out, *flags])  # fmt: skip
+    assert fragment in line
+    assert sorted(p.name for p in run.rglob("*")) == before and not (tmp_path / "branch").exists()
+
+
+def test_branch_from_a_folder_asks_for_a_checkpoint_file(capsys, cli_run, tmp_path):
+    run, _ = cli_run
+    line = _main_error(capsys, ["train", "unsupervised", *TINY, "--branch-from", run,
+                                "--out", tmp_path / "branch"])  # fmt: skip
+    assert "a folder, not a checkpoint" in line and "epoch-NNNN.pt" in line
+
+
+def test_branch_from_trains_on_in_a_new_folder(capsys, cli_run, tmp_path):
+    run, _ = cli_run
+    new = tmp_path / "branch"
+    argv = ["train", "unsupervised", "--subset", "300", "--batch-size", "100", *TINY, "--epochs", "2",
+            "--branch-from", run / "checkpoints" / "latest.pt", "--out", new]  # fmt: skip
+    assert cli.main([str(a) for a in argv]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs"] == 2
+    rows = [json.loads(x) for x in (new / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0] == json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert json.loads((new / "config.json").read_text())["train"]["epochs"] == 2
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
         (["--dropout", "1"], "--dropout 1.0"),
         (["--device", "tpu"], "--device 'tpu'"),
         (["--val-size", "-1"], "--val-size -1"),

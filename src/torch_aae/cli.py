@@ -34,6 +34,11 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its latest checkpoint")  # fmt: skip
         p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+        p.add_argument("--branch-from", metavar="CHECKPOINT", default=None,
+                       help="start the new run in --out from another run's checkpoint (e.g. "
+                            "RUN/checkpoints/epoch-0040.pt, kept by --keep-checkpoints): its "
+                            "settings, weights, optimizer states, history and random state; only "
+                            "the flags --resume may change can differ")  # fmt: skip
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         for section in cfg.SECTIONS.values():
             cfg.add_arguments(p, section, getattr(module, "CLI_DEFAULTS", {}), suppress_defaults)
@@ -138,16 +143,30 @@ def cmd_train(args) -> int:
 
     from .train import RunFolder
 
+    if args.branch_from is not None and args.resume:
+        raise AAEError("--branch-from starts a new run from a checkpoint; --resume continues the "
+                       "run in --out: pick one")  # fmt: skip
     RunFolder.check(args.out, args.resume, args.overwrite)  # before loading any data
     config = _config_from_args(args)
     if args.resume:
         config = _resumed_config(load_run_config(args.out), config, args.explicit)
+    elif args.branch_from is not None:
+        from .checkpoint import load_checkpoint
+
+        if Path(args.branch_from).is_dir():
+            raise AAEError(f"--branch-from {args.branch_from}: a folder, not a checkpoint; give a "
+                           "file such as RUN/checkpoints/latest.pt, or one that --keep-checkpoints "
+                           "kept (RUN/checkpoints/epoch-NNNN.pt)")  # fmt: skip
+
+        saved = cfg.from_dict(load_checkpoint(args.branch_from)["config"])
+        config = _resumed_config(saved, config, args.explicit, "--branch-from")
     torch.manual_seed(config.train.seed)
     d = config.data
     data = load_dataset(d.dataset, d.data_dir, d.subset, d.val_size, config.data_draw_seed)
     model = build_model(config, data)
     summary = fit(model, data, config.train, out=args.out, resume=args.resume,
-                  overwrite=args.overwrite, config=config, progress=not args.no_progress)  # fmt: skip
+                  overwrite=args.overwrite, config=config, progress=not args.no_progress,
+                  branch_from=args.branch_from)  # fmt: skip
     from .distributed import world_from_env
 
     if world_from_env().main:  # under torchrun, one summary
@@ -162,18 +181,20 @@ def _config_from_args(args) -> cfg.Config:
 
 # Flags that may change when a run is resumed; every other flag must match the saved run.
 RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every", "checkpoint_epochs", "lr_step",
-             "compile", "cuda_graphs"}
+             "compile", "cuda_graphs", "keep_checkpoints"}
 
 
-def _resumed_config(saved: cfg.Config, given: cfg.Config, explicit: set | None = None) -> cfg.Config:
+def _resumed_config(saved: cfg.Config, given: cfg.Config, explicit: set | None = None,
+                    flag: str = "--resume") -> cfg.Config:  # fmt: skip
     """The saved config, with the resumable flags taken from the command line when given.
 
     Args:
         explicit: the fields given on the command line (None: those that differ from the
             model's defaults).
+        flag: the flag that continues a saved run (--resume, --branch-from), for the errors.
     """
     if saved.model_kind != given.model_kind:
-        raise AAEError(f"--resume: the run is a {saved.model_kind} model, not {given.model_kind}")
+        raise AAEError(f"{flag}: the run is a {saved.model_kind} model, not {given.model_kind}")
     if explicit is None:
         default = _config_from_args(build_parser().parse_args(["train", given.model_kind, "--out", "-"]))
         explicit = {name for section in cfg.SECTIONS
@@ -187,7 +208,7 @@ def _resumed_config(saved: cfg.Config, given: cfg.Config, explicit: set | None =
                 continue
             if name not in RESUMABLE:
                 raise AAEError(
-                    f"--resume: the run was made with --{name.replace('_', '-')} "
+                    f"{flag}: the run was made with --{name.replace('_', '-')} "
                     f"{getattr(s, name)}, not {value}; drop the flag or start a new run"
                 )
             changes.setdefault(section, {})[name] = value

@@ -108,6 +108,7 @@ class TrainConfig:
     cuda_graphs: bool = _f(False, "capture the whole training step (every phase and optimizer update) once as a CUDA graph and replay it: one launch per step instead of hundreds (CUDA; semi-supervised, clustering, dim-reduction)")
     checkpoint_every: int = _f(0, "also checkpoint every N steps within an epoch (0: only at epoch ends)")
     checkpoint_epochs: int = _f(1, "checkpoint at the end of every N-th epoch and of the last one (short GPU epochs would otherwise spend their time writing checkpoints)")
+    keep_checkpoints: bool = _f(False, "also keep each epoch-end checkpoint as checkpoints/epoch-NNNN.pt (a hard link to the file written, where the file system allows), for --branch-from")
     log_every: int = _f(50, "refresh the progress bar's losses every N steps")
 
     def __post_init__(self):

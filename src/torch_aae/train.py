@@ -122,6 +122,7 @@ def fit(
     overwrite: bool = False,
     config: Config | None = None,
     progress: bool = True,
+    branch_from: str | os.PathLike | None = None,
 ) -> dict:
     """Train `model` on `data` and return the final metrics.
 
@@ -132,12 +133,21 @@ def fit(
         resume: continue the run in `out` from its latest checkpoint.
         overwrite: replace an existing run in `out`.
         config: the full config to record (built from the model and `train` when omitted).
+        branch_from: a checkpoint of another run (e.g. one kept by `keep_checkpoints`) to start
+            this new run from: its weights, optimizer states, history and random state, so
+            that the new run continues that trajectory under its own schedule.
     Returns:
         The summary: final evaluation metrics plus epochs, train_seconds, samples_per_second.
     """
     variant = get_variant(model.kind)
     if resume and out is None:
         raise AAEError("resume needs the run folder to resume from (out=...)")
+    if branch_from is not None:
+        if resume:
+            raise AAEError("branch_from starts a new run; resume continues the one in out: pick one")
+        if out is not None and Path(out).resolve() in Path(branch_from).resolve().parents:
+            raise AAEError(f"--branch-from {branch_from}: the checkpoint is inside --out {out}; "
+                           "branch into another folder")  # fmt: skip
     config = config or default_config(model, data, train)
     run_path = Path(out) if out is not None else None
     # Under torchrun: join the process group; rank 0 alone writes the run folder.
@@ -171,10 +181,16 @@ def fit(
             state = _restore(run_path / CHECKPOINT, model, optimizers, device, scaler)
             if writes is not None:
                 record_resume(run_path, config, state)
-        elif writes is not None:
-            atomic_write_json(run_path / "config.json", config.to_dict())
-            for name, content in run_files.items():
-                atomic_write_json(run_path / name, content)
+        else:
+            if writes is not None:
+                atomic_write_json(run_path / "config.json", config.to_dict())
+                for name, content in run_files.items():
+                    atomic_write_json(run_path / name, content)
+            if branch_from is not None:
+                ckpt = load_checkpoint(Path(branch_from))
+                state = _restore_loaded(ckpt, Path(branch_from), model, optimizers, device, scaler)
+                if writes is not None:
+                    record_resume(run_path, config, state, before=ckpt["config"], source=branch_from)
         if world.active and not world.main:  # other ranks draw other prior samples and noise
             torch.manual_seed(train.seed + 1_000_003 * world.rank + state.step)
         with StopOnSignal() as stop:
@@ -320,6 +336,8 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         state.epoch, state.perm, state.batch, state.sums = epoch + 1, None, 0, {}
         if state.epoch % train.checkpoint_epochs == 0 or state.epoch == train.epochs:
             checkpoint()
+            if train.keep_checkpoints and run_path is not None:
+                keep_file(run_path / CHECKPOINT, run_path / CHECKPOINT.parent / f"epoch-{state.epoch:04d}.pt")
         logger.write_epoch(state.history)
         shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in row.items() if k != "epoch")
         if world.main:
@@ -386,6 +404,19 @@ def set_learning_rates(optimizers: dict, epoch: int, lr_step: int) -> None:
                 group["lr"] = group["initial_lr"] * factor
 
 
+def keep_file(path: Path, kept: Path) -> None:
+    """`kept` holds what `path` holds now: a hard link (no copy; the next checkpoint replaces
+    `path` by a rename, so the link keeps this one), or a copy written atomically where the file
+    system has no hard links."""
+    tmp = kept.with_name(kept.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, kept)
+
+
 def _saved_step(run_path: Path):
     meta = run_path / CHECKPOINT.with_suffix(".json")
     return json.loads(meta.read_text())["step"] if meta.is_file() else "none"
@@ -446,7 +477,11 @@ def _portable(opt_state: dict) -> dict:
 
 
 def _restore(path: Path, model, optimizers, device, scaler=None) -> TrainState:
-    ckpt = load_checkpoint(path)
+    return _restore_loaded(load_checkpoint(path), path, model, optimizers, device, scaler)
+
+
+def _restore_loaded(ckpt: dict, path: Path, model, optimizers, device, scaler=None) -> TrainState:
+    """Load a checkpoint's weights, optimizer states, loss scale and random state; its state."""
     check_compatible(ckpt, model)
     load_state(model, ckpt["networks"], "networks")
     for name, opt in optimizers.items():
@@ -469,14 +504,17 @@ def _restore(path: Path, model, optimizers, device, scaler=None) -> TrainState:
 RESUMES = "resumes.jsonl"
 
 
-def record_resume(run_path: Path, config: Config, state: TrainState) -> None:
+def record_resume(run_path: Path, config: Config, state: TrainState, before: dict | None = None,
+                  source: str | os.PathLike | None = None) -> None:  # fmt: skip
     """Keep config.json true to the resumed run, and log the resume and what it changed.
 
     config.json is rewritten with the config the run now continues under (a resume may change
     e.g. --epochs or --lr-step); resumes.jsonl gets one line per resume: where the run picked up
-    and each changed setting as [before, after], so the first settings are not lost.
+    and each changed setting as [before, after], so the first settings are not lost. A run
+    branched from another run's checkpoint (`source`) gets its first line here: the checkpoint,
+    and the changes from that run's config (`before`).
     """
-    before = read_json(run_path / "config.json") or {}
+    before = (read_json(run_path / "config.json") or {}) if before is None else before
     after = config.to_dict()
     changed = {
         f"{section}.{name}": [before.get(section, {}).get(name), value]
@@ -485,6 +523,8 @@ def record_resume(run_path: Path, config: Config, state: TrainState) -> None:
     }  # fmt: skip
     line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "epoch": state.epoch, "step": state.step,
             "changed": changed}  # fmt: skip
+    if source is not None:
+        line["branched_from"] = str(Path(source).resolve())
     with open(run_path / RESUMES, "a") as f:
         f.write(json.dumps(line, sort_keys=True) + "\n")
     if changed:
