@@ -337,7 +337,8 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         if state.epoch % train.checkpoint_epochs == 0 or state.epoch == train.epochs:
             checkpoint()
             if train.keep_checkpoints and run_path is not None:
-                keep_file(run_path / CHECKPOINT, run_path / CHECKPOINT.parent / f"epoch-{state.epoch:04d}.pt")
+                kept = run_path / CHECKPOINT.parent / f"epoch-{state.epoch:04d}.pt"
+                keep_file(run_path / CHECKPOINT, kept)
         logger.write_epoch(state.history)
         shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in row.items() if k != "epoch")
         if world.main:
