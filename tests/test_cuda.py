@@ -26,13 +26,13 @@ def tiny_semi(seed: int = 0, **kw) -> semi.SemiSupervisedAAE:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "tf32"])
-@pytest.mark.parametrize("augment", [(0.0, 0.0, 0.0), (25.0, 0.15, 3.0)])
+@pytest.mark.parametrize("augment", [(0.0, 0.0, 0.0, 0.0), (25.0, 0.15, 3.0, 0.0), (25.0, 0.15, 3.0, 34.0)])
 def test_the_semi_supervised_step_makes_no_host_sync(mnist, precision, augment):
     dev = torch.device("cuda")
     data = subset_of(mnist, 500, 10)
     model = tiny_semi().to(dev)
     train = tiny_train(device="cuda", input_noise=0.3, label_rotate=augment[0],
-                       label_scale=augment[1], label_shift=augment[2])  # fmt: skip
+                       label_scale=augment[1], label_shift=augment[2], label_elastic=augment[3])  # fmt: skip
     config = Config("semi-supervised", DataConfig(labels="100"), ModelConfig(z_dim=2), train)
     opt = semi.make_optimizers(model, train)
     scaler = optim.grad_scaler(precision, dev)  # fp16: its loss scaling must not sync either

@@ -690,6 +690,37 @@ def test_random_affine_zoom_scales_the_ink_by_the_square_of_the_factor():
     assert ratio.max() - ratio.min() > 0.5  # the zoom factors differ from image to image
 
 
+def test_elastic_field_is_smooth_scaled_by_alpha_and_reproducible():
+    torch.manual_seed(3)
+    f = D.elastic_field(400, 28, 28, alpha=1.0, sigma=4.0)
+    assert f.shape == (400, 28, 28, 2)
+    torch.manual_seed(3)
+    assert torch.allclose(D.elastic_field(400, 28, 28, alpha=34.0, sigma=4.0), 34 * f, atol=1e-5)
+    # Neighbouring offsets move together (a smooth field); unsmoothed noise would not.
+    near = torch.corrcoef(torch.stack([f[:, 10:20, 10, 0].flatten(), f[:, 10:20, 11, 0].flatten()]))[0, 1]
+    far = torch.corrcoef(torch.stack([f[:, 10:20, 2, 0].flatten(), f[:, 10:20, 25, 0].flatten()]))[0, 1]
+    assert near > 0.9 and abs(far) < 0.2
+    # The two axes are drawn apart.
+    assert abs(torch.corrcoef(torch.stack([f[..., 0].flatten(), f[..., 1].flatten()]))[0, 1]) < 0.05
+    rough = D.elastic_field(400, 28, 28, alpha=1.0, sigma=0.5)
+    assert rough.std() > 2 * f.std()  # less smoothing averages less of the noise away
+
+
+def test_random_affine_elastic_distorts_each_image_and_keeps_its_ink():
+    torch.manual_seed(0)
+    disc = _disc(6).expand(100, 784)
+    out = D.random_affine(disc, (28, 28), elastic=34.0)
+    moved = (out - disc).abs().sum(1)
+    assert moved.min() > 1.0 and moved.std() > 0.1  # every image changed, each its own way
+    ratio = out.sum(1) / disc.sum(1)
+    # Warped, not erased or smeared over the image: a field stretches some discs, squeezes others.
+    assert 0.9 < ratio.mean() < 1.1 and ratio.min() > 0.3 and ratio.max() < 1.7
+    with pytest.raises(AAEError, match="elastic -1.0: must be >= 0"):
+        D.random_affine(disc, (28, 28), elastic=-1.0)
+    with pytest.raises(AAEError, match="elastic sigma 0: must be > 0"):
+        D.random_affine(disc, (28, 28), elastic=1.0, elastic_sigma=0)
+
+
 def test_random_affine_without_rotation_or_zoom_is_the_whole_pixel_shift():
     x = torch.rand(3, 784)
     assert D.random_affine(x, (28, 28)) is x

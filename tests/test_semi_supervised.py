@@ -315,7 +315,7 @@ def _shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("flag", ["label_shift", "label_rotate", "label_scale"])
+@pytest.mark.parametrize("flag", ["label_shift", "label_rotate", "label_scale", "label_elastic"])
 def test_label_augmentation_is_refused_by_other_models_and_checked(flag):
     value = 2.0 if flag == "label_shift" else 0.5  # a shift alone is whole pixels
     with pytest.raises(AAEError, match=f"--{flag.replace('_', '-')} {value}: the clustering model does not take it"):
@@ -330,3 +330,11 @@ def test_label_scale_and_fractional_shift_alone_are_refused():
     with pytest.raises(AAEError, match="alone, it moves whole pixels"):
         tiny_train(label_shift=1.5)
     assert tiny_train(label_shift=1.5, label_rotate=10.0).label_shift == 1.5  # with a rotation: any offset
+
+
+def test_label_elastic_sigma_is_checked_and_needs_label_elastic():
+    with pytest.raises(AAEError, match="--label-elastic-sigma 0.0: must be > 0"):
+        tiny_train(label_elastic=34.0, label_elastic_sigma=0.0)
+    with pytest.raises(AAEError, match="--label-elastic is 0"):
+        tiny_train(label_elastic_sigma=3.0)
+    assert tiny_train(label_elastic=34.0, label_elastic_sigma=3.0).label_elastic_sigma == 3.0

@@ -468,25 +468,31 @@ def random_shift(x: torch.Tensor, image_shape: tuple[int, ...], max_shift: int) 
 
 
 def random_affine(x: torch.Tensor, image_shape: tuple[int, ...], rotate: float = 0.0,
-                  scale: float = 0.0, shift: float = 0.0) -> torch.Tensor:  # fmt: skip
+                  scale: float = 0.0, shift: float = 0.0, elastic: float = 0.0,
+                  elastic_sigma: float = 4.0) -> torch.Tensor:  # fmt: skip
     """Each image under its own random affine map: a rotation by an angle uniform in
     [-rotate, rotate] degrees, a zoom by a factor uniform in [1 - scale, 1 + scale] and a
-    translation uniform in [-shift, shift] pixels along each axis (bilinear, zeros outside).
-    Not permutation-invariant: it uses the pixels' layout. With no rotation and no zoom it is
-    `random_shift` (whole pixels, no interpolation).
+    translation uniform in [-shift, shift] pixels along each axis (bilinear, zeros outside),
+    then, with `elastic` > 0, an elastic distortion (`elastic_field`). Not permutation-invariant:
+    it uses the pixels' layout. With no rotation, zoom or distortion it is `random_shift` (whole
+    pixels, no interpolation).
 
     Args:
         x: (batch, prod(image_shape)) flattened images.
         image_shape: (..., height, width) of one image.
+        elastic, elastic_sigma: the distortion's scale and smoothing, in pixels (Simard et al.
+            2003 use 34 and 4 on MNIST).
     Returns:
         A new (batch, prod(image_shape)) tensor; x itself when every amount is 0.
     """
-    for name, value in (("rotate", rotate), ("scale", scale), ("shift", shift)):
+    for name, value in (("rotate", rotate), ("scale", scale), ("shift", shift), ("elastic", elastic)):
         if not value >= 0:
             raise AAEError(f"{name} {value}: must be >= 0")
     if scale >= 1:
         raise AAEError(f"scale {scale}: must be below 1 (a zoom factor of 1 - scale must stay positive)")
-    if rotate == 0 and scale == 0:
+    if not elastic_sigma > 0:
+        raise AAEError(f"elastic sigma {elastic_sigma}: must be > 0")
+    if rotate == 0 and scale == 0 and elastic == 0:
         if shift != int(shift):
             raise AAEError(f"shift {shift}: a shift alone moves whole pixels")
         return random_shift(x, image_shape, int(shift))
@@ -501,5 +507,28 @@ def random_affine(x: torch.Tensor, image_shape: tuple[int, ...], rotate: float =
     theta = torch.stack([torch.stack([cos, -sin, uniform(b) * shift * 2 / w], 1),
                          torch.stack([sin, cos, uniform(b) * shift * 2 / h], 1)], 1)  # (b, 2, 3)  # fmt: skip
     grid = torch.nn.functional.affine_grid(theta.to(img.dtype), list(img.shape), align_corners=False)
+    if elastic:  # (b, h, w, 2) offsets in pixels, as (x, y); the grid's units are 2 / size
+        field = elastic_field(b, h, w, elastic, elastic_sigma, x.device).to(img.dtype)
+        grid = grid + field * torch.tensor([2 / w, 2 / h], device=x.device, dtype=img.dtype)
     out = torch.nn.functional.grid_sample(img, grid, align_corners=False, padding_mode="zeros")
     return out.reshape(b, -1)
+
+
+def elastic_field(batch: int, h: int, w: int, alpha: float, sigma: float, device=None) -> torch.Tensor:
+    """Random elastic displacement fields (Simard, Steinkraus & Platt 2003): each pixel's offset
+    along each axis drawn uniform in [-1, 1], smoothed by a Gaussian of std `sigma` pixels
+    (reflected at the borders, truncated at 3 sigma or the image's size) and multiplied by
+    `alpha`.
+
+    Returns:
+        (batch, h, w, 2) offsets in pixels, x (along w) first, as `grid_sample` orders them.
+    """
+    radius = max(1, min(int(3 * sigma + 0.5), h - 1, w - 1))
+    t = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+    kernel = torch.exp(-(t**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    noise = 2 * torch.rand(batch * 2, 1, h, w, device=device) - 1  # one map per axis
+    f = torch.nn.functional
+    smooth = f.conv2d(f.pad(noise, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    smooth = f.conv2d(f.pad(smooth, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    return (alpha * smooth).view(batch, 2, h, w).permute(0, 2, 3, 1)

@@ -162,8 +162,10 @@ def setup(model, data, config, device, run_path) -> dict:
         "input_noise": config.train.input_noise,
         "code_noise": config.train.code_noise,
         "cat_noise": config.train.cat_noise,
-        # (rotate degrees, zoom, shift pixels) of the labeled images; all 0: left as they are
-        "label_augment": (config.train.label_rotate, config.train.label_scale, config.train.label_shift),
+        # (rotate degrees, zoom, shift pixels, elastic scale) of the labeled images; all 0: left as they are
+        "label_augment": (config.train.label_rotate, config.train.label_scale, config.train.label_shift,
+                          config.train.label_elastic),
+        "label_elastic_sigma": config.train.label_elastic_sigma,
         "image_shape": model.image_shape,
     }
 
@@ -193,7 +195,7 @@ def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: i
         idx = cycled_batch(len(ctx["x"]), ctx["batch_size"], ctx["seed"], step).to(x.device)
     xl, yl = ctx["x"][idx], ctx["y"][idx]
     if any(ctx["label_augment"]):  # random rotations, zooms, shifts of the few labeled images
-        xl = random_affine(xl, ctx["image_shape"], *ctx["label_augment"])
+        xl = random_affine(xl, ctx["image_shape"], *ctx["label_augment"], ctx["label_elastic_sigma"])
     xl = gaussian_noise(xl, noise)
     opt["sup"].zero_grad(set_to_none=True)
     sup = F.cross_entropy(model.encoder.classify(xl), yl)
