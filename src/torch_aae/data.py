@@ -509,7 +509,9 @@ def random_affine(x: torch.Tensor, image_shape: tuple[int, ...], rotate: float =
     grid = torch.nn.functional.affine_grid(theta.to(img.dtype), list(img.shape), align_corners=False)
     if elastic:  # (b, h, w, 2) offsets in pixels, as (x, y); the grid's units are 2 / size
         field = elastic_field(b, h, w, elastic, elastic_sigma, x.device).to(img.dtype)
-        grid = grid + field * torch.tensor([2 / w, 2 / h], device=x.device, dtype=img.dtype)
+        # Python scales, not a tensor built from a list: that would copy from the host, which a
+        # CUDA graph cannot capture.
+        grid = grid + torch.stack((field[..., 0] * (2 / w), field[..., 1] * (2 / h)), -1)
     out = torch.nn.functional.grid_sample(img, grid, align_corners=False, padding_mode="zeros")
     return out.reshape(b, -1)
 
