@@ -216,6 +216,33 @@ def test_evaluate_parzen_adds_the_metrics(tiny_run, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "skipped" in err
 
 
+def test_evaluate_parzen_chooses_the_width_on_the_runs_held_out_images(tiny_run, tmp_path, capsys):
+    # A run trained with a validation split: its first 1,000 images, never trained on, choose sigma.
+    from torch_aae.api import draw_samples
+    from torch_aae.checkpoint import load_model
+    from torch_aae.config import Config, DataConfig, ModelConfig
+    from torch_aae.data import load_dataset
+
+    data = load_dataset("mnist", DATA_DIR, subset=300, val_size=1000, seed=3)
+    run = tmp_path / "held"
+    config = Config("unsupervised", DataConfig(val_size=1000, subset=300, data_seed=3),
+                    ModelConfig(z_dim=2, hidden=32, disc_hidden=32, dropout=0.0), tiny_train())  # fmt: skip
+    fit(tiny_model(), data, tiny_train(), out=run, config=config, progress=False)
+    notes = []
+    metrics = evaluate_run(run, data_dir=DATA_DIR, parzen=True, n_samples=200, note=notes.append,
+                           cache_dir=tmp_path / "empty")  # fmt: skip
+    assert metrics["parzen_val_held_out"] == 1.0 and metrics["parzen_n_val"] == 1000
+    samples = draw_samples(load_model(run), 200, "cpu", seed=0)
+    val_ll = parzen_log_likelihoods(data.val_x, samples, [metrics["parzen_sigma"]])[0].mean()
+    assert metrics["parzen_val_ll"] == pytest.approx(float(val_ll), rel=1e-9)
+    train_ll = parzen_log_likelihoods(validation_images(load_dataset("mnist", DATA_DIR).train_x),
+                                      samples, [metrics["parzen_sigma"]])[0].mean()  # fmt: skip
+    assert abs(metrics["parzen_val_ll"] - float(train_ll)) > 1e-6  # other images than 50,000-50,999
+    # A run on the whole training set: images 50,000-50,999, as parzen_ll.py.
+    assert evaluate_run(tiny_run, data_dir=DATA_DIR, parzen=True, n_samples=100, note=notes.append,
+                        cache_dir=tmp_path / "empty")["parzen_val_held_out"] == 0.0  # fmt: skip
+
+
 def test_evaluate_takes_another_sigma_grid(tiny_run, tmp_path, capsys):
     argv = ["evaluate", str(tiny_run), "--parzen", "--samples", "200", "--data-dir", DATA_DIR,
             "--cache-dir", str(tmp_path / "empty"), "--sigma-grid", "0.3", "0.5", "3"]  # fmt: skip

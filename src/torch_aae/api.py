@@ -3,6 +3,7 @@ evaluate or plot a finished run folder."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -14,7 +15,7 @@ import torch
 
 from .checkpoint import atomic_write_json, load_model, read_json
 from .config import Config, from_dict
-from .data import Dataset, load_dataset
+from .data import Dataset, load_dataset, split_validation
 from .errors import AAEError
 from .logger import read_history
 from .train import make_plots, resolve_device
@@ -66,7 +67,8 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
     step = _checkpoint_step(run)
     if parzen:
         metrics.update(sample_metrics(model, data, device, n_samples, seed, cache_dir, note,
-                                      sigmas=sigmas, progress=progress))  # fmt: skip
+                                      sigmas=sigmas, progress=progress,
+                                      val=_held_out_images(run, data)))  # fmt: skip
     else:  # keep the sample metrics an earlier --parzen evaluation made of this same checkpoint
         previous = read_json(Path(run) / "eval.json") or {}
         if previous.get("checkpoint_step") == step:
@@ -74,6 +76,18 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
     metrics["checkpoint_step"] = step
     atomic_write_json(Path(run) / "eval.json", metrics)
     return metrics
+
+
+def _held_out_images(run, data: Dataset):
+    """The run's validation split, which its training never saw, when it holds enough images
+    for the Parzen width search (`parzen.VAL_SIZE`); else None."""
+    from .parzen import VAL_SIZE
+
+    config = load_run_config(run)
+    if config.data.val_size < VAL_SIZE:
+        return None
+    held = split_validation(dataclasses.replace(data), config.data.val_size, config.data_draw_seed)
+    return held.val_x[:VAL_SIZE]
 
 
 def _checkpoint_step(run) -> int | None:
@@ -103,7 +117,8 @@ def draw_samples(model, n: int, device, seed: int = 0, batch_size: int = 1000) -
 
 
 def sample_metrics(model, data: Dataset, device, n_samples: int = 10000, seed: int = 0,
-                   cache_dir=None, note=None, sigmas=None, progress: bool = False) -> dict:  # fmt: skip
+                   cache_dir=None, note=None, sigmas=None, progress: bool = False,
+                   val=None) -> dict:  # fmt: skip
     """Parzen log-likelihood of the test images (see `torch_aae.parzen`) and, when the
     evaluation classifier of `data` is cached, `classifier_fd` (Frechet distance between the
     classifier's penultimate features of the samples and of the test images) and the class
@@ -114,8 +129,11 @@ def sample_metrics(model, data: Dataset, device, n_samples: int = 10000, seed: i
             (default: print to stderr).
         sigmas: the Parzen widths searched (default: `parzen.SIGMA_GRID`, the paper's protocol).
         progress: progress bars over the Parzen batches (on a terminal only).
+        val: the images that choose the width: held-out images (`evaluate_run` passes the
+            run's validation split); default: `parzen.validation_images` of the training set.
     Returns:
-        parzen_* keys (see `parzen.parzen_evaluate`), parzen_seconds, and when the classifier
+        parzen_* keys (see `parzen.parzen_evaluate`), parzen_val_held_out (1.0 when `val` was
+        given, 0.0 for the training images), parzen_seconds, and when the classifier
         is cached classifier_fd and sample_class_* (see `metrics.class_histogram`).
     """
     from .classifier import classifier_path, features, load_classifier, predict
@@ -127,8 +145,10 @@ def sample_metrics(model, data: Dataset, device, n_samples: int = 10000, seed: i
     note = note or (lambda msg: print(msg, file=sys.stderr))
     samples = draw_samples(model, n_samples, device, seed)  # (n_samples, features)
     start = time.perf_counter()
-    out = parzen_evaluate(samples, data.test_x, validation_images(data.train_x),
+    held_out = val is not None
+    out = parzen_evaluate(samples, data.test_x, val if held_out else validation_images(data.train_x),
                           SIGMA_GRID if sigmas is None else sigmas, progress=progress)  # fmt: skip
+    out["parzen_val_held_out"] = float(held_out)
     out["parzen_seconds"] = round(time.perf_counter() - start, 1)
     try:
         path = classifier_path(data, cache_dir)

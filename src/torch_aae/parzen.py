@@ -6,11 +6,12 @@ after Breuleux et al. (2011), which the AAE paper's Table 1 reuses:
 1. draw 10,000 samples from the model (prior -> decoder, pixel means, not binarized);
 2. fit an isotropic Gaussian Parzen window on them: p(x) = 1/N sum_i N(x; s_i, sigma^2 I);
 3. choose sigma by grid search (`SIGMA_GRID` = 10 values log-spaced over [0.1, 1]) maximizing
-   the mean log-likelihood of a validation set: the first 1,000 of the last 10,000 training images
-   (MNIST training images 50,000-50,999, as `parzen_ll.py`'s `limit_size=1000`; see
-   `validation_images`). parzen_ll.py treats them as a held-out validation split; the runs of
-   this library train on all 60,000 images, so these were seen in training (only sigma is
-   chosen on them; the score is on the test set);
+   the mean log-likelihood of 1,000 validation images (`parzen_ll.py`'s `limit_size=1000`). It
+   takes MNIST training images 50,000-50,999 (`validation_images`), held out from a GAN trained
+   on the first 50,000. `aae evaluate --parzen` takes the first 1,000 images of the run's own
+   validation split instead when it was trained with one (`--val-size` 1000 or more), so that
+   they are held out here too (`parzen_val_held_out` 1.0); a run on all 60,000 images has seen
+   images 50,000-50,999 in training (only sigma is chosen on them; the score is on the test set);
 4. report the mean log-likelihood (nats) of the test images and its standard error std / sqrt(n).
 
 Everything is a pure function of arrays. The squared distances of a batch of points to all samples
