@@ -7,6 +7,8 @@
 #    graphed bf16 and tf32 rows again with that build, on the same machine, for a comparison.
 # 3. benchmarks/gpu_kernels.py: the kernels of one eager step (count, device time), per
 #    precision (and with BASE_SRC's build).
+#    Then benchmarks/gpu_adam.py: the four Adam updates, torch's fused kernel against a
+#    compiled and a Triton update (the lead for a faster graphed step).
 # 4. 500 epochs of the semi-supervised recipe on all 60,000 training images, timed, in the
 #    precision that ran fastest in 2 (stopped cleanly by SIGTERM at E500_LIMIT seconds if slower:
 #    its per-epoch times remain).
@@ -80,6 +82,12 @@ for line in sys.stdin:
     print(sys.argv[1], r['precision'], r['kernels'], 'kernels', r['microseconds'], 'us', 'gemm', r['gemm_microseconds'], 'us', file=sys.stderr)
 " "$src" >> "$OUT/kernels.jsonl" 2> >(tee -a "$LOG" >&2) || say "kernels $src: failed"
 done
+
+say "3b. the Adam updates: fused, compiled, Triton"
+ADAM_ARGS=$([ "$DEV" = cuda ] && echo "" || echo "--variants fused --hidden 64")
+# shellcheck disable=SC2086
+timeout 150 python3 benchmarks/gpu_adam.py --device "$DEV" $ADAM_ARGS 2>>"$LOG" | tee "$OUT/adam.jsonl" | tee -a "$LOG" \
+    || say "gpu_adam: failed"
 
 # The timed run takes the precision that ran fastest in 2 (the recipe's is bf16).
 PREC=$(python3 -c '
