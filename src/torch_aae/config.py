@@ -79,6 +79,7 @@ class ModelConfig:
 
 
 PRECISIONS = ("fp32", "bf16", "fp16", "tf32")
+ELASTIC_SIGMA = 4.0  # --label-elastic-sigma's default: Simard et al.'s smoothing, in pixels
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 # The models with a categorical code y and the adversarial autoencoder phases of semi_supervised.
 CATEGORICAL_MODELS = ("semi-supervised", "clustering", "dim-reduction")
@@ -101,7 +102,7 @@ class TrainConfig:
     label_rotate: float = _f(0.0, "rotate each labeled image of the supervised phase by a random angle of up to N degrees either way (semi-supervised model)")
     label_scale: float = _f(0.0, "zoom each labeled image of the supervised phase by a random factor in [1 - F, 1 + F] (semi-supervised model)")
     label_elastic: float = _f(0.0, "distort each labeled image of the supervised phase elastically: a random displacement field, uniform in [-1, 1] per pixel and axis, smoothed by a Gaussian of --label-elastic-sigma pixels and multiplied by N (Simard et al. 2003: 34 with sigma 4; semi-supervised model)")
-    label_elastic_sigma: float = _f(4.0, "smoothing of --label-elastic's field, in pixels")
+    label_elastic_sigma: float = _f(ELASTIC_SIGMA, "smoothing of --label-elastic's field, in pixels")
     lr_step: int = _f(0, "from this epoch on, every learning rate is divided by 10 (0: constant)")
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
@@ -123,7 +124,7 @@ class TrainConfig:
             raise AAEError(f"--label-scale {self.label_scale}: must be below 1")
         if not self.label_elastic_sigma > 0:
             raise AAEError(f"--label-elastic-sigma {self.label_elastic_sigma}: must be > 0")
-        if self.label_elastic_sigma != 4.0 and not self.label_elastic:
+        if self.label_elastic_sigma != ELASTIC_SIGMA and not self.label_elastic:
             raise AAEError(f"--label-elastic-sigma {self.label_elastic_sigma}: it smooths --label-elastic's "
                            "field, and --label-elastic is 0")  # fmt: skip
         if self.label_shift != int(self.label_shift) and not (self.label_rotate or self.label_scale or self.label_elastic):
