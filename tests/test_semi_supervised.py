@@ -307,6 +307,18 @@ def test_label_shift_moves_the_labeled_images_of_the_supervised_phase(data):
         assert any(torch.equal(moved, _shifted(image, dy, dx)) for dy in range(-2, 3) for dx in range(-2, 3))
 
 
+def test_label_elastic_reaches_the_supervised_phase_with_its_sigma(data, monkeypatch):
+    model = tiny_semi().train()
+    optimizers = semi.make_optimizers(model, tiny_train())
+    ctx = semi.setup(model, data, semi_config(label_rotate=5.0, label_elastic=7.0, label_elastic_sigma=3.0),
+                     "cpu", None)  # fmt: skip
+    calls = []
+    affine = semi.random_affine
+    monkeypatch.setattr(semi, "random_affine", lambda *a, **k: calls.append(a[2:]) or affine(*a, **k))
+    semi.train_step(model, optimizers, data.train_x[:50], None, ctx, 0)
+    assert calls == [(5.0, 0.0, 0.0, 7.0, 3.0)]  # rotate, scale, shift, elastic, sigma
+
+
 def _shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """image (h, w) moved by (dy, dx) pixels, zeros moved in."""
     out = torch.zeros_like(image)
