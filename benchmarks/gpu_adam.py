@@ -89,7 +89,8 @@ def adam_triton_(opt: torch.optim.Adam, block: int = 1024) -> None:
 
 
 def build(variant: str, device, hidden: int):
-    """The model, its four optimizers for `variant`, and fixed gradients; (step function, params)."""
+    """The model, its four optimizers for `variant`, and fixed gradients; (step function, params,
+    bytes one step moves)."""
     torch.manual_seed(0)
     model = semi.SemiSupervisedAAE(784, (28, 28), 10, z_dim=10, hidden=hidden, depth=2,
                                    disc_hidden=hidden, disc_depth=2, dropout=0.2).to(device)  # fmt: skip
@@ -101,7 +102,7 @@ def build(variant: str, device, hidden: int):
         p.grad = (torch.randn(p.shape, generator=gen) * 1e-2).to(device)
     if variant == "fused":
         graphs.make_capturable(opts, device)
-        return (lambda: [o.step() for o in opts.values()]), params
+        return (lambda: [o.step() for o in opts.values()]), params, traffic_bytes(opts)
     if variant == "compiled":
         compiled = []
         for o in opts.values():
@@ -109,21 +110,17 @@ def build(variant: str, device, hidden: int):
             new = torch.optim.Adam(g["params"], lr=torch.tensor(float(g["lr"]), device=device),
                                    betas=g["betas"], foreach=True, capturable=True)  # fmt: skip
             compiled.append(torch.compile(new.step))
-        return (lambda: [step() for step in compiled]), params
+        return (lambda: [step() for step in compiled]), params, traffic_bytes(opts)
     if variant == "triton":
         if triton is None:
             raise RuntimeError("Triton is not importable here")
-        return (lambda: [adam_triton_(o) for o in opts.values()]), params
+        return (lambda: [adam_triton_(o) for o in opts.values()]), params, traffic_bytes(opts)
     raise SystemExit(f"unknown variant {variant}")
 
 
-def traffic_bytes(hidden: int) -> int:
+def traffic_bytes(opts) -> int:
     """Bytes one step of the four updates moves: each updated value reads p, g, m, v and writes
     p, m, v (float32), once per optimizer that holds it (the encoder is in three)."""
-    torch.manual_seed(0)
-    model = semi.SemiSupervisedAAE(784, (28, 28), 10, z_dim=10, hidden=hidden, depth=2,
-                                   disc_hidden=hidden, disc_depth=2, dropout=0.2)  # fmt: skip
-    opts = semi.make_optimizers(model, TrainConfig())
     n = sum(p.numel() for o in opts.values() for g in o.param_groups for p in g["params"])
     return 7 * 4 * n
 
@@ -140,7 +137,7 @@ def main(argv=None) -> int:
     reference = None
     for variant in ["fused", *[v for v in args.variants if v != "fused"]]:
         try:
-            step, params = build(variant, device, args.hidden)
+            step, params, nbytes = build(variant, device, args.hidden)
             for _ in range(5):  # the same 5 steps from the same start: compared below
                 step()
             after = [p.detach().clone() for p in params]
@@ -167,7 +164,7 @@ def main(argv=None) -> int:
                 torch.cuda.synchronize()
                 us = 1000 * start.elapsed_time(end) / args.replays
                 row.update(us_per_step=round(us, 1),
-                           gb_per_s=round(traffic_bytes(args.hidden) / us / 1e3, 1))  # fmt: skip
+                           gb_per_s=round(nbytes / us / 1e3, 1))  # fmt: skip
         except Exception as e:  # one variant failing must not hide the others' figures
             row = {"variant": variant, "error": f"{type(e).__name__}: {e}"[:500]}
         if variant == "fused" and "error" in row:
