@@ -100,9 +100,10 @@ def build(variant: str, device, hidden: int):
     gen = torch.Generator(device="cpu").manual_seed(1)
     for p in params:
         p.grad = (torch.randn(p.shape, generator=gen) * 1e-2).to(device)
+    nbytes = traffic_bytes(opts)
     if variant == "fused":
         graphs.make_capturable(opts, device)
-        return (lambda: [o.step() for o in opts.values()]), params, traffic_bytes(opts)
+        return (lambda: [o.step() for o in opts.values()]), params, nbytes
     if variant == "compiled":
         compiled = []
         for o in opts.values():
@@ -110,11 +111,11 @@ def build(variant: str, device, hidden: int):
             new = torch.optim.Adam(g["params"], lr=torch.tensor(float(g["lr"]), device=device),
                                    betas=g["betas"], foreach=True, capturable=True)  # fmt: skip
             compiled.append(torch.compile(new.step))
-        return (lambda: [step() for step in compiled]), params, traffic_bytes(opts)
+        return (lambda: [step() for step in compiled]), params, nbytes
     if variant == "triton":
         if triton is None:
             raise RuntimeError("Triton is not importable here")
-        return (lambda: [adam_triton_(o) for o in opts.values()]), params, traffic_bytes(opts)
+        return (lambda: [adam_triton_(o) for o in opts.values()]), params, nbytes
     raise SystemExit(f"unknown variant {variant}")
 
 
