@@ -104,11 +104,11 @@ def test_bench_seeds_reports_the_cluster_error_over_seeds(mnist, tmp_path, monke
     assert "| clustering | 16 | 2 |" in (tmp_path / "bench.md").read_text()
 
 
-def test_bench_refuses_a_model_without_a_test_error(tmp_path):
+def test_bench_refuses_a_model_without_a_test_score(tmp_path):
     from torch_aae import bench
 
-    with pytest.raises(AAEError, match="no test error to report for the unsupervised model"):
-        bench.bench_seeds(Config("unsupervised", DataConfig(), ModelConfig()), 1, tmp_path, "aae ...", progress=False)
+    with pytest.raises(AAEError, match="no test score to report for the supervised model"):
+        bench.bench_seeds(Config("supervised", DataConfig(), ModelConfig()), 1, tmp_path, "aae ...", progress=False)
 
 
 def test_the_cluster_plot_has_one_row_per_cluster(mnist, tmp_path, monkeypatch):

@@ -291,3 +291,33 @@ def test_plain_evaluate_keeps_the_parzen_keys_of_the_same_checkpoint(tiny_run, t
     finally:
         meta_path.write_text(json.dumps(meta))
     capsys.readouterr()
+
+
+def test_bench_parzen_reports_each_seeds_evaluation_and_their_spread(tmp_path, monkeypatch, capsys):
+    # `aae bench parzen`: two tiny seeds (300 images, one epoch), each scored by the Parzen
+    # evaluation of its final checkpoint; the mean and std are over those two figures.
+    monkeypatch.setenv("TORCH_AAE_CACHE", str(tmp_path / "empty"))  # no classifier: no FD
+    monkeypatch.setattr("torch_aae.bench.PARZEN_SAMPLES", 200)
+    out = tmp_path / "bench"
+    argv = ["bench", "parzen", "--out", str(out), "--seeds", "2", "--seed", "3", "--z-dim", "8",
+            "--subset", "300", "--hidden", "32", "--disc-hidden", "32", "--epochs", "1",
+            "--data-dir", DATA_DIR, "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert result["model"] == "unsupervised" and result["seeds"] == [3, 4]
+    assert result["z_dim"] == 8 and result["paper_parzen_ll"] == [340.0, 2.0]
+    for run in result["runs"]:
+        on_disk = json.loads((out / f"seed-{run['seed']}" / "eval.json").read_text())
+        assert on_disk["parzen_n_samples"] == 200
+        assert (run["parzen_ll"], run["parzen_se"]) == (on_disk["parzen_ll"], on_disk["parzen_se"])
+    scores = result["parzen_ll"]
+    assert scores[0] != scores[1]  # the seeds trained different weights
+    assert result["parzen_ll_mean"] == pytest.approx(sum(scores) / 2)
+    assert result["parzen_ll_std"] == pytest.approx(abs(scores[0] - scores[1]) / 2**0.5)
+    table = capsys.readouterr().out
+    assert "| unsupervised | 8 | 2 |" in table and "parzen ll (nats)" in table and "340.0 ± 2.0" in table
+    assert (out / "bench.md").read_text() in table
+    # Run again: the finished seeds are not trained again, and score the same.
+    assert cli.main(argv) == 0
+    assert json.loads((out / "bench.json").read_text())["parzen_ll"] == scores
+    capsys.readouterr()

@@ -216,8 +216,14 @@ def throughput(
 # (Table 2), clustering error by number of clusters (section 6).
 PAPER_ERROR = {"100": (1.90, 0.10), "1000": (1.60, 0.08), "all": (0.85, 0.02)}
 PAPER_CLUSTER_ERROR = {16: (9.55, 2.05), 30: (4.10, 1.13)}
-# The summary key each benchmarked model is scored by.
-BENCH_METRIC = {"semi-supervised": "test_error", "clustering": "test_cluster_error"}
+# Table 1: the Parzen log-likelihood of the MNIST test set (nats, mean and standard error) of
+# the paper's model, an 8-D code with a Gaussian prior of std 5.
+PAPER_PARZEN = (340.0, 2.0)
+# The key each benchmarked model is scored by: a summary key, or for the unsupervised model
+# the Parzen log-likelihood of `aae evaluate --parzen` (the paper's protocol, 10,000 samples).
+BENCH_METRIC = {"semi-supervised": "test_error", "clustering": "test_cluster_error",
+                "unsupervised": "parzen_ll"}  # fmt: skip
+PARZEN_SAMPLES = 10000
 
 
 def _setting(config) -> tuple[str, object, tuple[float, float] | None]:
@@ -225,17 +231,34 @@ def _setting(config) -> tuple[str, object, tuple[float, float] | None]:
     if config.model_kind == "clustering":
         k = config.model.clusters
         return "clusters", k, PAPER_CLUSTER_ERROR.get(k)
+    if config.model_kind == "unsupervised":
+        m = config.model
+        papers = config.data.dataset == "mnist" and m.prior == "gaussian" and m.prior_std == 5
+        return "z_dim", m.z_dim, PAPER_PARZEN if papers and m.z_dim == 8 else None
     return "labels", config.data.labels, PAPER_ERROR.get(str(config.data.labels))
+
+
+def _scored(run, summary: dict, metric: str, parzen_samples: int) -> dict:
+    """A seed's summary, plus for the Parzen bench the metrics of `aae evaluate RUN --parzen`
+    on its final checkpoint (recomputed each time: about 10 s on a CPU, and never stale)."""
+    if metric != "parzen_ll":
+        return summary
+    from .api import evaluate_run, load_run_config
+
+    device = load_run_config(run).train.device
+    return {**summary, **evaluate_run(run, device=device, parzen=True, n_samples=parzen_samples)}
 
 
 # Settings that do not change what a seed's run computes: a finished run may differ in these.
 _NOT_COMPARED = {"device", "log_every", "checkpoint_every", "checkpoint_epochs"}
 
 
-def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jobs: int = 1) -> dict:
-    """Train `config` once per seed (seed, seed+1, ...) into OUT/seed-K and report its test
-    error: q(y|x)'s error for the semi-supervised model, the cluster error for clustering
-    (`BENCH_METRIC`); the result's keys are named after it (test_error_mean, ...).
+def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jobs: int = 1,
+                parzen_samples: int | None = None) -> dict:  # fmt: skip
+    """Train `config` once per seed (seed, seed+1, ...) into OUT/seed-K and report its score:
+    q(y|x)'s test error for the semi-supervised model, the cluster error for clustering, the
+    Parzen log-likelihood of the test set for the unsupervised model (`BENCH_METRIC`; from
+    `parzen_samples` samples, default `PARZEN_SAMPLES`); the result's keys are named after it (test_error_mean, ...).
 
     A seed whose run folder already holds a finished run (summary.json) of the same config is not
     trained again, so an interrupted benchmark continues where it stopped; a run of another config
@@ -256,8 +279,8 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
     from .errors import AAEError
 
     if config.model_kind not in BENCH_METRIC:
-        raise AAEError(f"bench: no test error to report for the {config.model_kind} model "
-                       f"(choose {' or '.join(BENCH_METRIC)})")  # fmt: skip
+        raise AAEError(f"bench: no test score to report for the {config.model_kind} model "
+                       f"(choose {', '.join(BENCH_METRIC)})")  # fmt: skip
     metric = BENCH_METRIC[config.model_kind]
     out = Path(out)
     todo, summaries = [], {}
@@ -282,16 +305,20 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
             summaries[seed] = _train_seed(cfg.to_dict(), str(run), progress)
     runs = []
     for seed in sorted(summaries):
-        summary = summaries[seed]
+        summary = _scored(out / f"seed-{seed}", summaries[seed], metric,
+                          parzen_samples or PARZEN_SAMPLES)  # fmt: skip
         if metric not in summary:
             raise AAEError(f"{out / f'seed-{seed}'}: its summary has no {metric}")
         runs.append({"seed": seed, metric: summary[metric],
                      "epochs": summary["epochs"], "train_seconds": summary["train_seconds"]})  # fmt: skip
+        if metric == "parzen_ll":  # each seed's standard error over the test images, its width
+            runs[-1].update(parzen_se=summary["parzen_se"], parzen_sigma=summary["parzen_sigma"])
     errors = np.array([r[metric] for r in runs])
     setting, value, paper = _setting(config)
     result = {
         "model": config.model_kind,
         "metric": metric,
+        "setting": setting,
         setting: value,
         "seeds": [r["seed"] for r in runs],
         metric: [r[metric] for r in runs],
@@ -361,21 +388,32 @@ def _train_seed(config_dict: dict, run: str, progress: bool, threads: int | None
 def bench_markdown(r: dict) -> str:
     """A Markdown table of a `bench_seeds` result, next to the paper's number."""
     metric = r.get("metric", "test_error")  # bench.json files written before "metric" existed
-    setting = "clusters" if "clusters" in r else "labels"
+    setting = r.get("setting") or ("clusters" if "clusters" in r else "labels")
+    if metric == "parzen_ll":  # nats, as the paper's Table 1
+        unit, scale, digits = "nats", 1, 1
+    else:
+        unit, scale, digits = "%", 100, 2
     paper = r[f"paper_{metric}"]
-    paper_txt = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "-"
-    spread = f" ± {100 * r[f'{metric}_std']:.2f}" if len(r["seeds"]) > 1 else " (one seed)"
+    paper_txt = f"{paper[0]:.{digits}f} ± {paper[1]:.{digits}f}" if paper else "-"
+    mean = f"{scale * r[f'{metric}_mean']:.{digits}f}"
+    spread = f" ± {scale * r[f'{metric}_std']:.{digits}f}" if len(r["seeds"]) > 1 else " (one seed)"
+
+    def one(x):
+        se = f" (se {x['parzen_se']:.1f})" if "parzen_se" in x else ""
+        return f"seed {x['seed']}: {scale * x[metric]:.{digits}f}{'%' if unit == '%' else ''}{se}"
+
     lines = [
-        f"| model | {setting} | seeds | {metric.replace('_', ' ')} (%) | paper (%) | epochs | minutes per seed |",
+        f"| model | {setting.replace('_', ' ')} | seeds | {metric.replace('_', ' ')} ({unit}) | "
+        f"paper ({unit}) | epochs | minutes per seed |",
         "|---|---|---|---|---|---|---|",
-        f"| {r['model']} | {r[setting]} | {len(r['seeds'])} | "
-        f"{100 * r[f'{metric}_mean']:.2f}{spread} | {paper_txt} | "
+        f"| {r['model']} | {r[setting]} | {len(r['seeds'])} | {mean}{spread} | {paper_txt} | "
         f"{r['runs'][0]['epochs']} | "
         f"{sum(x['train_seconds'] for x in r['runs']) / 60 / len(r['runs']):.1f} |",
         "",
-        "Per seed: " + ", ".join(f"seed {x['seed']}: {100 * x[metric]:.2f}%" for x in r["runs"]),
-        "",
-        f"Command: `{r['command']}`",
+        "Per seed: " + ", ".join(one(x) for x in r["runs"]),
         "",
     ]
-    return "\n".join(lines)
+    if metric == "parzen_ll":
+        lines += ["The spread is over seeds; each seed's standard error (se) is over the test "
+                  "images, which every seed shares.", ""]  # fmt: skip
+    return "\n".join([*lines, f"Command: `{r['command']}`", ""])

@@ -20,6 +20,10 @@ from .errors import AAEError
 from .variants import VARIANTS
 
 
+# `aae bench NAME` over seeds -> the model it trains (`bench.BENCH_METRIC` says what it scores).
+SEED_BENCHES = {"semi-supervised": "semi-supervised", "clustering": "clustering", "parzen": "unsupervised"}
+
+
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aae", description="Adversarial Autoencoders (Makhzani et al., 2015) on PyTorch."
@@ -88,16 +92,19 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                     help="off, or a torch.compile mode for each network (default: off)")
     tp.add_argument("--cuda-graphs", action="store_true",
                     help="replay the step from one CUDA graph (CUDA; semi-supervised, clustering, dim-reduction)")
-    for kind, what_for in (("semi-supervised", "test error of the semi-supervised model over seeds"),
-                           ("clustering", "test cluster error of the clustering model over seeds")):  # fmt: skip
-        seeds = what.add_parser(kind, help=what_for)
+    for name, what_for in (("semi-supervised", "test error of the semi-supervised model over seeds"),
+                           ("clustering", "test cluster error of the clustering model over seeds"),
+                           ("parzen", "Parzen log-likelihood of the test set (the paper's Table 1) "
+                                      "of the unsupervised model over seeds")):  # fmt: skip
+        kind = SEED_BENCHES[name]
+        seeds = what.add_parser(name, help=what_for)
         seeds.add_argument("--out", required=True, help="folder for the runs, bench.json and bench.md")
         seeds.add_argument("--seeds", type=int, default=5, help="number of seeds: --seed, --seed+1, ... (default: 5)")
         seeds.add_argument("--jobs", type=int, default=1,
                            help="seeds trained at once, in separate processes sharing the threads (default: 1)")
         seeds.add_argument("--no-progress", action="store_true", help="no progress bar")
         for section in cfg.SECTIONS.values():
-            cfg.add_arguments(seeds, section, defaults=VARIANTS[kind].CLI_DEFAULTS)
+            cfg.add_arguments(seeds, section, defaults=getattr(VARIANTS[kind], "CLI_DEFAULTS", {}))
 
     dl = sub.add_parser("download", help="download MNIST (md5-checked) into DATA_DIR/mnist")
     dl.add_argument("--data-dir", default="data", help="data root (default: ./data)")
@@ -266,12 +273,12 @@ def cmd_plot(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import bench_markdown, bench_seeds, throughput
 
-    if args.bench in ("semi-supervised", "clustering"):
+    if args.bench in SEED_BENCHES:
         if args.seeds <= 0:
             raise AAEError(f"--seeds {args.seeds}: must be positive")
         if args.jobs <= 0:
             raise AAEError(f"--jobs {args.jobs}: must be positive")
-        args.model_kind = args.bench
+        args.model_kind = SEED_BENCHES[args.bench]
         command = "aae " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         result = bench_seeds(_config_from_args(args), args.seeds, args.out, command,
                              progress=not args.no_progress, jobs=args.jobs)  # fmt: skip
