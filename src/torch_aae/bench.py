@@ -238,14 +238,13 @@ def _setting(config) -> tuple[str, object, tuple[float, float] | None]:
     return "labels", config.data.labels, PAPER_ERROR.get(str(config.data.labels))
 
 
-def _scored(run, summary: dict, metric: str, parzen_samples: int) -> dict:
+def _scored(run, summary: dict, metric: str, device: str, parzen_samples: int) -> dict:
     """A seed's summary, plus for the Parzen bench the metrics of `aae evaluate RUN --parzen`
     on its final checkpoint (recomputed each time: about 10 s on a CPU, and never stale)."""
     if metric != "parzen_ll":
         return summary
-    from .api import evaluate_run, load_run_config
+    from .api import evaluate_run
 
-    device = load_run_config(run).train.device
     return {**summary, **evaluate_run(run, device=device, parzen=True, n_samples=parzen_samples)}
 
 
@@ -258,7 +257,8 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
     """Train `config` once per seed (seed, seed+1, ...) into OUT/seed-K and report its score:
     q(y|x)'s test error for the semi-supervised model, the cluster error for clustering, the
     Parzen log-likelihood of the test set for the unsupervised model (`BENCH_METRIC`; from
-    `parzen_samples` samples, default `PARZEN_SAMPLES`); the result's keys are named after it (test_error_mean, ...).
+    `parzen_samples` samples, default `PARZEN_SAMPLES`); the result's keys are named after it
+    (test_error_mean, ...).
 
     A seed whose run folder already holds a finished run (summary.json) of the same config is not
     trained again, so an interrupted benchmark continues where it stopped; a run of another config
@@ -305,7 +305,7 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
             summaries[seed] = _train_seed(cfg.to_dict(), str(run), progress)
     runs = []
     for seed in sorted(summaries):
-        summary = _scored(out / f"seed-{seed}", summaries[seed], metric,
+        summary = _scored(out / f"seed-{seed}", summaries[seed], metric, config.train.device,
                           parzen_samples or PARZEN_SAMPLES)  # fmt: skip
         if metric not in summary:
             raise AAEError(f"{out / f'seed-{seed}'}: its summary has no {metric}")
