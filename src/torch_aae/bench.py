@@ -390,9 +390,9 @@ def bench_markdown(r: dict) -> str:
     metric = r.get("metric", "test_error")  # bench.json files written before "metric" existed
     setting = r.get("setting") or ("clusters" if "clusters" in r else "labels")
     if metric == "parzen_ll":  # nats, as the paper's Table 1
-        unit, scale, digits = "nats", 1, 1
+        unit, scale, digits, suffix = "nats", 1, 1, ""
     else:
-        unit, scale, digits = "%", 100, 2
+        unit, scale, digits, suffix = "%", 100, 2, "%"
     paper = r[f"paper_{metric}"]
     paper_txt = f"{paper[0]:.{digits}f} ± {paper[1]:.{digits}f}" if paper else "-"
     mean = f"{scale * r[f'{metric}_mean']:.{digits}f}"
@@ -400,7 +400,7 @@ def bench_markdown(r: dict) -> str:
 
     def one(x):
         se = f" (se {x['parzen_se']:.1f})" if "parzen_se" in x else ""
-        return f"seed {x['seed']}: {scale * x[metric]:.{digits}f}{'%' if unit == '%' else ''}{se}"
+        return f"seed {x['seed']}: {scale * x[metric]:.{digits}f}{suffix}{se}"
 
     lines = [
         f"| model | {setting.replace('_', ' ')} | seeds | {metric.replace('_', ' ')} ({unit}) | "
