@@ -103,6 +103,10 @@ class TrainConfig:
     label_scale: float = _f(0.0, "zoom each labeled image of the supervised phase by a random factor in [1 - F, 1 + F] (semi-supervised model)")
     label_elastic: float = _f(0.0, "distort each labeled image of the supervised phase elastically: a random displacement field, uniform in [-1, 1] per pixel and axis, smoothed by a Gaussian of --label-elastic-sigma pixels and multiplied by N (Simard et al. 2003: 34 with sigma 4; semi-supervised model)")
     label_elastic_sigma: float = _f(ELASTIC_SIGMA, "smoothing of --label-elastic's field, in pixels")
+    view_rotate: float = _f(0.0, "clustering model: the reconstruction phase reads the cluster code y from a randomly transformed copy of each image (and the style z from the image itself), so that what the transformation changes goes to z, not y; this flag rotates the copy by up to N degrees either way (the view-* flags use the pixels' layout)")
+    view_scale: float = _f(0.0, "clustering model: zoom y's copy by a random factor in [1 - F, 1 + F]")
+    view_shift: float = _f(0.0, "clustering model: move y's copy by up to N pixels along each axis")
+    view_elastic: float = _f(0.0, "clustering model: distort y's copy elastically, as --label-elastic does (smoothing 4 pixels)")
     lr_step: int = _f(0, "from this epoch on, every learning rate is divided by 10 (0: constant)")
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
@@ -117,11 +121,13 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("epochs", "batch_size", "lr_recon", "lr_reg", "lr_sup", "log_every", "checkpoint_epochs"):
             _positive(self, name)
-        for name in ("input_noise", "cat_noise", "code_noise", "disc_noise", "label_shift", "label_rotate", "label_scale", "label_elastic"):
+        for name in ("input_noise", "cat_noise", "code_noise", "disc_noise", "label_shift", "label_rotate", "label_scale", "label_elastic",
+                     "view_rotate", "view_scale", "view_shift", "view_elastic"):  # fmt: skip
             if not getattr(self, name) >= 0:
                 raise AAEError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
-        if self.label_scale >= 1:
-            raise AAEError(f"--label-scale {self.label_scale}: must be below 1")
+        for name in ("label_scale", "view_scale"):
+            if getattr(self, name) >= 1:
+                raise AAEError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be below 1")
         if not self.label_elastic_sigma > 0:
             raise AAEError(f"--label-elastic-sigma {self.label_elastic_sigma}: must be > 0")
         if self.label_elastic_sigma != ELASTIC_SIGMA and not self.label_elastic:
@@ -129,6 +135,8 @@ class TrainConfig:
                            "field, and --label-elastic is 0")  # fmt: skip
         if self.label_shift != int(self.label_shift) and not (self.label_rotate or self.label_scale or self.label_elastic):
             raise AAEError(f"--label-shift {self.label_shift}: alone, it moves whole pixels (an integer)")
+        if self.view_shift != int(self.view_shift) and not (self.view_rotate or self.view_scale or self.view_elastic):
+            raise AAEError(f"--view-shift {self.view_shift}: alone, it moves whole pixels (an integer)")
         if not 0 <= self.beta1_reg < 1:
             raise AAEError(f"--beta1-reg {self.beta1_reg}: must be in [0, 1)")
         if self.lr_step < 0:
@@ -165,7 +173,8 @@ class Config:
         semi = ("semi-supervised",)
         takers = {"input_noise": ("unsupervised", *CATEGORICAL_MODELS), "cat_noise": CATEGORICAL_MODELS,
                   "disc_noise": ("unsupervised",),
-                  "label_shift": semi, "label_rotate": semi, "label_scale": semi, "label_elastic": semi}  # fmt: skip
+                  "label_shift": semi, "label_rotate": semi, "label_scale": semi, "label_elastic": semi,
+                  **{f"view_{kind}": ("clustering",) for kind in ("rotate", "scale", "shift", "elastic")}}  # fmt: skip
         for name, kinds in takers.items():
             if getattr(t, name) and self.model_kind not in kinds:
                 raise AAEError(f"--{name.replace('_', '-')} {getattr(t, name)}: the "

@@ -205,7 +205,8 @@ def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: i
 
 
 def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise: float,
-                                   code_noise: float = 0.0, cat_noise: float = 0.0) -> dict:  # fmt: skip
+                                   code_noise: float = 0.0, cat_noise: float = 0.0,
+                                   view: tuple[float, float, float, float] = (0, 0, 0, 0)) -> dict:  # fmt: skip
     """Phases 1-3 on a batch of images, no labels: reconstruction, both discriminators, generator.
     Shared by the semi-supervised model and the clustering model (which has no phase 4).
 
@@ -217,6 +218,10 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
             prior samples and softmax(y) alike ("instance noise"): the discriminator can no
             longer tell an exact vertex from a near one, so what it learns is which classes are
             over- or under-used, and the encoder is not pushed into a saturated softmax.
+        view: (rotate degrees, zoom, shift pixels, elastic scale) of `data.random_affine`; not
+            all 0: the reconstruction phase decodes x from y of a transformed copy of x and z of
+            x itself (one encoder pass over both), so that y cannot carry what the
+            transformation changes (slant, size, position) and z must. Phases 2 and 3 encode x.
     """
     enc, dec = model.encoder, model.decoder
     cat_disc, gauss_disc = model.label_discriminator, model.latent_discriminator
@@ -228,7 +233,12 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
 
     # 1. Reconstruction: min BCE(x, p(x | softmax(y), z)) over encoder + decoder.
     opt["recon"].zero_grad(set_to_none=True)
-    logits, z = encode(x_in)
+    if any(view):  # y from the transformed copy, z from x: one pass over both
+        copy = gaussian_noise(random_affine(x, model.image_shape, *view), noise)
+        logits, z = encode(torch.cat([x_in, copy]))
+        logits, z = logits[len(x):], z[: len(x)]
+    else:
+        logits, z = encode(x_in)
     recon = losses.reconstruction_loss(dec(model.decoder_input(logits.softmax(1), z)), x)
     penalty = model.recon_penalty()
     optim.backward_step(recon if penalty is None else recon + penalty, opt["recon"])
