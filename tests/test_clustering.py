@@ -125,7 +125,7 @@ def test_the_cluster_plot_has_one_row_per_cluster(mnist, tmp_path, monkeypatch):
 def test_with_a_view_the_reconstruction_reads_y_from_the_copy_and_z_from_the_image(monkeypatch):
     torch.manual_seed(0)
     config = Config("clustering", DataConfig(), ModelConfig(z_dim=2, clusters=4, hidden=32, disc_hidden=32,
-                                                           dropout=0.0), tiny_train(view_rotate=10.0, view_elastic=5.0))  # fmt: skip
+                                                           dropout=0.0), tiny_train(view_rotate=10.0, view_elastic=5.0, view_thickness=0.5))  # fmt: skip
     model = clustering.ClusteringAAE.from_config(config.model, 16, (4, 4))
     ctx = clustering.setup(model, None, config, "cpu", None)
     calls = []
@@ -134,28 +134,33 @@ def test_with_a_view_the_reconstruction_reads_y_from_the_copy_and_z_from_the_ima
         calls.append((tuple(image_shape), amounts))
         return x.flip(1)
 
+    def fake_thickness(x, image_shape, amount):  # then squared
+        calls.append((tuple(image_shape), amount))
+        return x**2
+
     monkeypatch.setattr("torch_aae.semi_supervised.random_affine", fake_affine)
+    monkeypatch.setattr("torch_aae.semi_supervised.random_thickness", fake_thickness)
     x = torch.rand(6, 16)
     with torch.no_grad():
-        logits_copy, _ = model.encoder(x.flip(1))
+        logits_copy, _ = model.encoder(x.flip(1) ** 2)
         _, z_image = model.encoder(x)
     seen = []
     model.decoder.register_forward_hook(lambda m, a, out: seen.append(a[0].detach().clone()))
     opt = clustering.make_optimizers(model, config.train)
     ctx["input_noise"] = 0.0  # the encoder's inputs exactly x and its copy
     clustering.train_step(model, opt, x, ctx=ctx)
-    assert calls == [((4, 4), (10.0, 0.0, 0.0, 5.0))]  # the flags, in random_affine's order
+    assert calls == [((4, 4), (10.0, 0.0, 0.0, 5.0)), ((4, 4), 0.5)]  # the flags, in their functions' order
     expected = model.decoder_input(logits_copy.softmax(1), z_image)
     assert torch.allclose(seen[0], expected, atol=1e-6)
     ctx["view"] = (0, 0, 0, 0)  # without a view, y and z both come from the image, and no copy
     with torch.no_grad():
         logits_image, z_image = model.encoder(x)
     clustering.train_step(model, opt, x, ctx=ctx)
-    assert len(calls) == 1
+    assert len(calls) == 2
     assert torch.allclose(seen[-1], model.decoder_input(logits_image.softmax(1), z_image), atol=1e-6)
 
 
-@pytest.mark.parametrize("flag", ["view_shift", "view_rotate", "view_scale", "view_elastic"])
+@pytest.mark.parametrize("flag", ["view_shift", "view_rotate", "view_scale", "view_elastic", "view_thickness"])
 def test_view_flags_are_the_clustering_models_and_checked(flag):
     value = 2.0 if flag == "view_shift" else 0.5  # a shift alone is whole pixels
     with pytest.raises(AAEError, match=f"--{flag.replace('_', '-')} {value}: the semi-supervised model does not take it"):
@@ -167,3 +172,5 @@ def test_view_flags_are_the_clustering_models_and_checked(flag):
         tiny_train(view_scale=1.0)
     with pytest.raises(AAEError, match="--view-shift 1.5: alone, it moves whole pixels"):
         tiny_train(view_shift=1.5)
+    with pytest.raises(AAEError, match="--view-thickness 1.5: must be at most 1"):
+        tiny_train(view_thickness=1.5)

@@ -732,3 +732,23 @@ def test_random_affine_without_rotation_or_zoom_is_the_whole_pixel_shift():
                         (dict(shift=1.5), "moves whole pixels")):  # fmt: skip
         with pytest.raises(AAEError, match=message):
             D.random_affine(x, (28, 28), **kw)
+
+
+def test_random_thickness_widens_or_narrows_a_bar_by_its_amount():
+    bar = torch.zeros(1, 8, 8)
+    bar[:, 2:6, 3:5] = 1  # a vertical bar 2 pixels wide, 4 high
+    x = bar.reshape(1, 64).repeat(400, 1)
+    torch.manual_seed(0)
+    out = D.random_thickness(x, (8, 8), 1.0)
+    ink = out.sum(1)
+    # Fully wider: 3 x 5 = 15 pixels; fully narrower: 1 x 3 = 3; in between, linear in |t|.
+    assert ink.max() <= 15 + 1e-5 and ink.min() >= 3 - 1e-5
+    assert (ink > 8).float().mean().item() == pytest.approx(0.5, abs=0.1)  # t > 0 half the time
+    assert ink.max() > 14 and ink.min() < 4  # amounts reach both ends
+    assert torch.equal(out.reshape(400, 8, 8)[:, 2:5, 3], torch.ones(400, 3))  # the core stays
+    torch.manual_seed(0)
+    half = D.random_thickness(x, (8, 8), 0.5).sum(1)
+    assert half.max() <= 8 + 0.5 * 7 + 1e-5 and half.min() >= 8 - 0.5 * 5 - 1e-5
+    assert D.random_thickness(x, (8, 8), 0.0) is x
+    with pytest.raises(AAEError, match="must be in"):
+        D.random_thickness(x, (8, 8), 1.5)

@@ -107,6 +107,7 @@ class TrainConfig:
     view_scale: float = _f(0.0, "clustering model: zoom y's copy by a random factor in [1 - F, 1 + F]")
     view_shift: float = _f(0.0, "clustering model: move y's copy by up to N pixels along each axis")
     view_elastic: float = _f(0.0, "clustering model: distort y's copy elastically, as --label-elastic does (smoothing 4 pixels)")
+    view_thickness: float = _f(0.0, "clustering model: thicken or thin the strokes of y's copy by a random amount in [-T, T] (at most 1: a pixel wider or narrower)")
     lr_step: int = _f(0, "from this epoch on, every learning rate is divided by 10 (0: constant)")
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
@@ -122,9 +123,11 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "lr_recon", "lr_reg", "lr_sup", "log_every", "checkpoint_epochs"):
             _positive(self, name)
         for name in ("input_noise", "cat_noise", "code_noise", "disc_noise", "label_shift", "label_rotate", "label_scale", "label_elastic",
-                     "view_rotate", "view_scale", "view_shift", "view_elastic"):  # fmt: skip
+                     "view_rotate", "view_scale", "view_shift", "view_elastic", "view_thickness"):  # fmt: skip
             if not getattr(self, name) >= 0:
                 raise AAEError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
+        if self.view_thickness > 1:
+            raise AAEError(f"--view-thickness {self.view_thickness}: must be at most 1")
         for name in ("label_scale", "view_scale"):
             if getattr(self, name) >= 1:
                 raise AAEError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be below 1")
@@ -174,7 +177,7 @@ class Config:
         takers = {"input_noise": ("unsupervised", *CATEGORICAL_MODELS), "cat_noise": CATEGORICAL_MODELS,
                   "disc_noise": ("unsupervised",),
                   "label_shift": semi, "label_rotate": semi, "label_scale": semi, "label_elastic": semi,
-                  **{f"view_{kind}": ("clustering",) for kind in ("rotate", "scale", "shift", "elastic")}}  # fmt: skip
+                  **{f"view_{kind}": ("clustering",) for kind in ("rotate", "scale", "shift", "elastic", "thickness")}}  # fmt: skip
         for name, kinds in takers.items():
             if getattr(t, name) and self.model_kind not in kinds:
                 raise AAEError(f"--{name.replace('_', '-')} {getattr(t, name)}: the "

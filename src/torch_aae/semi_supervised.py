@@ -21,7 +21,7 @@ from torch import nn
 
 from . import losses
 from .config import ModelConfig, TrainConfig
-from .data import cycled_batch, labeled_indices, random_affine
+from .data import cycled_batch, labeled_indices, random_affine, random_thickness
 from .networks import Decoder, Discriminator, Dropout, gaussian_noise, mlp
 from . import optim
 from .priors import GaussianPrior
@@ -206,7 +206,7 @@ def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: i
 
 def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise: float,
                                    code_noise: float = 0.0, cat_noise: float = 0.0,
-                                   view: tuple[float, float, float, float] = (0, 0, 0, 0)) -> dict:  # fmt: skip
+                                   view: tuple[float, ...] = (0, 0, 0, 0, 0)) -> dict:  # fmt: skip
     """Phases 1-3 on a batch of images, no labels: reconstruction, both discriminators, generator.
     Shared by the semi-supervised model and the clustering model (which has no phase 4).
 
@@ -218,10 +218,11 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
             prior samples and softmax(y) alike ("instance noise"): the discriminator can no
             longer tell an exact vertex from a near one, so what it learns is which classes are
             over- or under-used, and the encoder is not pushed into a saturated softmax.
-        view: (rotate degrees, zoom, shift pixels, elastic scale) of `data.random_affine`; not
-            all 0: the reconstruction phase decodes x from y of a transformed copy of x and z of
-            x itself (one encoder pass over both), so that y cannot carry what the
-            transformation changes (slant, size, position) and z must. Phases 2 and 3 encode x.
+        view: (rotate degrees, zoom, shift pixels, elastic scale) of `data.random_affine`, then
+            the stroke change of `data.random_thickness`; not all 0: the reconstruction phase
+            decodes x from y of a copy of x so transformed and z of x itself (one encoder pass
+            over both), so that y cannot carry what the transformation changes (slant, size,
+            position, thickness) and z must. Phases 2 and 3 encode x.
     """
     enc, dec = model.encoder, model.decoder
     cat_disc, gauss_disc = model.label_discriminator, model.latent_discriminator
@@ -234,7 +235,8 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
     # 1. Reconstruction: min BCE(x, p(x | softmax(y), z)) over encoder + decoder.
     opt["recon"].zero_grad(set_to_none=True)
     if any(view):  # y from the transformed copy, z from x: one pass over both
-        copy = gaussian_noise(random_affine(x, model.image_shape, *view), noise)
+        copy = random_affine(x, model.image_shape, *view[:4])
+        copy = gaussian_noise(random_thickness(copy, model.image_shape, view[4]), noise)
         logits, z = encode(torch.cat([x_in, copy]))
         logits, z = logits[len(x):], z[: len(x)]
     else:
