@@ -67,3 +67,24 @@ def test_labels_need_one_cluster_per_class(mnist):
 def test_head_distance_only_for_dim_reduction():
     with pytest.raises(AAEError, match="only the dim-reduction model"):
         Config("clustering", DataConfig(), ModelConfig(clusters=16, head_distance=3.0))
+
+
+@pytest.mark.parametrize("labels", [None, "100"])
+def test_the_view_flags_reach_the_reconstruction_phase_with_and_without_labels(mnist, monkeypatch, labels):
+    data = subset_of(mnist, 400, 200)
+    n = 10 if labels else 4
+    train = tiny_train(view_rotate=15.0, view_shift=2.0)
+    config = Config("dim-reduction", DataConfig(labels=labels),
+                    ModelConfig(z_dim=2, clusters=n, head_distance=6.0, hidden=32, disc_hidden=32), train)  # fmt: skip
+    model = tiny(n_classes=n)
+    ctx = dim_reduction.setup(model, data, config, "cpu", None)
+    calls = []
+    monkeypatch.setattr("torch_aae.semi_supervised.random_affine",
+                        lambda x, shape, *amounts: calls.append(amounts) or x)  # fmt: skip
+    dim_reduction.train_step(model, dim_reduction.make_optimizers(model, train), data.train_x[:50], None, ctx, 0)
+    assert calls == [(15.0, 0.0, 2.0, 0.0)]  # once: the reconstruction phase's copy
+
+
+def test_the_semi_supervised_model_refuses_the_view_flags():
+    with pytest.raises(AAEError, match="the semi-supervised model does not take it \\(clustering, dim-reduction do\\)"):
+        Config("semi-supervised", DataConfig(labels="100"), ModelConfig(), tiny_train(view_rotate=10.0))

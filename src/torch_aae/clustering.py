@@ -53,16 +53,14 @@ def make_optimizers(model: ClusteringAAE, cfg: TrainConfig) -> dict[str, torch.o
 def setup(model, data, config, device, run_path) -> dict:
     if config.data.labels is not None:
         raise AAEError("--labels: the clustering model uses no labels (they only score the clusters)")
-    t = config.train
-    return {"input_noise": t.input_noise, "code_noise": t.code_noise, "cat_noise": t.cat_noise,
-            # (rotate degrees, zoom, shift pixels, elastic scale, thickness) of the copy y is read from
-            "view": (t.view_rotate, t.view_scale, t.view_shift, t.view_elastic, t.view_thickness)}
+    return {"input_noise": config.train.input_noise, "code_noise": config.train.code_noise,
+            "cat_noise": config.train.cat_noise, "view": config.train.view}
 
 
 def train_step(model: ClusteringAAE, opt: dict, x, y=None, ctx=None, step: int = 0) -> dict:
     """Reconstruction, discriminators, generator on a batch of images; `y` is never read."""
     return adversarial_autoencoder_phases(model, opt, x, ctx["input_noise"], ctx["code_noise"],
-                                          ctx["cat_noise"], ctx.get("view", (0, 0, 0, 0, 0)))  # fmt: skip
+                                          ctx["cat_noise"], ctx["view"])  # fmt: skip
 
 
 def cluster_error(train_clusters, train_labels, test_clusters, test_labels, n_clusters: int) -> float:

@@ -103,11 +103,11 @@ class TrainConfig:
     label_scale: float = _f(0.0, "zoom each labeled image of the supervised phase by a random factor in [1 - F, 1 + F] (semi-supervised model)")
     label_elastic: float = _f(0.0, "distort each labeled image of the supervised phase elastically: a random displacement field, uniform in [-1, 1] per pixel and axis, smoothed by a Gaussian of --label-elastic-sigma pixels and multiplied by N (Simard et al. 2003: 34 with sigma 4; semi-supervised model)")
     label_elastic_sigma: float = _f(ELASTIC_SIGMA, "smoothing of --label-elastic's field, in pixels")
-    view_rotate: float = _f(0.0, "clustering model: the reconstruction phase reads the cluster code y from a randomly transformed copy of each image (and the style z from the image itself), so that what the transformation changes goes to z, not y; this flag rotates the copy by up to N degrees either way (the view-* flags use the pixels' layout)")
-    view_scale: float = _f(0.0, "clustering model: zoom y's copy by a random factor in [1 - F, 1 + F]")
-    view_shift: float = _f(0.0, "clustering model: move y's copy by up to N pixels along each axis")
-    view_elastic: float = _f(0.0, "clustering model: distort y's copy elastically, as --label-elastic does (smoothing 4 pixels)")
-    view_thickness: float = _f(0.0, "clustering model: thicken or thin the strokes of y's copy by a random amount in [-T, T] (at most 1: a pixel wider or narrower)")
+    view_rotate: float = _f(0.0, "clustering and dim-reduction models: the reconstruction phase reads the cluster code y from a randomly transformed copy of each image (and the style z from the image itself), so that what the transformation changes goes to z, not y; this flag rotates the copy by up to N degrees either way (the view-* flags use the pixels' layout)")
+    view_scale: float = _f(0.0, "clustering, dim-reduction: zoom y's copy by a random factor in [1 - F, 1 + F]")
+    view_shift: float = _f(0.0, "clustering, dim-reduction: move y's copy by up to N pixels along each axis")
+    view_elastic: float = _f(0.0, "clustering, dim-reduction: distort y's copy elastically, as --label-elastic does (smoothing 4 pixels)")
+    view_thickness: float = _f(0.0, "clustering, dim-reduction: thicken or thin the strokes of y's copy by a random amount in [-T, T] (at most 1: a pixel wider or narrower)")
     lr_step: int = _f(0, "from this epoch on, every learning rate is divided by 10 (0: constant)")
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
@@ -118,6 +118,13 @@ class TrainConfig:
     checkpoint_epochs: int = _f(1, "checkpoint at the end of every N-th epoch and of the last one (short GPU epochs would otherwise spend their time writing checkpoints)")
     keep_checkpoints: bool = _f(False, "also keep each epoch-end checkpoint as checkpoints/epoch-NNNN.pt (a hard link to the file written, where the file system allows), for --branch-from")
     log_every: int = _f(50, "refresh the progress bar's losses every N steps")
+
+    @property
+    def view(self) -> tuple[float, ...]:
+        """The transformation of the copy the cluster code y is read from in the reconstruction
+        phase (the view-* flags): (rotate degrees, zoom, shift pixels, elastic scale, thickness),
+        all 0 for none; `semi_supervised.adversarial_autoencoder_phases` applies it."""
+        return (self.view_rotate, self.view_scale, self.view_shift, self.view_elastic, self.view_thickness)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "lr_recon", "lr_reg", "lr_sup", "log_every", "checkpoint_epochs"):
@@ -177,7 +184,7 @@ class Config:
         takers = {"input_noise": ("unsupervised", *CATEGORICAL_MODELS), "cat_noise": CATEGORICAL_MODELS,
                   "disc_noise": ("unsupervised",),
                   "label_shift": semi, "label_rotate": semi, "label_scale": semi, "label_elastic": semi,
-                  **{f"view_{kind}": ("clustering",) for kind in ("rotate", "scale", "shift", "elastic", "thickness")}}  # fmt: skip
+                  **{f"view_{kind}": ("clustering", "dim-reduction") for kind in ("rotate", "scale", "shift", "elastic", "thickness")}}  # fmt: skip
         for name, kinds in takers.items():
             if getattr(t, name) and self.model_kind not in kinds:
                 raise AAEError(f"--{name.replace('_', '-')} {getattr(t, name)}: the "

@@ -166,6 +166,7 @@ def setup(model, data, config, device, run_path) -> dict:
         "label_augment": (config.train.label_rotate, config.train.label_scale, config.train.label_shift,
                           config.train.label_elastic),
         "label_elastic_sigma": config.train.label_elastic_sigma,
+        "view": config.train.view,  # the dim-reduction model's; the semi-supervised model refuses them
         "image_shape": model.image_shape,
     }
 
@@ -184,7 +185,7 @@ def step_inputs(ctx: dict, first_step: int, count: int) -> dict[str, torch.Tenso
 def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: int = 0) -> dict:
     """The four phases on one batch of training images (labels unused) and one labeled batch."""
     logs = adversarial_autoencoder_phases(model, opt, x, ctx["input_noise"], ctx["code_noise"],
-                                          ctx["cat_noise"])  # fmt: skip
+                                          ctx["cat_noise"], ctx["view"])  # fmt: skip
 
     # 4. Supervised: min cross-entropy(q(y|x_labeled), label) on the logits (no double softmax).
     # The labeled set is cycled, one fresh permutation per pass: batch `step` is a pure function
