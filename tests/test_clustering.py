@@ -152,7 +152,7 @@ def test_with_a_view_the_reconstruction_reads_y_from_the_copy_and_z_from_the_ima
     assert calls == [((4, 4), (10.0, 0.0, 0.0, 5.0)), ((4, 4), 0.5)]  # the flags, in their functions' order
     expected = model.decoder_input(logits_copy.softmax(1), z_image)
     assert torch.allclose(seen[0], expected, atol=1e-6)
-    ctx["view"] = (0, 0, 0, 0)  # without a view, y and z both come from the image, and no copy
+    ctx["view"] = (0.0,) * 5  # without a view, y and z both come from the image, and no copy
     with torch.no_grad():
         logits_image, z_image = model.encoder(x)
     clustering.train_step(model, opt, x, ctx=ctx)
@@ -161,16 +161,22 @@ def test_with_a_view_the_reconstruction_reads_y_from_the_copy_and_z_from_the_ima
 
 
 @pytest.mark.parametrize("flag", ["view_shift", "view_rotate", "view_scale", "view_elastic", "view_thickness"])
-def test_view_flags_are_the_clustering_models_and_checked(flag):
+def test_view_flags_are_the_clustering_and_dim_reduction_models(flag):
     value = 2.0 if flag == "view_shift" else 0.5  # a shift alone is whole pixels
-    with pytest.raises(AAEError, match=f"--{flag.replace('_', '-')} {value}: the semi-supervised model does not take it"):
+    with pytest.raises(AAEError, match=f"--{flag.replace('_', '-')} {value}: the semi-supervised model "
+                                       "does not take it \\(clustering, dim-reduction do\\)"):  # fmt: skip
         Config("semi-supervised", DataConfig(labels="100"), ModelConfig(), tiny_train(**{flag: value}))
-    assert Config("clustering", DataConfig(), ModelConfig(clusters=16), tiny_train(**{flag: value}))
+    for kind in ("clustering", "dim-reduction"):
+        assert getattr(Config(kind, DataConfig(), ModelConfig(clusters=16), tiny_train(**{flag: value})).train, flag) == value
     with pytest.raises(AAEError, match="must be >= 0"):
         tiny_train(**{flag: -1.0})
+
+
+def test_view_scale_thickness_and_fractional_shift_alone_are_refused():
     with pytest.raises(AAEError, match="--view-scale 1.0: must be below 1"):
         tiny_train(view_scale=1.0)
     with pytest.raises(AAEError, match="--view-shift 1.5: alone, it moves whole pixels"):
         tiny_train(view_shift=1.5)
     with pytest.raises(AAEError, match="--view-thickness 1.5: must be at most 1"):
         tiny_train(view_thickness=1.5)
+    assert tiny_train(view_shift=1.5, view_rotate=10.0).view_shift == 1.5  # with a rotation: any offset

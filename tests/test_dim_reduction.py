@@ -83,8 +83,3 @@ def test_the_view_flags_reach_the_reconstruction_phase_with_and_without_labels(m
                         lambda x, shape, *amounts: calls.append(amounts) or x)  # fmt: skip
     dim_reduction.train_step(model, dim_reduction.make_optimizers(model, train), data.train_x[:50], None, ctx, 0)
     assert calls == [(15.0, 0.0, 2.0, 0.0)]  # once: the reconstruction phase's copy
-
-
-def test_the_semi_supervised_model_refuses_the_view_flags():
-    with pytest.raises(AAEError, match="the semi-supervised model does not take it \\(clustering, dim-reduction do\\)"):
-        Config("semi-supervised", DataConfig(labels="100"), ModelConfig(), tiny_train(view_rotate=10.0))
