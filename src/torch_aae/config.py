@@ -143,10 +143,10 @@ class TrainConfig:
         if self.label_elastic_sigma != ELASTIC_SIGMA and not self.label_elastic:
             raise AAEError(f"--label-elastic-sigma {self.label_elastic_sigma}: it smooths --label-elastic's "
                            "field, and --label-elastic is 0")  # fmt: skip
-        if self.label_shift != int(self.label_shift) and not (self.label_rotate or self.label_scale or self.label_elastic):
-            raise AAEError(f"--label-shift {self.label_shift}: alone, it moves whole pixels (an integer)")
-        if self.view_shift != int(self.view_shift) and not (self.view_rotate or self.view_scale or self.view_elastic):
-            raise AAEError(f"--view-shift {self.view_shift}: alone, it moves whole pixels (an integer)")
+        for images in ("label", "view"):  # random_affine's rule for its shift
+            shift = getattr(self, f"{images}_shift")
+            if shift != int(shift) and not any(getattr(self, f"{images}_{k}") for k in ("rotate", "scale", "elastic")):
+                raise AAEError(f"--{images}-shift {shift}: alone, it moves whole pixels (an integer)")
         if not 0 <= self.beta1_reg < 1:
             raise AAEError(f"--beta1-reg {self.beta1_reg}: must be in [0, 1)")
         if self.lr_step < 0:
