@@ -297,9 +297,29 @@ def test_overwrite_replaces_the_run(tmp_path):
     (run / "plots").mkdir(parents=True)
     (run / "plots" / "old.png").write_bytes(b"x")
     (run / "stray.txt").write_text("x")
+    (run / "config.json").write_text("{}")
     folder = RunFolder(run, overwrite=True)
     assert sorted(p.name for p in run.iterdir()) == [".lock"]
     folder.close()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_that_holds_no_run_is_never_emptied(tmp_path, overwrite):
+    folder = tmp_path / "notes"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(AAEError, match="is not empty and holds no run .*config.json.*new or empty folder"):
+        RunFolder(folder, overwrite=overwrite)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "sub"]
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_an_empty_out_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "" would be this folder
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(AAEError, match="--out is empty"):
+        RunFolder("", overwrite=True)
+    assert (tmp_path / "config.json").exists()
 
 
 @pytest.mark.parametrize("make", [False, True], ids=["no-folder", "folder-without-checkpoint"])
@@ -320,6 +340,7 @@ def test_resume_and_overwrite_contradict(tmp_path):
 def test_locked_run_folder(tmp_path):
     run = tmp_path / "run"
     first = RunFolder(run)
+    (run / "config.json").write_text("{}")
     (run / "keep.txt").write_text("x")
     try:
         with pytest.raises(AAEError, match="in use by another training process"):
@@ -544,6 +565,34 @@ def test_a_branch_into_the_folder_of_its_checkpoint_is_refused(tmp_path, resume_
     with pytest.raises(AAEError, match="pick one"):
         fit(tiny_model(seed=3), resume_data, tiny_train(epochs=2, seed=3), out=tmp_path / "new",
             resume=True, progress=False, branch_from=run / "checkpoints" / "latest.pt")  # fmt: skip
+
+
+def test_resume_or_branch_with_fewer_epochs_than_trained_is_refused(tmp_path, resume_data):
+    run = tmp_path / "run"
+    _fit(resume_data, run, epochs=2, keep_checkpoints=True)
+    config, history = (run / "config.json").read_text(), _history(run)
+    with pytest.raises(AAEError, match="--resume: --epochs 1, but the checkpoint has trained 2 epochs; "
+                                       "give --epochs 2 or more"):  # fmt: skip
+        _fit(resume_data, run, epochs=1, resume=True)
+    assert (run / "config.json").read_text() == config and _history(run) == history
+    assert not (run / "resumes.jsonl").exists()
+    with pytest.raises(AAEError, match="--branch-from: --epochs 1, but the checkpoint has trained 2"):
+        fit(tiny_model(seed=3), resume_data, tiny_train(epochs=1, seed=3), out=tmp_path / "b",
+            progress=False, branch_from=run / "checkpoints" / "epoch-0002.pt")  # fmt: skip
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_checkpoint_inside_an_epoch_counts_that_epoch(tmp_path, resume_data, monkeypatch):
+    from torch_aae import train as train_module
+
+    mid = tmp_path / "mid"  # stopped after step 6: epoch 1 done, and 2 of epoch 2's 4 steps
+    monkeypatch.setattr(train_module, "_stop_now", lambda stop, step, *a: step == 6)
+    with pytest.raises(AAEError, match="interrupted at epoch 2, step 6"):
+        _fit(resume_data, mid, epochs=3)
+    with pytest.raises(AAEError, match="trained 1 epochs and 2 steps of the next; give --epochs 2 or more"):
+        _fit(resume_data, mid, epochs=1, resume=True)
+    _fit(resume_data, mid, epochs=2, resume=True)
+    assert [r["epoch"] for r in _history(mid)] == [1, 2]
 
 
 def test_resume_with_a_different_model_is_refused(tmp_path, resume_data):

@@ -68,12 +68,16 @@ class TrainState:
     images_seen: int = 0
 
 
+# What a run folder holds from its start (config.json is written before the first step).
+RUN_MARKERS = ("config.json", "checkpoints", "metrics.jsonl", "summary.json")
+
+
 class RunFolder:
     """A run folder, locked while in use, refusing to overwrite an existing run by accident."""
 
     def __init__(self, path: Path, resume: bool = False, overwrite: bool = False):
         self.path = Path(path)
-        exists = self.check(self.path, resume, overwrite)
+        exists = self.check(path, resume, overwrite)  # the path as given: "" is not "."
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.path / ".lock", "a+")
         try:
@@ -93,6 +97,8 @@ class RunFolder:
     @staticmethod
     def check(path: Path, resume: bool, overwrite: bool) -> bool:
         """Refuse a bad request before anything is loaded or written; True if a run exists."""
+        if not str(path).strip():
+            raise AAEError("--out is empty; give the run folder")
         path = Path(path)
         if resume and overwrite:
             raise AAEError("--resume and --overwrite contradict each other; pick one")
@@ -100,7 +106,13 @@ class RunFolder:
             raise AAEError(f"{path} is a file, not a run folder")
         exists = path.exists() and any(p.name != ".lock" for p in path.iterdir())
         if resume and not (path / CHECKPOINT).is_file():
-            raise AAEError(f"--resume: no checkpoint at {path / CHECKPOINT}")
+            hint = ("; the run stopped before its first checkpoint: start it again with --overwrite"
+                    if (path / "config.json").is_file() else "")  # fmt: skip
+            raise AAEError(f"--resume: no checkpoint at {path / CHECKPOINT}{hint}")
+        if exists and not any((path / name).exists() for name in RUN_MARKERS):
+            # --overwrite empties the folder: never one that holds something other than a run.
+            raise AAEError(f"{path} is not empty and holds no run (none of {', '.join(RUN_MARKERS)}); "
+                           "give a new or empty folder")  # fmt: skip
         if exists and not (resume or overwrite):
             raise AAEError(
                 f"{path} already holds a run; pass --resume to continue it or --overwrite "
@@ -142,12 +154,16 @@ def fit(
     variant = get_variant(model.kind)
     if resume and out is None:
         raise AAEError("resume needs the run folder to resume from (out=...)")
+    branch_ckpt = None
     if branch_from is not None:
         if resume:
             raise AAEError("branch_from starts a new run; resume continues the one in out: pick one")
         if out is not None and Path(out).resolve() in Path(branch_from).resolve().parents:
             raise AAEError(f"--branch-from {branch_from}: the checkpoint is inside --out {out}; "
                            "branch into another folder")  # fmt: skip
+        branch_ckpt = load_checkpoint(Path(branch_from))
+        saved = branch_ckpt["state"]
+        _check_epochs_left(train.epochs, saved["epoch"], saved["batch"], "--branch-from")
     config = config or default_config(model, data, train)
     run_path = Path(out) if out is not None else None
     # Under torchrun: join the process group; rank 0 alone writes the run folder.
@@ -158,7 +174,7 @@ def fit(
     if train.cuda_graphs:
         graphs.check(model.kind, device, train, world.active)
     if run_path is not None:
-        RunFolder.check(run_path, resume, overwrite)
+        RunFolder.check(out, resume, overwrite)
     # Variant-specific fixed inputs of the step (e.g. the labeled subset), built once, and
     # validated before the run folder is touched: a bad request leaves no half-made run.
     ctx = variant.setup(model, data, config, device, run_path)
@@ -179,6 +195,7 @@ def fit(
         state = TrainState()
         if resume:
             state = _restore(run_path / CHECKPOINT, model, optimizers, device, scaler)
+            _check_epochs_left(train.epochs, state.epoch, state.batch, "--resume")
             if writes is not None:
                 record_resume(run_path, config, state)
         else:
@@ -186,11 +203,10 @@ def fit(
                 atomic_write_json(run_path / "config.json", config.to_dict())
                 for name, content in run_files.items():
                     atomic_write_json(run_path / name, content)
-            if branch_from is not None:
-                ckpt = load_checkpoint(Path(branch_from))
-                state = _restore_loaded(ckpt, Path(branch_from), model, optimizers, device, scaler)
+            if branch_ckpt is not None:
+                state = _restore_loaded(branch_ckpt, Path(branch_from), model, optimizers, device, scaler)
                 if writes is not None:
-                    record_resume(run_path, config, state, before=ckpt["config"], source=branch_from)
+                    record_resume(run_path, config, state, before=branch_ckpt["config"], source=branch_from)
         if world.active and not world.main:  # other ranks draw other prior samples and noise
             torch.manual_seed(train.seed + 1_000_003 * world.rank + state.step)
         with StopOnSignal() as stop:
@@ -439,7 +455,8 @@ def _means(sums: dict, count: int, check: bool = False) -> dict[str, float]:
             if not math.isfinite(value):
                 raise AAEError(
                     f"training diverged: {key} became {value} (phase {key.split('/')[-1]!r}); "
-                    "the last good checkpoint is kept; lower the learning rates"
+                    "no checkpoint is written from it (an earlier one, if any, is kept); lower the "
+                    "learning rates"
                 )
     return means
 
@@ -503,6 +520,15 @@ def _restore_loaded(ckpt: dict, path: Path, model, optimizers, device, scaler=No
 
 
 RESUMES = "resumes.jsonl"
+
+
+def _check_epochs_left(epochs: int, done_epochs: int, done_batches: int, flag: str) -> None:
+    """Refuse an --epochs below what a checkpoint has trained (its partial epoch included)."""
+    done = done_epochs + (1 if done_batches else 0)
+    if epochs < done:
+        trained = f"{done_epochs} epochs" + (f" and {done_batches} steps of the next" if done_batches else "")
+        raise AAEError(f"{flag}: --epochs {epochs}, but the checkpoint has trained {trained}; "
+                       f"give --epochs {done} or more")  # fmt: skip
 
 
 def record_resume(run_path: Path, config: Config, state: TrainState, before: dict | None = None,
