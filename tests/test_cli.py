@@ -280,3 +280,17 @@ def test_resumed_config_can_set_epochs_to_the_default_value():
     assert cli._resumed_config(saved, given, explicit={"epochs"}).train.epochs == default
     # Without the flag, the saved value stays.
     assert cli._resumed_config(saved, given, explicit=set()).train.epochs == 2
+
+
+def test_data_paths_are_recorded_absolute_and_data_dir_may_change_on_resume(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = cli.build_parser().parse_args(["train", "unsupervised", "--out", "r", "--dataset", "mine.npz",
+                                          "--data-dir", "~/data"])  # fmt: skip
+    data = cli._config_from_args(args).data
+    assert (data.dataset, data.data_dir) == (str(tmp_path / "mine.npz"), os.path.expanduser("~/data"))
+    named = cli._config_from_args(cli.build_parser().parse_args(["train", "unsupervised", "--out", "r"])).data
+    assert (named.dataset, named.data_dir) == ("mnist", None)  # a name stays a name; no dir: the lookup
+    # A run made elsewhere resumes with its files found through another --data-dir.
+    saved = C.Config(data=C.DataConfig(data_dir=None))
+    moved = cli._resumed_config(saved, C.Config(data=C.DataConfig(data_dir="/elsewhere")), {"data_dir"})
+    assert moved.data.data_dir == "/elsewhere"

@@ -430,7 +430,8 @@ def _good_x(n=6):
         ({"x": np.array([[0.1, 1.5]])}, "values in"),
         ({"x": np.array([[-0.1, 0.5]])}, "values in"),
         ({"x": np.array([[0, 255]], dtype=np.uint8)}, "values in"),
-        ({"x": np.array([0.1, 0.2])}, "at least 2 dimensions"),
+        ({"x": np.array([0.1, 0.2])}, "expected grayscale images (n, height, width) or vectors"),
+        ({"x": np.full((6, 3, 2, 2), 0.5)}, "shape (6, 3, 2, 2); expected grayscale images"),
         ({"x": np.zeros((0, 4))}, "no rows"),
         ({"x": np.array([["a", "b"]])}, "not numeric"),
         ({"x": _good_x(), "y": np.array([0.0, 1, 2, 0, 1, 2])}, "must be integers"),
@@ -443,10 +444,11 @@ def _good_x(n=6):
         ({"x": _good_x(), "x_test": np.full((3, 2, 2), 2.0)}, "x_test: values in"),
         ({"x": _good_x(), "y": np.arange(6), "x_test": _good_x(3), "y_test": np.arange(4)},
          "y_test: shape"),  # fmt: skip
+        ({"x": _good_x(), "y": np.arange(6), "x_test": _good_x(3)}, "no y_test labels x_test"),
     ],
-    ids=["object-x", "object-y", "nan", "inf", "above-1", "below-0", "uint8-255", "rank-1",
+    ids=["object-x", "object-y", "nan", "inf", "above-1", "below-0", "uint8-255", "rank-1", "rank-4",
          "zero-rows", "strings", "float-labels", "bool-labels", "labels-short", "labels-2d",
-         "negative-labels", "missing-x", "test-shape", "test-range", "test-labels"],  # fmt: skip
+         "negative-labels", "missing-x", "test-shape", "test-range", "test-labels", "test-unlabeled"],  # fmt: skip
 )
 def test_npz_refuses_bad_arrays(tmp_path, arrays, message):
     path = _save_npz(tmp_path / "bad.npz", **arrays)

@@ -248,8 +248,9 @@ def _scored(run, summary: dict, metric: str, device: str, parzen_samples: int) -
     return {**summary, **evaluate_run(run, device=device, parzen=True, n_samples=parzen_samples)}
 
 
-# Settings that do not change what a seed's run computes: a finished run may differ in these.
-_NOT_COMPARED = {"device", "log_every", "checkpoint_every", "checkpoint_epochs"}
+# Settings that do not change what a seed's run computes: a finished run may differ in these
+# (data_dir only locates the files, which are checked against their checksums).
+_NOT_COMPARED = {"device", "log_every", "checkpoint_every", "checkpoint_epochs", "data_dir"}
 
 
 def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jobs: int = 1,

@@ -182,13 +182,22 @@ def cmd_train(args) -> int:
 
 
 def _config_from_args(args) -> cfg.Config:
-    sections = {name: cfg.from_namespace(cls, args) for name, cls in cfg.SECTIONS.items()}
+    # Paths made absolute: the run then resumes, evaluates and plots from any working directory.
+    paths = {"dataset": args.dataset if not args.dataset.endswith(".npz") else _absolute(args.dataset),
+             "data_dir": None if args.data_dir is None else _absolute(args.data_dir)}  # fmt: skip
+    sections = {name: cfg.from_namespace(cls, args, **(paths if name == "data" else {}))
+                for name, cls in cfg.SECTIONS.items()}  # fmt: skip
     return cfg.Config(model_kind=args.model_kind, **sections)
 
 
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().absolute())
+
+
 # Flags that may change when a run is resumed; every other flag must match the saved run.
+# (--data-dir only says where the files are: they are checked against their checksums.)
 RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every", "checkpoint_epochs", "lr_step",
-             "compile", "cuda_graphs", "keep_checkpoints"}
+             "compile", "cuda_graphs", "keep_checkpoints", "data_dir"}
 
 
 def _resumed_config(saved: cfg.Config, given: cfg.Config, explicit: set | None = None,

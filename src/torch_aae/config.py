@@ -24,7 +24,7 @@ def _f(default, help: str, **kw):
 class DataConfig:
     dataset: str = _f("mnist", "mnist, fashion-mnist, or a path to a .npz with x (n, ...) in [0,1] and optional y")
     data_dir: str | None = _f(None, "data root (default: $TORCH_AAE_DATA, else ./data)")
-    subset: int | None = _f(None, "use only the first N training images (quick runs)")
+    subset: int | None = _f(None, "use only the first N training images left after the validation split, for quick runs (default: all)")
     val_size: int = _f(0, "carve a validation split of this many training images (by --data-seed)")
     labels: str | None = _f(None, "labeled training images for the models that use labels: N (class-balanced, by --data-seed) or all")
     data_seed: int | None = _f(None, "seed of the data's draws: the validation split, the labeled images, the images whose labels condition the prior (default: --seed; fixed, it keeps them while --seed, or a bench's seeds, vary the rest)")

@@ -259,7 +259,8 @@ def _fetch_atomic(url: str, target: Path, md5: str, timeout: float) -> None:
 
 
 def load_npz(path: str | os.PathLike) -> Dataset:
-    """Load `x` (n, ...) in [0, 1] and optional integer `y` (and `x_test`, `y_test`) from a .npz.
+    """Load `x` (n, h, w) or (n, d) in [0, 1] and optional integer `y` (and `x_test`, `y_test`,
+    which `y` then needs) from a .npz.
 
     Loaded with allow_pickle=False: object arrays are refused, never unpickled.
     """
@@ -290,6 +291,9 @@ def load_npz(path: str | os.PathLike) -> Dataset:
         if x_test.shape[1:] != x.shape[1:]:
             raise AAEError(f"{path}: x_test shape {x_test.shape[1:]} differs from x {x.shape[1:]}")
         y_test = _check_labels(arrays.get("y_test"), len(x_test), f"{path}: y_test")
+        if y is not None and y_test is None:
+            raise AAEError(f"{path}: y labels x, but no y_test labels x_test; add y_test (the test "
+                           "metrics need it) or drop x_test")  # fmt: skip
     num_classes = None
     if y is not None:
         num_classes = int(max(y.max(), -1 if y_test is None else y_test.max())) + 1
@@ -309,8 +313,9 @@ def load_npz(path: str | os.PathLike) -> Dataset:
 def _check_images(x: np.ndarray, what: str) -> np.ndarray:
     if x.dtype.kind not in "fiu":
         raise AAEError(f"{what}: dtype {x.dtype} is not numeric")
-    if x.ndim < 2:
-        raise AAEError(f"{what}: shape {x.shape}; expected (n, ...) with at least 2 dimensions")
+    if x.ndim not in (2, 3):
+        raise AAEError(f"{what}: shape {x.shape}; expected grayscale images (n, height, width) or "
+                       "vectors (n, features)")  # fmt: skip
     if len(x) == 0:
         raise AAEError(f"{what}: no rows")
     if not np.isfinite(x).all():
