@@ -82,7 +82,7 @@ def test_the_categorical_prior_has_k_states():
 def test_clusters_flag_is_refused_by_other_models_and_labels_by_clustering():
     with pytest.raises(AAEError, match="only the clustering and dim-reduction models"):
         Config("semi-supervised", DataConfig(labels="100"), ModelConfig(clusters=16))
-    with pytest.raises(AAEError, match="uses no labels"):
+    with pytest.raises(AAEError, match="uses no labeled images .labels only score its clusters"):
         clustering.setup(None, None, Config("clustering", DataConfig(labels="100"), ModelConfig(clusters=16)),
                          "cpu", None)  # fmt: skip
 

@@ -192,3 +192,24 @@ def test_noise_flags_are_refused_by_models_that_ignore_them(kind, field):
     with pytest.raises(AAEError, match=f"--{field.replace('_', '-')} 0.3: the {kind} model does not take it"):
         Config(kind, DataConfig(), ModelConfig(), TrainConfig(**{field: 0.3}))
     Config("semi-supervised", DataConfig(labels="100"), ModelConfig(), TrainConfig(**{field: 0.3}))
+
+
+@pytest.mark.parametrize(
+    "kind, data, train, fragment",
+    [
+        ("unsupervised", {"labels": "100"}, {}, "--labels 100: the unsupervised model uses no labeled "
+                                                "images (--condition-labels N"),
+        ("unsupervised", {}, {"lr_sup": 0.5}, "--lr-sup 0.5: the unsupervised model has no supervised phase"),
+        ("supervised", {"labels": "100"}, {"lr_sup": 0.5}, "--lr-sup 0.5: the supervised model has no"),
+        ("clustering", {}, {"lr_sup": 0.5}, "--lr-sup 0.5: the clustering model has no supervised phase"),
+        ("dim-reduction", {}, {"lr_sup": 0.5}, "has no supervised phase without --labels"),
+    ],
+)
+def test_labels_and_lr_sup_are_refused_where_no_phase_reads_them(kind, data, train, fragment):
+    from torch_aae.variants import VARIANTS
+
+    config = C.Config(kind, C.DataConfig(**data), C.ModelConfig(clusters=10 if kind == "dim-reduction" else 0),
+                      C.TrainConfig(**train))  # a config with them still loads (an old run evaluates)
+    with pytest.raises(AAEError) as err:
+        VARIANTS[kind].setup(None, None, config, "cpu", None)  # refused before the model is touched
+    assert fragment in str(err.value)

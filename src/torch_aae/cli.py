@@ -54,8 +54,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                     help="also the Parzen log-likelihood of the test set (paper's Table 1) and, when "
                          "the evaluation classifier is cached, classifier_fd and the class "
                          "histogram of the samples")  # fmt: skip
-    ev.add_argument("--samples", type=int, default=10000, help="samples for --parzen (default: 10000)")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the --parzen samples (default: 0)")
+    # The --parzen options default to None here, so that one given without --parzen is refused.
+    ev.add_argument("--samples", type=int, default=None, help="samples for --parzen (default: 10000)")
+    ev.add_argument("--seed", type=int, default=None, help="seed of the --parzen samples (default: 0)")
     ev.add_argument("--sigma-grid", type=float, nargs=3, metavar=("LO", "HI", "N"), default=None,
                     help="the --parzen window widths searched: N values log-spaced over [LO, HI] "
                          "(default: 0.1 1 10, the protocol of the paper's Table 1)")  # fmt: skip
@@ -239,12 +240,18 @@ def cmd_evaluate(args) -> int:
     from .api import evaluate_run
     from .parzen import log_grid
 
-    if args.sigma_grid is not None and not args.parzen:
-        raise AAEError("--sigma-grid: only with --parzen")
+    parzen_only = {"--samples": args.samples, "--seed": args.seed, "--sigma-grid": args.sigma_grid,
+                   "--cache-dir": args.cache_dir}  # fmt: skip
+    given = [flag for flag, value in parzen_only.items() if value is not None]
+    if given and not args.parzen:
+        raise AAEError(f"{', '.join(given)}: only with --parzen")
+    if args.samples is not None and args.samples <= 0:
+        raise AAEError(f"--samples {args.samples}: must be positive")
     sigmas = None if args.sigma_grid is None else log_grid(*args.sigma_grid)
     metrics = evaluate_run(args.run, device=args.device, data_dir=args.data_dir, parzen=args.parzen,
-                           n_samples=args.samples, seed=args.seed, cache_dir=args.cache_dir,
-                           sigmas=sigmas, progress=not args.no_progress)  # fmt: skip
+                           n_samples=10000 if args.samples is None else args.samples,
+                           seed=args.seed or 0, cache_dir=args.cache_dir, sigmas=sigmas,
+                           progress=not args.no_progress)  # fmt: skip
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -217,6 +217,19 @@ class Config:
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 
+def refuse_unread(config: Config, labels: bool, lr_sup: bool, labels_hint: str = "") -> None:
+    """Refuse --labels or --lr-sup where the model would not read it (`labels`, `lr_sup`: whether
+    it reads them). Called by a model's setup when training starts, not when a config is loaded,
+    so that an old run that carries such a value still evaluates."""
+    if config.data.labels is not None and not labels:
+        raise AAEError(f"--labels {config.data.labels}: the {config.model_kind} model uses no "
+                       f"labeled images{labels_hint}")  # fmt: skip
+    if config.train.lr_sup != TrainConfig.lr_sup and not lr_sup:
+        without = " without --labels" if config.model_kind == "dim-reduction" else ""
+        raise AAEError(f"--lr-sup {config.train.lr_sup}: the {config.model_kind} model has no "
+                       f"supervised phase{without}")  # fmt: skip
+
+
 def from_dict(d: dict[str, Any]) -> Config:
     """Rebuild a Config from `to_dict()` output; unknown keys are an error."""
     if not isinstance(d, dict):

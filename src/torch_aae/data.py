@@ -398,19 +398,24 @@ def labeled_indices(data: Dataset, labels: str | None, seed: int) -> torch.Tenso
     return balanced_label_indices(data.train_y, int(labels), data.num_classes, seed)
 
 
-def balanced_label_indices(labels: torch.Tensor, n: int, num_classes: int, seed: int):
+def balanced_label_indices(labels: torch.Tensor, n: int, num_classes: int, seed: int,
+                           flag: str = "--labels"):  # fmt: skip
     """Pick `n` indices, n / num_classes per class, at random by `seed`.
 
+    Args:
+        flag: the option that asked for them, for the errors.
     Returns:
         A sorted int64 tensor of indices into `labels`.
     """
     if n <= 0:
-        raise AAEError(f"--labels {n}: must be positive")
+        raise AAEError(f"{flag} {n}: must be positive")
     if n > len(labels):
-        raise AAEError(f"--labels {n}: only {len(labels)} labeled training images exist")
+        every = " or --labels all" if flag == "--labels" else ""
+        raise AAEError(f"{flag} {n}: only {len(labels)} labeled training images exist; give at most "
+                       f"{len(labels)}{every}")  # fmt: skip
     if n % num_classes:
         raise AAEError(
-            f"--labels {n}: must be divisible by the {num_classes} classes for a balanced draw"
+            f"{flag} {n}: must be divisible by the {num_classes} classes for a balanced draw"
         )
     per_class = n // num_classes
     gen = torch.Generator().manual_seed(seed)
@@ -418,7 +423,7 @@ def balanced_label_indices(labels: torch.Tensor, n: int, num_classes: int, seed:
     for c in range(num_classes):
         members = (labels == c).nonzero().squeeze(1)
         if len(members) < per_class:
-            raise AAEError(f"--labels {n}: class {c} has only {len(members)} images")
+            raise AAEError(f"{flag} {n}: class {c} has only {len(members)} images")
         picked.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
     return torch.cat(picked).sort().values
 

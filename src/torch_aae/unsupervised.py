@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, TrainConfig, refuse_unread
 from .data import balanced_label_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder, gaussian_noise
@@ -151,6 +151,8 @@ def setup(model, data, config, device, run_path) -> dict:
     give the loop the labels its step may see, "train_y": the label of each labeled image, -1
     for every other image (their true labels never reach the step); their indices are saved to
     the run folder."""
+    refuse_unread(config, labels=False, lr_sup=False,
+                  labels_hint=" (--condition-labels N conditions its prior on N labeled images)")  # fmt: skip
     t = config.train
     ctx = {"input_noise": t.input_noise, "code_noise": t.code_noise, "disc_noise": t.disc_noise,
            "total_steps": t.epochs * -(-len(data.train_x) // t.batch_size)}  # fmt: skip
@@ -163,7 +165,8 @@ def setup(model, data, config, device, run_path) -> dict:
         raise AAEError(f"--condition-labels: the prior has {model.condition_classes} parts, the "
                        f"data {data.num_classes} classes; "
                        f"set --prior-components {data.num_classes}")  # fmt: skip
-    idx = balanced_label_indices(data.train_y, n, data.num_classes, config.data_draw_seed)
+    idx = balanced_label_indices(data.train_y, n, data.num_classes, config.data_draw_seed,
+                                 "--condition-labels")  # fmt: skip
     visible = torch.full_like(data.train_y, -1)  # (n_train,)
     visible[idx] = data.train_y[idx]
     return {**ctx, "run_files": {"labeled_indices.json": idx.tolist()}, "train_y": visible.to(device)}
