@@ -111,6 +111,20 @@ def test_bench_refuses_a_model_without_a_test_score(tmp_path):
         bench.bench_seeds(Config("supervised", DataConfig(), ModelConfig()), 1, tmp_path, "aae ...", progress=False)
 
 
+def test_without_labels_the_evaluation_skips_only_the_cluster_error(mnist):
+    import dataclasses
+
+    model = clustering.ClusteringAAE.from_config(_config().model, 784, (28, 28))
+    labeled = subset_of(mnist, 300, 100)
+    unlabeled = dataclasses.replace(labeled, train_y=None, test_y=None, num_classes=None)
+    with_labels = clustering.evaluate(model, labeled, "cpu")
+    without = clustering.evaluate(model, unlabeled, "cpu")
+    assert 0 <= with_labels["test_cluster_error"] <= 1 and "test_cluster_error" not in without
+    assert without == {k: v for k, v in with_labels.items() if k != "test_cluster_error"}
+    unlabeled.val_x = labeled.test_x  # a validation split without labels: no validation error either
+    assert clustering.epoch_metrics(model, unlabeled, "cpu") == {}
+
+
 def test_the_cluster_plot_has_one_row_per_cluster(mnist, tmp_path, monkeypatch):
     from torch_aae import plots
 

@@ -93,7 +93,7 @@ def _clusters(model, x, device) -> np.ndarray:
 
 def epoch_metrics(model, data, device) -> dict[str, float]:
     """Cluster error on the validation split (clusters labeled from the training split)."""
-    if data.val_x is None:
+    if data.val_x is None or data.train_y is None:
         return {}
     train = _clusters(model, data.train_x, device)
     val = _clusters(model, data.val_x, device)
@@ -102,16 +102,17 @@ def epoch_metrics(model, data, device) -> dict[str, float]:
 
 
 def evaluate(model, data, device) -> dict[str, float]:
-    """Cluster error on the evaluation split, clusters in use, and the style code's prior match."""
+    """Cluster error on the evaluation split (when the data has labels to score it with),
+    clusters in use, and the style code's prior match."""
     from .metrics import collect, prior_match, recon_bce
 
-    if data.train_y is None:
-        raise AAEError(f"cluster_error needs the training labels; {data.name} has none")
     split, x, y = data.eval_split()
     train = _clusters(model, data.train_x, device)
-    held_out = _clusters(model, x, device)
-    error = cluster_error(train, data.train_y.numpy(), held_out, y.numpy(), model.n_classes)
-    out = {f"{split}_cluster_error": error, "clusters_used": len(np.unique(train))}
+    out = {"clusters_used": len(np.unique(train))}
+    if data.train_y is not None and y is not None:
+        held_out = _clusters(model, x, device)
+        out[f"{split}_cluster_error"] = cluster_error(train, data.train_y.numpy(), held_out, y.numpy(),
+                                                      model.n_classes)  # fmt: skip
     model.eval()
     out[f"{split}_recon_bce"] = recon_bce(model, x, device)
     out.update(prior_match(collect(model.encode, x, device).numpy(), model.prior.std))
