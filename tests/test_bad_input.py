@@ -38,6 +38,11 @@ def workdir(tmp_path_factory):
     np.savez(root / "nan.npz", x=np.full((5, 2, 2), np.nan))
     torch.save({"format_version": 1, "x": Evil(root / "PWNED")}, root / "evil.pt")
     (root / "cut.pt").write_bytes((root / "run" / "checkpoints" / "latest.pt").read_bytes()[:5000])
+    (root / "notes").mkdir()
+    (root / "notes" / "mine.txt").write_text("not a run")
+    x = np.full((20, 4, 4), 0.5, dtype=np.float32)
+    np.savez(root / "no_y_test.npz", x=x, y=np.arange(20) % 2, x_test=x[:5])
+    np.savez(root / "rgb.npz", x=np.full((20, 3, 4, 4), 0.5, dtype=np.float32))
     return root
 
 
@@ -67,6 +72,34 @@ CASES = {
                              "not a readable checkpoint"),  # fmt: skip
     "evaluate, no data": (["evaluate", "{run}", "--data-dir", "{root}/nowhere"],
                           "no train-images-idx3-ubyte.gz"),  # fmt: skip
+    "overwrite, not a run": (["train", "unsupervised", "--out", "{root}/notes", "--overwrite", *TINY],
+                             "notes is not empty and holds no run"),  # fmt: skip
+    "empty --out": (["train", "unsupervised", "--out", "", "--overwrite", *TINY], "--out is empty"),
+    "labels, unsupervised": (["train", "unsupervised", "--out", "{new}", *TINY, "--labels", "100"],
+                             "--labels 100: the unsupervised model uses no labeled images"),  # fmt: skip
+    "lr-sup, clustering": (["train", "clustering", "--out", "{new}", *TINY, "--lr-sup", "0.5"],
+                           "--lr-sup 0.5: the clustering model has no supervised phase"),  # fmt: skip
+    "too many condition labels": (["train", "unsupervised", "--out", "{new}", *TINY, "--prior", "mixture",
+                                   "--condition-labels", "700"],
+                                  "--condition-labels 700: only 100 labeled training images exist"),  # fmt: skip
+    ".npz, x_test unlabeled": (["train", "semi-supervised", "--out", "{new}", "--dataset",
+                                "{root}/no_y_test.npz"], "no y_test labels x_test"),  # fmt: skip
+    ".npz, colour images": (["train", "unsupervised", "--out", "{new}", "--dataset", "{root}/rgb.npz"],
+                            "expected grayscale images"),  # fmt: skip
+    "parzen option alone": (["evaluate", "{run}", "--samples", "5", "--seed", "1"],
+                            "--samples, --seed: only with --parzen"),  # fmt: skip
+    "evaluate a file": (["evaluate", "{run}/config.json"], "config.json: a file; give the run folder"),
+    "sample a JSON file": (["sample", "{run}/config.json", "--out", "{root}/x.png"],
+                           "not a checkpoint (not a file written by torch.save"),  # fmt: skip
+    "sample, no such GPU": (["sample", "{run}", "--device", "cuda:99", "--out", "{root}/x.png"],
+                            "--device cuda:99: "),  # fmt: skip
+    "sample, bad device": (["sample", "{run}", "--device", "banana", "--out", "{root}/x.png"],
+                           "--device 'banana': choose auto, cpu or cuda[:N]"),  # fmt: skip
+    "sample, bad format": (["sample", "{run}", "--out", "{root}/x.xyz"], "give a file name ending in .png"),
+    "sample, no suffix": (["sample", "{run}", "--out", "{root}/x"], "give a file name ending in .png"),
+    "sample, a folder": (["sample", "{run}", "--out", "{root}/notes"], "a folder; give an image file"),
+    "sample, too many": (["sample", "{run}", "-n", "1000000", "--out", "{root}/x.png"],
+                         "-n 1000000: must be in 1..10000"),  # fmt: skip
 }
 
 

@@ -79,7 +79,7 @@ def test_sample_and_plot(cli_run, tmp_path):
         (("train", "unsupervised", "--epochs", "0", *TINY), "--epochs 0: must be positive"),
         (("train", "unsupervised", "--dataset", "nope", *TINY), "unknown dataset 'nope'"),
         (("train", "unsupervised", "--subset", "0", *TINY), "--subset 0: must be positive"),
-        (("evaluate", "{tmp}/missing-run"), "no such checkpoint"),
+        (("evaluate", "{tmp}/missing-run"), "missing-run: no such run folder"),
     ],
     ids=["epochs-0", "dataset-nope", "subset-0", "evaluate-missing"],
 )
@@ -214,7 +214,7 @@ def test_train_errors_in_process(capsys, tmp_path, monkeypatch, flags, fragment)
 
 def test_sample_errors_in_process(capsys, tmp_path):
     save_model(tiny_model(), tmp_path / "m.pt")
-    assert "-n 0: must be positive" in _main_error(capsys, ["sample", tmp_path / "m.pt", "-n", "0",
+    assert "-n 0: must be in 1..10000" in _main_error(capsys, ["sample", tmp_path / "m.pt", "-n", "0",
                                                              "--out", tmp_path / "x.png"])  # fmt: skip
     assert "no such checkpoint" in _main_error(capsys, ["sample", tmp_path / "nope", "--out", tmp_path / "x.png"])
     assert not (tmp_path / "x.png").exists()

@@ -79,6 +79,19 @@ def test_report_out_flag_and_errors(run, tmp_path):
         write_report(run, tmp_path / "r.png")
 
 
+def test_report_flags_an_eval_json_of_an_older_checkpoint(run, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    step = json.loads((folder / "checkpoints" / "latest.json").read_text())["step"]
+    (folder / "eval.json").write_text(json.dumps({"test_recon_bce": 0.2, "checkpoint_step": step}))
+    assert "stale" not in render_report(folder)
+    (folder / "eval.json").write_text(json.dumps({"test_recon_bce": 0.2, "checkpoint_step": step - 3}))
+    assert (f"eval.json is stale:</b> it scored the checkpoint of step {step - 3}; the latest is of "
+            f"step {step}") in render_report(folder)  # fmt: skip
+    with pytest.raises(AAEError, match="config.json: a file; give the run folder"):
+        render_report(folder / "config.json")
+
+
 def test_report_of_an_unfinished_run_says_what_is_missing(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_kind": "unsupervised"}))
     text = render_report(tmp_path)

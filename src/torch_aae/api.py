@@ -35,6 +35,10 @@ def build_model(config: Config, data: Dataset):
 
 def load_run_config(run: str | os.PathLike) -> Config:
     path = Path(run) / "config.json"
+    if not Path(run).exists():
+        raise AAEError(f"{run}: no such run folder")
+    if Path(run).is_file():
+        raise AAEError(f"{run}: a file; give the run folder that holds it")
     if not path.is_file():
         raise AAEError(f"{run}: not a run folder (no config.json)")
     try:
@@ -61,8 +65,8 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
             `n_samples` samples drawn with `seed`; `cache_dir`, `note`, `sigmas` and `progress` are passed on.
     """
     device = resolve_device(device)
+    data = _run_data(run, data_dir)  # first: it refuses what is not a run folder
     model = load_model(run, device)
-    data = _run_data(run, data_dir)
     metrics = get_variant(model.kind).evaluate(model, data, device)
     step = _checkpoint_step(run)
     if parzen:

@@ -129,6 +129,13 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise AAEError(f"{path}: no such checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (older versions: a pickle, PROTO opcode first); anything
+    # else (a JSON file, text) is not a checkpoint at all, whatever torch.load would say of it.
+    if len(head) == 4 and not (head == b"PK\x03\x04" or head.startswith(b"\x80")):
+        raise AAEError(f"{path}: not a checkpoint (not a file written by torch.save; a run's "
+                       "checkpoint is RUN/checkpoints/latest.pt)")  # fmt: skip
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

@@ -20,6 +20,10 @@ from .errors import AAEError
 from .variants import VARIANTS
 
 
+# `aae sample`: the most images in its one grid, and the image formats it writes.
+MAX_SAMPLES = 10_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+
 # `aae bench NAME` over seeds -> the model it trains (`bench.BENCH_METRIC` says what it scores).
 SEED_BENCHES = {"semi-supervised": "semi-supervised", "clustering": "clustering", "parzen": "unsupervised"}
 
@@ -33,7 +37,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model into a run folder")
     kinds = train.add_subparsers(dest="model_kind", required=True, metavar="MODEL")
     for kind, module in VARIANTS.items():
-        p = kinds.add_parser(kind, help=module.__doc__.strip().splitlines()[0])
+        first_paragraph = " ".join(module.__doc__.strip().split("\n\n")[0].split())
+        p = kinds.add_parser(kind, help=first_paragraph)
         p.add_argument("--out", required=True, help="run folder (config, metrics, checkpoints, plots)")
         p.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its latest checkpoint")  # fmt: skip
@@ -69,8 +74,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="decode prior samples of a trained model into a PNG")
     sample.add_argument("run", help="run folder or checkpoint file")
-    sample.add_argument("-n", type=int, default=100, help="number of samples (default: 100)")
-    sample.add_argument("--out", required=True, help="PNG file to write")
+    sample.add_argument("-n", type=int, default=100,
+                        help=f"number of samples, at most {MAX_SAMPLES} (default: 100)")  # fmt: skip
+    sample.add_argument("--out", required=True,
+                        help=f"image file to write: {', '.join(IMAGE_SUFFIXES)}")  # fmt: skip
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sample.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
 
@@ -266,14 +273,20 @@ def cmd_report(args) -> int:
 def cmd_sample(args) -> int:
     from . import plots
     from .checkpoint import load_model
+    from .train import resolve_device
 
-    if args.n <= 0:
-        raise AAEError(f"-n {args.n}: must be positive")
-    model = load_model(args.run, device=args.device)
+    if not 0 < args.n <= MAX_SAMPLES:
+        raise AAEError(f"-n {args.n}: must be in 1..{MAX_SAMPLES} (one grid image)")
+    out = Path(args.out)
+    if args.out.endswith("/") or out.is_dir():
+        raise AAEError(f"--out {args.out}: a folder; give an image file such as {out / 'samples.png'}")
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise AAEError(f"--out {args.out}: give a file name ending in {', '.join(IMAGE_SUFFIXES)}")
+    model = load_model(args.run, device=resolve_device(args.device))
     torch.manual_seed(args.seed)
     images = model.sample(args.n).cpu().numpy()
     nrow = max(1, int(round(args.n**0.5)))
-    plots.save_image_grid(images, model.image_shape, nrow, Path(args.out), f"{args.n} samples")
+    plots.save_image_grid(images, model.image_shape, nrow, out, f"{args.n} samples")
     print(f"wrote {args.out}")
     return 0
 

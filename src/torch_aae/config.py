@@ -300,7 +300,7 @@ def add_arguments(
         if hint is bool:  # a switch: --flag turns it on, --no-flag off (e.g. on --resume)
             group.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS if suppress else default,
-                               help=f.metadata["help"])  # fmt: skip
+                               help=f"{f.metadata['help']} (default: {'on' if default else 'off'})")  # fmt: skip
             continue
         kind = next(t for t in (int, float, str) if hint in (t, t | None))
         said = "(default:" in f.metadata["help"]  # a help line that says its default in words

@@ -123,6 +123,8 @@ def histogram_png(metrics: dict) -> bytes | None:
 def render_report(run: str | os.PathLike) -> str:
     """The HTML text of the report of run folder `run`."""
     run = Path(run)
+    if run.is_file():
+        raise AAEError(f"{run}: a file; give the run folder that holds it")
     config = read_json(run / "config.json")
     if config is None:
         raise AAEError(f"{run}: not a run folder (no config.json)")
@@ -139,6 +141,11 @@ def render_report(run: str | os.PathLike) -> str:
     if summary is not None:
         parts.append(_table(summary, "summary.json (end of training)"))
     if evaluation is not None:
+        latest = (read_json(run / "checkpoints" / "latest.json") or {}).get("step")
+        if latest is not None and evaluation.get("checkpoint_step") != latest:
+            parts.append(f"<p><b>eval.json is stale:</b> it scored the checkpoint of step "
+                         f"{evaluation.get('checkpoint_step')}; the latest is of step {latest}. "
+                         "Run <code>aae evaluate RUN</code> again.</p>")  # fmt: skip
         parts.append(_table(evaluation, "eval.json (aae evaluate)"))
         hist = histogram_png(evaluation)
         if hist is not None:

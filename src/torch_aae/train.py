@@ -16,6 +16,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -46,11 +47,17 @@ CHECKPOINT = Path("checkpoints") / "latest.pt"
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device of --device auto, cpu or cuda[:N], refused where it does not exist."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise AAEError(f"--device {name!r}: choose auto, cpu or cuda[:N]")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise AAEError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise AAEError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
 
 
 @dataclasses.dataclass
