@@ -111,6 +111,7 @@ def test_a_resumed_graphed_run_continues_its_epochs_loss_sums(mnist, tmp_path, e
     [
         ("semi-supervised", TrainConfig(), "cpu", False, "needs a CUDA device"),
         ("unsupervised", TrainConfig(), "cuda", False, "works with semi-supervised"),
+        ("unsupervised", TrainConfig(), "cpu", False, "the unsupervised model's step is not captured"),
         ("semi-supervised", TrainConfig(optimizer="sgd"), "cuda", False, "--optimizer adam"),
         ("clustering", TrainConfig(compile="default"), "cuda", False, "exclude each other"),
         ("dim-reduction", TrainConfig(), "cuda", True, "torchrun"),

@@ -31,11 +31,11 @@ WARMUP = 3
 
 def check(model_kind: str, device: torch.device, train_cfg, distributed: bool = False) -> None:
     """Refuse --cuda-graphs where it cannot work, before anything is trained."""
-    if device.type != "cuda":
-        raise AAEError(f"--cuda-graphs needs a CUDA device, not {device} (pass --device cuda)")
-    if model_kind not in GRAPH_MODELS:
+    if model_kind not in GRAPH_MODELS:  # first: no device makes it work
         raise AAEError(f"--cuda-graphs: the {model_kind} model's step is not captured; it "
                        f"works with {', '.join(GRAPH_MODELS)}")  # fmt: skip
+    if device.type != "cuda":
+        raise AAEError(f"--cuda-graphs needs a CUDA device, not {device} (pass --device cuda)")
     if train_cfg.optimizer != "adam":
         raise AAEError("--cuda-graphs works with --optimizer adam (capturable), not "
                        f"{train_cfg.optimizer}")  # fmt: skip
