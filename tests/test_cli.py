@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -294,3 +295,16 @@ def test_data_paths_are_recorded_absolute_and_data_dir_may_change_on_resume(tmp_
     saved = C.Config(data=C.DataConfig(data_dir=None))
     moved = cli._resumed_config(saved, C.Config(data=C.DataConfig(data_dir="/elsewhere")), {"data_dir"})
     assert moved.data.data_dir == "/elsewhere"
+
+
+@pytest.mark.parametrize("kind", ["unsupervised", "supervised", "semi-supervised", "clustering", "dim-reduction"])
+def test_a_models_help_lists_the_flags_it_reads_and_only_those(kind, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", kind, "--help"])
+    listed = set(re.findall(r"^  (--[a-z0-9-]+)", capsys.readouterr().out, flags=re.M))
+    for name, kinds in C.MODEL_FIELDS.items():
+        assert (f"--{name.replace('_', '-')}" in listed) == (kind in kinds), name
+    assert {"--epochs", "--z-dim", "--out", "--resume"} <= listed
+    # A flag left out of the help is still parsed, so that the model's own error names it.
+    args = cli.build_parser().parse_args(["train", kind, "--out", "r", "--view-shift", "2"])
+    assert args.view_shift == 2.0

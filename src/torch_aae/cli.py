@@ -50,7 +50,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                             "the flags --resume may change can differ")  # fmt: skip
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         for section in cfg.SECTIONS.values():
-            cfg.add_arguments(p, section, getattr(module, "CLI_DEFAULTS", {}), suppress_defaults)
+            cfg.add_arguments(p, section, getattr(module, "CLI_DEFAULTS", {}), suppress_defaults, kind)
 
     ev = sub.add_parser("evaluate", help="compute a run's final metrics; print and save them")
     ev.add_argument("run", help="run folder")
@@ -112,7 +112,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                            help="seeds trained at once, in separate processes sharing the threads (default: 1)")
         seeds.add_argument("--no-progress", action="store_true", help="no progress bar")
         for section in cfg.SECTIONS.values():
-            cfg.add_arguments(seeds, section, defaults=getattr(VARIANTS[kind], "CLI_DEFAULTS", {}))
+            cfg.add_arguments(seeds, section, defaults=getattr(VARIANTS[kind], "CLI_DEFAULTS", {}),
+                              model_kind=kind)  # fmt: skip
 
     dl = sub.add_parser("download", help="download MNIST (md5-checked) into DATA_DIR/mnist")
     dl.add_argument("--data-dir", default="data", help="data root (default: ./data)")

@@ -83,6 +83,21 @@ ELASTIC_SIGMA = 4.0  # --label-elastic-sigma's default: Simard et al.'s smoothin
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 # The models with a categorical code y and the adversarial autoencoder phases of semi_supervised.
 CATEGORICAL_MODELS = ("semi-supervised", "clustering", "dim-reduction")
+_CLUSTER_MODELS = ("clustering", "dim-reduction")
+
+# Fields that only some models read, and those models. Another model refuses a value given for
+# one (in Config, or in its setup when training starts), and its --help leaves the flag out.
+MODEL_FIELDS = {
+    "labels": ("supervised", "semi-supervised", "dim-reduction"),
+    "condition_labels": ("unsupervised",), "prior": ("unsupervised",), "prior_scale": ("unsupervised",),
+    "prior_components": ("unsupervised",), "prior_std_along": ("unsupervised",),
+    "prior_std_across": ("unsupervised",), "disc_noise": ("unsupervised",),
+    "clusters": _CLUSTER_MODELS, "head_distance": ("dim-reduction",),
+    "input_noise": ("unsupervised", *CATEGORICAL_MODELS), "cat_noise": CATEGORICAL_MODELS,
+    "lr_sup": ("semi-supervised", "dim-reduction"), "cuda_graphs": CATEGORICAL_MODELS,
+    **{f"label_{kind}": ("semi-supervised",) for kind in ("shift", "rotate", "scale", "elastic", "elastic_sigma")},
+    **{f"view_{kind}": _CLUSTER_MODELS for kind in ("rotate", "scale", "shift", "elastic", "thickness")},
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -180,12 +195,10 @@ class Config:
     def __post_init__(self):
         # Fields that only some models read: refuse them elsewhere rather than ignore them.
         t = self.train
-        semi = ("semi-supervised",)
-        takers = {"input_noise": ("unsupervised", *CATEGORICAL_MODELS), "cat_noise": CATEGORICAL_MODELS,
-                  "disc_noise": ("unsupervised",),
-                  "label_shift": semi, "label_rotate": semi, "label_scale": semi, "label_elastic": semi,
-                  **{f"view_{kind}": ("clustering", "dim-reduction") for kind in ("rotate", "scale", "shift", "elastic", "thickness")}}  # fmt: skip
-        for name, kinds in takers.items():
+        switched = ("input_noise", "cat_noise", "disc_noise", *(f"label_{k}" for k in ("shift", "rotate", "scale", "elastic")),
+                    *(f"view_{k}" for k in ("rotate", "scale", "shift", "elastic", "thickness")))  # fmt: skip
+        for name in switched:  # off at 0: a value other than 0 is refused by the others
+            kinds = MODEL_FIELDS[name]
             if getattr(t, name) and self.model_kind not in kinds:
                 raise AAEError(f"--{name.replace('_', '-')} {getattr(t, name)}: the "
                                f"{self.model_kind} model does not take it ({', '.join(kinds)} do)")  # fmt: skip
@@ -288,27 +301,33 @@ def _positive(obj, name: str, allow_none: bool = False):
 
 
 def add_arguments(
-    parser: argparse.ArgumentParser, cls, defaults: dict | None = None, suppress: bool = False
+    parser: argparse.ArgumentParser, cls, defaults: dict | None = None, suppress: bool = False,
+    model_kind: str | None = None,
 ) -> None:
     """Add one --flag per field of the dataclass `cls`, with its help line and default
-    (from `defaults` where given: a model's own defaults; none at all when `suppress`)."""
+    (from `defaults` where given: a model's own defaults; none at all when `suppress`).
+    With `model_kind`, the flags that model does not read (MODEL_FIELDS) stay out of --help;
+    they are still parsed, so that giving one gets the model's own error."""
     group = parser.add_argument_group(cls.__name__.replace("Config", "").lower())
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         default = (defaults or {}).get(f.name, f.default)
+        hidden = model_kind is not None and model_kind not in MODEL_FIELDS.get(f.name, (model_kind,))
         if hint is bool:  # a switch: --flag turns it on, --no-flag off (e.g. on --resume)
+            help = f"{f.metadata['help']} (default: {'on' if default else 'off'})"
             group.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS if suppress else default,
-                               help=f"{f.metadata['help']} (default: {'on' if default else 'off'})")  # fmt: skip
+                               help=argparse.SUPPRESS if hidden else help)  # fmt: skip
             continue
         kind = next(t for t in (int, float, str) if hint in (t, t | None))
         said = "(default:" in f.metadata["help"]  # a help line that says its default in words
+        help = f.metadata["help"] if said else f"{f.metadata['help']} (default: {default})"
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             type=kind,
             default=argparse.SUPPRESS if suppress else default,
-            help=f.metadata["help"] if said else f"{f.metadata['help']} (default: {default})",
+            help=argparse.SUPPRESS if hidden else help,
         )
 
 
