@@ -68,9 +68,41 @@ def test_load_model_with_a_custom_prior(tmp_path):
             return torch.rand(n, 2)
 
     save_model(tiny_model(prior=Box()), tmp_path / "m.pt")
-    with pytest.raises(AAEError, match="custom prior: pass prior="):
+    with pytest.raises(AAEError, match=r"custom prior, a Python object: pass it from Python, as load_model\(run, prior=...\)"):
         load_model(tmp_path / "m.pt")
     assert isinstance(load_model(tmp_path / "m.pt", prior=Box()).prior, Box)
+    save_model(tiny_model(), tmp_path / "g.pt")
+    with pytest.raises(AAEError, match="the model's prior is built from its arguments"):
+        load_model(tmp_path / "g.pt", prior=Box())
+
+
+class _Prior:
+    def __init__(self, dim=2, rows=0, kind="tensor"):
+        self.dim, self.rows, self.kind = dim, rows, kind
+
+    def sample(self, n, labels=None):
+        x = torch.randn(n + self.rows, 2)
+        return {"tensor": x, "numpy": x.numpy(), "float64": x.double()}[self.kind]
+
+
+@pytest.mark.parametrize(
+    "prior, fragment",
+    [
+        (_Prior(dim=3), "dim 3, the model's z_dim 2"),
+        (42, "no sample(n, labels=None) method"),
+        (_Prior(rows=1), "sample(50) gave a torch.float32 tensor of shape (51, 2); expected a float32 tensor (50, 2)"),
+        (_Prior(kind="numpy"), "sample(50) gave a ndarray"),
+        (_Prior(kind="float64"), "sample(50) gave a torch.float64 tensor"),
+    ],
+)
+def test_a_custom_prior_is_refused_with_a_clear_error(prior, fragment, mnist):
+    """Its `dim` and `sample` when the model is built; what `sample` gives at the first draw."""
+    with pytest.raises(AAEError) as err:
+        fit(tiny_model(prior=prior), subset_of(mnist, 100, 50), tiny_train(), progress=False)
+    assert fragment in str(err.value)
+    with pytest.raises(AAEError, match="sample"):
+        model = tiny_model(prior=_Prior(rows=1))
+        model.sample(4)
 
 
 def test_load_model_with_unknown_model_args_is_an_aae_error(tmp_path):
@@ -599,7 +631,7 @@ def test_resume_with_a_different_model_is_refused(tmp_path, resume_data):
     run = tmp_path / "run"
     _fit(resume_data, run, epochs=1)
     model = tiny_model(z_dim=3)
-    with pytest.raises(AAEError, match=r"checkpoint's model differs.*z_dim"):
+    with pytest.raises(AAEError, match=r"resume: the run was made with model.z_dim=2, not 3"):
         fit(model, resume_data, tiny_train(epochs=2), out=run, resume=True, progress=False)
     assert len(_history(run)) == 1  # nothing was trained or written
     # The failed attempt released the folder's lock.

@@ -256,7 +256,7 @@ def test_sample_on_draws_on_the_device_where_the_prior_can_and_moves_the_rest():
 
         def sample(self, n, labels=None):
             calls.append(labels)
-            return torch.zeros(n, 2, dtype=torch.float64)
+            return torch.zeros(n, 2)
 
     out = sample_on(Plain(), 5, "cpu")
     assert out.shape == (5, 2) and calls == [None]

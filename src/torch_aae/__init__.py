@@ -13,6 +13,8 @@ from .priors import (
 )  # fmt: skip
 from .report import write_report
 from .train import fit
+from .clustering import ClusteringAAE
+from .dim_reduction import DimReductionAAE
 from .semi_supervised import SemiSupervisedAAE
 from .supervised import SupervisedAAE
 from .unsupervised import UnsupervisedAAE
@@ -20,8 +22,8 @@ from .unsupervised import UnsupervisedAAE
 __version__ = "0.1.0"
 
 __all__ = [
-    "AAEError", "CategoricalPrior", "Classifier", "Config", "DataConfig", "Dataset",
-    "GaussianPrior", "MixturePrior", "ModelConfig", "SemiSupervisedAAE", "SupervisedAAE",
+    "AAEError", "CategoricalPrior", "Classifier", "ClusteringAAE", "Config", "DataConfig", "Dataset",
+    "DimReductionAAE", "GaussianPrior", "MixturePrior", "ModelConfig", "SemiSupervisedAAE", "SupervisedAAE",
     "SwissRollPrior", "TrainConfig", "UniformPrior", "UnsupervisedAAE", "build_model",
     "class_histogram", "classifier_accuracy", "download_mnist", "evaluate_run", "features", "fit",
     "frechet_distance", "load_dataset", "load_model", "load_run_config", "make_prior",

@@ -56,17 +56,18 @@ def _run_data(run, data_dir) -> Dataset:
 
 def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, parzen: bool = False,
                  n_samples: int = 10000, seed: int = 0, cache_dir=None, note=None,
-                 sigmas=None, progress: bool = False) -> dict:  # fmt: skip
+                 sigmas=None, progress: bool = False, prior=None) -> dict:  # fmt: skip
     """Final metrics of the run's latest checkpoint; also written to RUN/eval.json.
 
     Args:
         parzen: also the sample metrics of `sample_metrics` (Parzen log-likelihood, and the
             classifier's Frechet distance and class histogram when it is cached), from
             `n_samples` samples drawn with `seed`; `cache_dir`, `note`, `sigmas` and `progress` are passed on.
+        prior: the prior object of a model trained with a custom prior (see `load_model`).
     """
     device = resolve_device(device)
     data = _run_data(run, data_dir)  # first: it refuses what is not a run folder
-    model = load_model(run, device)
+    model = load_model(run, device, prior)
     metrics = get_variant(model.kind).evaluate(model, data, device)
     step = _checkpoint_step(run)
     if parzen:
@@ -98,10 +99,11 @@ def _checkpoint_step(run) -> int | None:
     return (read_json(Path(run) / "checkpoints" / "latest.json") or {}).get("step")
 
 
-def plot_run(run: str | os.PathLike, device: str = "cpu", data_dir=None) -> list[Path]:
-    """Redraw the run's plots from its latest checkpoint and metrics history."""
+def plot_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, prior=None) -> list[Path]:
+    """Redraw the run's plots from its latest checkpoint and metrics history (`prior`: that of a
+    model trained with a custom prior)."""
     device = resolve_device(device)
-    model = load_model(run, device)
+    model = load_model(run, device, prior)
     return make_plots(model, _run_data(run, data_dir), Path(run), device, read_history(run))
 
 

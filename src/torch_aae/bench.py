@@ -383,7 +383,10 @@ def _train_seed(config_dict: dict, run: str, progress: bool, threads: int | None
     data = load_dataset(d.dataset, d.data_dir, d.subset, d.val_size, cfg.data_draw_seed)
     model = build_model(cfg, data)
     resume = (run / "checkpoints" / "latest.pt").is_file()
-    return fit(model, data, cfg.train, out=run, resume=resume, config=cfg, progress=progress)
+    # A seed killed before its first checkpoint left a run of this config with nothing to
+    # resume (bench_seeds checked the config): it starts again.
+    return fit(model, data, cfg.train, out=run, resume=resume, overwrite=not resume, config=cfg,
+               progress=progress)  # fmt: skip
 
 
 def bench_markdown(r: dict) -> str:

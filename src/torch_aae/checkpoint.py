@@ -188,12 +188,20 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", prio
     """
     from .variants import get_variant
 
+    from .train import resolve_device
+
+    device = resolve_device(device) if isinstance(device, str) else device
     ckpt = load_checkpoint(resolve_checkpoint(path))
     args = dict(ckpt["model_args"])
     if args.get("prior") == "custom":
         if prior is None:
-            raise AAEError("this model was trained with a custom prior: pass prior=...")
+            raise AAEError(f"{path}: the model was trained with a custom prior, a Python object: "
+                           "pass it from Python, as load_model(run, prior=...), "
+                           "evaluate_run(run, prior=...) or plot_run(run, prior=...)")  # fmt: skip
         args["prior"] = prior
+    elif prior is not None:
+        raise AAEError(f"{path}: the model's prior is built from its arguments "
+                       f"({args.get('prior', 'gaussian')}); prior= is for a custom prior")  # fmt: skip
     try:
         model = get_variant(ckpt["model_kind"]).MODEL(**args)
     except (TypeError, ValueError, RuntimeError) as e:

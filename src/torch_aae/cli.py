@@ -203,10 +203,7 @@ def _absolute(path: str) -> str:
     return str(Path(path).expanduser().absolute())
 
 
-# Flags that may change when a run is resumed; every other flag must match the saved run.
-# (--data-dir only says where the files are: they are checked against their checksums.)
-RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every", "checkpoint_epochs", "lr_step",
-             "compile", "cuda_graphs", "keep_checkpoints", "data_dir"}
+RESUMABLE = cfg.RESUMABLE  # the flags a resume may change
 
 
 def _resumed_config(saved: cfg.Config, given: cfg.Config, explicit: set | None = None,

@@ -30,6 +30,7 @@ class DataConfig:
     data_seed: int | None = _f(None, "seed of the data's draws: the validation split, the labeled images, the images whose labels condition the prior (default: --seed; fixed, it keeps them while --seed, or a bench's seeds, vary the rest)")
 
     def __post_init__(self):
+        _check_field_types(self)
         _positive(self, "subset", allow_none=True)
         if self.labels is not None and self.labels != "all":
             if not self.labels.lstrip("-").isdigit():
@@ -59,6 +60,7 @@ class ModelConfig:
     dropout: float = _f(0.2, "dropout after each hidden layer of the encoder")
 
     def __post_init__(self):
+        _check_field_types(self)
         for name in ("z_dim", "prior_std", "hidden", "depth", "disc_hidden", "disc_depth",
                      "prior_components", "prior_std_along", "prior_std_across"):  # fmt: skip
             _positive(self, name)
@@ -82,6 +84,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "tf32")
 ELASTIC_SIGMA = 4.0  # --label-elastic-sigma's default: Simard et al.'s smoothing, in pixels
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 # The models with a categorical code y and the adversarial autoencoder phases of semi_supervised.
+MODEL_KINDS = ("unsupervised", "supervised", "semi-supervised", "clustering", "dim-reduction")
 CATEGORICAL_MODELS = ("semi-supervised", "clustering", "dim-reduction")
 _CLUSTER_MODELS = ("clustering", "dim-reduction")
 
@@ -142,6 +145,7 @@ class TrainConfig:
         return (self.view_rotate, self.view_scale, self.view_shift, self.view_elastic, self.view_thickness)
 
     def __post_init__(self):
+        _check_field_types(self)
         for name in ("epochs", "batch_size", "lr_recon", "lr_reg", "lr_sup", "log_every", "checkpoint_epochs"):
             _positive(self, name)
         for name in ("input_noise", "cat_noise", "code_noise", "disc_noise", "label_shift", "label_rotate", "label_scale", "label_elastic",
@@ -193,6 +197,8 @@ class Config:
         return self.train.seed if self.data.data_seed is None else self.data.data_seed
 
     def __post_init__(self):
+        if self.model_kind not in MODEL_KINDS:
+            raise AAEError(f"unknown model kind {self.model_kind!r}; choose one of {', '.join(MODEL_KINDS)}")
         # Fields that only some models read: refuse them elsewhere rather than ignore them.
         t = self.train
         switched = ("input_noise", "cat_noise", "disc_noise", *(f"label_{k}" for k in ("shift", "rotate", "scale", "elastic")),
@@ -228,6 +234,11 @@ class Config:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+# Settings that may change when a run is resumed; every other one must match the saved run.
+# (--data-dir only says where the files are: they are checked against their checksums.)
+RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every", "checkpoint_epochs", "lr_step",
+             "compile", "cuda_graphs", "keep_checkpoints", "data_dir"}  # fmt: skip
 
 
 def refuse_unread(config: Config, labels: bool, lr_sup: bool, labels_hint: str = "") -> None:
@@ -286,6 +297,13 @@ def _check_type(value, hint, where):
             if isinstance(value, bool) or not isinstance(value, ok):
                 raise AAEError(f"config {where}: expected {t.__name__}, got {value!r}")
             return
+
+
+def _check_field_types(section) -> None:
+    """Refuse a field of the wrong type (e.g. TrainConfig(epochs=1.5)) when the section is made."""
+    name = type(section).__name__.replace("Config", "").lower()
+    for key, hint in get_type_hints(type(section)).items():
+        _check_type(getattr(section, key), hint, f"{name}.{key}")
 
 
 def _positive(obj, name: str, allow_none: bool = False):

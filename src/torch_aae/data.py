@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import urllib.request
@@ -65,10 +66,38 @@ class Dataset:
     num_classes: int | None
     val_x: torch.Tensor | None = None
     val_y: torch.Tensor | None = None
+    # How `load_dataset` made it (dataset, data_dir, subset, val_size, seed), for a run's
+    # config.json; None for a Dataset built by hand.
+    source: dict | None = None
 
     @property
     def features(self) -> int:
         return self.train_x.shape[1]
+
+    def check(self) -> None:
+        """Refuse a Dataset that training would fail on late (or silently misread): images not a
+        float32 (n, features) tensor in [0, 1], labels not int64 (n,), splits of other widths."""
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+            if x is None:
+                if y is not None:
+                    raise AAEError(f"{self.name}: {split}_y without {split}_x")
+                continue
+            what = f"{self.name}: {split}_x"
+            if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.dim() != 2:
+                kind = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+                raise AAEError(f"{what}: {kind}; expected a float32 tensor (n, features)")
+            if x.shape[1] != self.train_x.shape[1]:
+                raise AAEError(f"{what}: {x.shape[1]} features, train_x {self.train_x.shape[1]}")
+            if len(x) and (x.min() < 0 or x.max() > 1):
+                raise AAEError(f"{what}: values in [{float(x.min())}, {float(x.max())}]; expected [0, 1]")
+            if y is not None and (not isinstance(y, torch.Tensor) or y.dtype != torch.int64
+                                  or tuple(y.shape) != (len(x),)):  # fmt: skip
+                kind = f"{y.dtype} tensor of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+                raise AAEError(f"{self.name}: {split}_y: {kind}; expected int64 labels ({len(x)},)")
+        if math.prod(self.image_shape) != self.features:
+            raise AAEError(f"{self.name}: image_shape {tuple(self.image_shape)} holds "
+                           f"{math.prod(self.image_shape)} values, not the images' {self.features}")  # fmt: skip
 
     def eval_split(self) -> tuple[str, torch.Tensor, torch.Tensor | None]:
         """The split that final metrics are computed on: the test set, else the training set."""
@@ -356,6 +385,7 @@ def load_dataset(
         val_size: carve a validation split of this many images from the training set, by `seed`.
     """
     if dataset.endswith(".npz"):
+        dataset = str(Path(dataset).expanduser().absolute())
         data = load_npz(dataset)
     elif dataset in DATASETS:
         folder = find_dataset_dir(dataset, data_dir)
@@ -372,6 +402,9 @@ def load_dataset(
             raise AAEError(f"--subset {subset}: must be in 1..{len(data.train_x)}")
         data.train_x = data.train_x[:subset]
         data.train_y = None if data.train_y is None else data.train_y[:subset]
+    data_dir = None if data_dir is None else str(Path(data_dir).expanduser().absolute())
+    data.source = {"dataset": dataset, "data_dir": data_dir, "subset": subset, "val_size": val_size,
+                   "seed": seed}  # fmt: skip
     return data
 
 

@@ -27,6 +27,15 @@ class Prior(Protocol):
     def sample(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
+def check_prior(prior, z_dim: int) -> None:
+    """Refuse a custom prior without `sample(n, labels=None)` or whose `dim` is not the model's
+    z_dim (what its samples are then is checked where they are drawn, in `sample_on`)."""
+    if not callable(getattr(prior, "sample", None)):
+        raise AAEError(f"prior {prior!r}: no sample(n, labels=None) method")
+    if getattr(prior, "dim", None) != z_dim:
+        raise AAEError(f"prior {prior!r}: dim {getattr(prior, 'dim', None)}, the model's z_dim {z_dim}")
+
+
 class GaussianPrior:
     """Isotropic Gaussian N(0, std^2 I) in `dim` dimensions (the blog uses std 5 with dim 2)."""
 
@@ -160,7 +169,13 @@ def sample_on(prior, n: int, device, labels: torch.Tensor | None = None) -> torc
     kwargs = {} if labels is None else {"labels": labels}
     if _takes_device(type(prior)):
         return prior.sample(n, device=device, **kwargs)
-    return prior.sample(n, **kwargs).to(device)
+    drawn = prior.sample(n, **kwargs)
+    dim = getattr(prior, "dim", None)
+    if not (isinstance(drawn, torch.Tensor) and drawn.dtype == torch.float32 and tuple(drawn.shape) == (n, dim)):
+        what = (f"a {drawn.dtype} tensor of shape {tuple(drawn.shape)}" if isinstance(drawn, torch.Tensor)
+                else f"a {type(drawn).__name__}")  # fmt: skip
+        raise AAEError(f"prior {prior!r}: sample({n}) gave {what}; expected a float32 tensor ({n}, {dim})")
+    return drawn.to(device)
 
 
 @functools.lru_cache(maxsize=None)

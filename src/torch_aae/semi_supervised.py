@@ -22,6 +22,7 @@ from torch import nn
 from . import losses
 from .config import ModelConfig, TrainConfig
 from .data import cycled_batch, labeled_indices, random_affine, random_thickness
+from .errors import AAEError
 from .networks import Decoder, Discriminator, Dropout, gaussian_noise, mlp
 from . import optim
 from .priors import GaussianPrior
@@ -152,6 +153,9 @@ def make_optimizers(model: SemiSupervisedAAE, cfg: TrainConfig) -> dict[str, tor
 def setup(model, data, config, device, run_path) -> dict:
     """Draw the labeled images (class-balanced, by the data seed: --data-seed, else --seed); save
     their indices to the run folder."""
+    if data.train_y is not None and data.num_classes != model.n_classes:
+        raise AAEError(f"{data.name} has {data.num_classes} classes, the model {model.n_classes} "
+                       "(its n_classes)")  # fmt: skip
     idx = labeled_indices(data, config.data.labels, config.data_draw_seed)
     return {
         "run_files": {"labeled_indices.json": idx.tolist()},  # written by fit to the run folder

@@ -39,7 +39,7 @@ from .config import ModelConfig, refuse_unread
 from .data import cycled_batch, labeled_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder, gaussian_noise
-from .priors import Prior, make_prior, sample_on
+from .priors import Prior, check_prior, make_prior, sample_on
 from .unsupervised import adversarial_phases
 from .semi_supervised import step_inputs  # noqa: F401  (the labeled batches, drawn ahead)
 from .unsupervised import make_optimizers  # noqa: F401  (the variant's entry: the same three phases)
@@ -89,6 +89,8 @@ class SupervisedAAE(nn.Module):
         )  # fmt: skip
         self.image_shape = tuple(image_shape)
         self.n_classes = n_classes
+        if not isinstance(prior, str):
+            check_prior(prior, z_dim)
         self.prior = make_prior(prior, z_dim, prior_std) if isinstance(prior, str) else prior
         self.encoder = Encoder(in_dim, z_dim, [hidden] * depth, dropout)  # q(z|x)
         self.decoder = Decoder(n_classes + z_dim, in_dim, [hidden] * depth)  # p(x|y,z)
@@ -129,7 +131,7 @@ class SupervisedAAE(nn.Module):
         y = torch.arange(n) % self.n_classes if labels is None else labels
         if len(y) != n:
             raise AAEError(f"{n} samples but {len(y)} labels")
-        return self.decode(y.to(device), self.prior.sample(n).to(device))
+        return self.decode(y.to(device), sample_on(self.prior, n, device))
 
 
 MODEL = SupervisedAAE  # the variant registry's entry point
@@ -145,6 +147,8 @@ def setup(model: SupervisedAAE, data, config, device, run_path) -> dict:
         image is labeled: the loop's batches are used), batch_size and seed.
     """
     refuse_unread(config, labels=True, lr_sup=False)
+    if data.train_y is None:
+        raise AAEError(f"{data.name}: the supervised model needs labels, and the dataset has none")
     if data.num_classes != model.n_classes:
         raise AAEError(f"{data.name} has {data.num_classes} classes; the model {model.n_classes}")
     labels = config.data.labels

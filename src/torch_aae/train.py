@@ -37,7 +37,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import Config, DataConfig, ModelConfig, TrainConfig
+from .config import RESUMABLE, SECTIONS, Config, DataConfig, ModelConfig, TrainConfig, from_dict
 from .data import Dataset
 from .errors import AAEError
 from .logger import RunLogger
@@ -135,7 +135,7 @@ class RunFolder:
 def fit(
     model: torch.nn.Module,
     data: Dataset,
-    train: TrainConfig = TrainConfig(),
+    train: TrainConfig | None = None,
     out: str | os.PathLike | None = None,
     resume: bool = False,
     overwrite: bool = False,
@@ -147,11 +147,18 @@ def fit(
 
     Args:
         model: an AAE variant (e.g. `UnsupervisedAAE`); trained in place.
-        train: optimisation settings.
+        train: optimisation settings (default: `config.train`, else `TrainConfig()`).
         out: run folder for config, metrics, checkpoints and plots (None: keep nothing on disk).
-        resume: continue the run in `out` from its latest checkpoint.
+        resume: continue the run in `out` from its latest checkpoint, under its own settings
+            (only those that `aae train --resume` may change can differ).
         overwrite: replace an existing run in `out`.
-        config: the full config to record (built from the model and `train` when omitted).
+        config: the run's model kind and data section, recorded in `out` with the model's own
+            arguments and `train` (default: built from the model, how `load_dataset` made
+            `data`, and `train`). Its data section holds what the model's setup reads: `labels`
+            (the labeled images of the supervised, semi-supervised and dim-reduction models:
+            N, or None for all of them) and `data_seed`; e.g.
+            `config=Config("semi-supervised", DataConfig(labels="100"))` for the paper's 100.
+        progress: a progress bar (one line per epoch is printed to stderr either way).
         branch_from: a checkpoint of another run (e.g. one kept by `keep_checkpoints`) to start
             this new run from: its weights, optimizer states, history and random state, so
             that the new run continues that trajectory under its own schedule.
@@ -159,6 +166,12 @@ def fit(
         The summary: final evaluation metrics plus epochs, train_seconds, samples_per_second.
     """
     variant = get_variant(model.kind)
+    if train is None:
+        train = config.train if config is not None else TrainConfig()
+    if not isinstance(train, TrainConfig):
+        raise AAEError(f"train must be a TrainConfig, not {type(train).__name__}")
+    config = default_config(model, data, train) if config is None else _run_config(config, model, data, train)
+    data.check()
     if resume and out is None:
         raise AAEError("resume needs the run folder to resume from (out=...)")
     branch_ckpt = None
@@ -171,7 +184,6 @@ def fit(
         branch_ckpt = load_checkpoint(Path(branch_from))
         saved = branch_ckpt["state"]
         _check_epochs_left(train.epochs, saved["epoch"], saved["batch"], "--branch-from")
-    config = config or default_config(model, data, train)
     run_path = Path(out) if out is not None else None
     # Under torchrun: join the process group; rank 0 alone writes the run folder.
     distributed.check_batch(train.batch_size, distributed.world_from_env())
@@ -182,6 +194,8 @@ def fit(
         graphs.check(model.kind, device, train, world.active)
     if run_path is not None:
         RunFolder.check(out, resume, overwrite)
+        if resume and (run_path / "config.json").is_file():
+            _check_resumable(from_dict(read_json(run_path / "config.json")), config)
     # Variant-specific fixed inputs of the step (e.g. the labeled subset), built once, and
     # validated before the run folder is touched: a bad request leaves no half-made run.
     ctx = variant.setup(model, data, config, device, run_path)
@@ -268,10 +282,48 @@ class StopOnSignal:
             signal.signal(sig, previous)
 
 
-def default_config(model, data: Dataset, train: TrainConfig) -> Config:
+def model_fields(model) -> dict:
+    """The ModelConfig fields that `model`'s constructor arguments set (its K clusters included)."""
     names = {f.name for f in dataclasses.fields(ModelConfig)}
-    model_cfg = ModelConfig(**{k: v for k, v in model.model_args.items() if k in names})
-    return Config(model.kind, DataConfig(dataset=data.name), model_cfg, train)
+    fields = {k: v for k, v in model.model_args.items() if k in names}
+    if model.kind in ("clustering", "dim-reduction"):
+        fields["clusters"] = model.model_args["n_classes"]
+    return fields
+
+
+def default_config(model, data: Dataset, train: TrainConfig) -> Config:
+    """The config of a run made from Python: the model's arguments, how `load_dataset` made the
+    data (a hand-built Dataset: its name only) and `train`."""
+    return _run_config(Config(model.kind, DataConfig(dataset=data.name)), model, data, train)
+
+
+def _run_config(config: Config, model, data: Dataset, train: TrainConfig) -> Config:
+    """The config a run records: `config`'s kind, its data section with what `load_dataset` did
+    to make `data` (its file, folder, subset and validation split), the model section set from
+    `model`'s own arguments, and the `train` that runs."""
+    if config.model_kind != model.kind:
+        raise AAEError(f"config is for the {config.model_kind} model, not {model.kind}")
+    data_cfg, src = config.data, data.source
+    if src is not None:  # the validation split's seed is the data seed where it is not --seed
+        seed = src["seed"] if src["val_size"] and src["seed"] != train.seed else None
+        data_cfg = dataclasses.replace(data_cfg, dataset=src["dataset"], data_dir=src["data_dir"],
+                                       subset=src["subset"], val_size=src["val_size"],
+                                       data_seed=data_cfg.data_seed if data_cfg.data_seed is not None else seed)  # fmt: skip
+    return dataclasses.replace(config, data=data_cfg, train=train,
+                               model=dataclasses.replace(config.model, **model_fields(model)))  # fmt: skip
+
+
+def _check_resumable(saved: Config, config: Config) -> None:
+    """Refuse to resume a run under settings other than its own (bar RESUMABLE's)."""
+    for section in SECTIONS:
+        before, after = getattr(saved, section), getattr(config, section)
+        for f in dataclasses.fields(after):
+            a, b = getattr(before, f.name), getattr(after, f.name)
+            if f.name == "dataset" and a.endswith(".npz"):  # a run made before paths were absolute
+                a, b = str(Path(a).absolute()), str(Path(b).absolute())
+            if a != b and f.name not in RESUMABLE:
+                raise AAEError(f"resume: the run was made with {section}.{f.name}={a!r}, not {b!r}; "
+                               "start a new run for other settings")  # fmt: skip
 
 
 def _train_epochs(model, variant, optimizers, data, train, state, device, run_path, logger,

@@ -23,7 +23,7 @@ from .data import balanced_label_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder, gaussian_noise
 from . import optim
-from .priors import Prior, make_prior, sample_on
+from .priors import Prior, check_prior, make_prior, sample_on
 
 
 class UnsupervisedAAE(nn.Module):
@@ -78,6 +78,8 @@ class UnsupervisedAAE(nn.Module):
         self.image_shape = tuple(image_shape)
         if isinstance(prior, str):
             prior = make_prior(prior, z_dim, prior_std, **prior_args)
+        else:
+            check_prior(prior, z_dim)
         self.prior = prior
         # Conditioned: the discriminator's input is z and a one-hot label with K + 1 states.
         self.condition_classes = condition_classes(self.prior) if condition_labels else 0
@@ -115,7 +117,7 @@ class UnsupervisedAAE(nn.Module):
     def sample(self, n: int) -> torch.Tensor:
         """Decode `n` prior samples: (n, in_dim) pixel probabilities."""
         device = next(self.parameters()).device
-        return self.decode(self.prior.sample(n).to(device))
+        return self.decode(sample_on(self.prior, n, device))
 
 
 MODEL = UnsupervisedAAE  # the variant registry's entry point

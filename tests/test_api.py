@@ -1,0 +1,130 @@
+"""The Python API as a researcher uses it: what `fit` records, resuming a Python run from the CLI,
+and the checks that turn late, deep failures into one clear error."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from conftest import REPO_ROOT, synthetic_dataset, tiny_model, tiny_train
+
+from torch_aae import (
+    AAEError, ClusteringAAE, Config, DataConfig, ModelConfig, SemiSupervisedAAE, build_model,
+    evaluate_run, fit, load_dataset, load_run_config,
+)  # fmt: skip
+from torch_aae import cli
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    """MNIST as `load_dataset` gives it: 200 training images after a 100-image validation split."""
+    return load_dataset("mnist", data_dir=REPO_ROOT / "data", subset=200, val_size=100, seed=5)
+
+
+def test_a_python_run_records_its_data_and_resumes_from_the_cli_elsewhere(loaded, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    fit(tiny_model(seed=3), loaded, tiny_train(epochs=1, seed=3), out=run, progress=False)
+    recorded = json.loads((run / "config.json").read_text())["data"]
+    assert recorded == {"dataset": "mnist", "data_dir": str(REPO_ROOT / "data"), "subset": 200,
+                        "val_size": 100, "labels": None, "data_seed": 5}  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # not the repository: ./data is not there
+    assert cli.main(["train", "unsupervised", "--out", str(run), "--resume", "--epochs", "2",
+                     "--no-progress"]) == 0  # fmt: skip
+    steps = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    meta = json.loads((run / "checkpoints" / "latest.json").read_text())
+    assert steps == [1, 2] and meta["step"] == 2 * 200 // 50  # both epochs on the 200 images
+    assert "test_recon_bce" in evaluate_run(run)
+
+
+def test_fit_takes_the_train_section_of_a_config_and_records_the_models_own_arguments(loaded, tmp_path):
+    config = Config("unsupervised", train=tiny_train(epochs=2))  # its model and data sections: defaults
+    summary = fit(tiny_model(z_dim=3), loaded, config=config, out=tmp_path / "run", progress=False)
+    assert summary["epochs"] == 2
+    recorded = load_run_config(tmp_path / "run")
+    assert (recorded.model.z_dim, recorded.model.hidden, recorded.train.epochs) == (3, 32, 2)
+    assert (recorded.data.subset, recorded.data.val_size) == (200, 100)  # how the data was loaded
+    with pytest.raises(AAEError, match="config is for the semi-supervised model, not unsupervised"):
+        fit(tiny_model(), loaded, config=Config("semi-supervised", DataConfig(labels="100")), progress=False)
+    with pytest.raises(AAEError, match="train must be a TrainConfig, not dict"):
+        fit(tiny_model(), loaded, {"epochs": 1}, progress=False)
+
+
+def test_a_clustering_run_from_python_records_its_clusters(loaded, tmp_path):
+    torch.manual_seed(0)
+    model = ClusteringAAE(784, (28, 28), n_classes=4, z_dim=2, hidden=32, disc_hidden=32)
+    fit(model, loaded, tiny_train(), out=tmp_path / "run", progress=False)
+    config = load_run_config(tmp_path / "run")
+    assert config.model.clusters == 4
+    assert build_model(config, loaded).model_args == model.model_args  # what a resume rebuilds
+
+
+def test_a_python_resume_under_other_settings_is_refused(loaded, tmp_path):
+    run = tmp_path / "run"
+    fit(tiny_model(seed=3), loaded, tiny_train(seed=3), out=run, progress=False)
+    with pytest.raises(AAEError, match="resume: the run was made with train.batch_size=50, not 20"):
+        fit(tiny_model(seed=3), loaded, tiny_train(seed=3, epochs=2, batch_size=20), out=run, resume=True,
+            progress=False)  # fmt: skip
+    fit(tiny_model(seed=3), loaded, tiny_train(seed=3, epochs=2, lr_step=1), out=run, resume=True,
+        progress=False)  # fmt: skip  (epochs and the schedule may change)
+
+
+def _data(**changes):
+    return dataclasses.replace(synthetic_dataset(40, test=10), **changes)
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"train_y": torch.arange(30)}, "train_y: torch.int64 tensor of shape (30,); expected int64 labels (40,)"),
+        ({"train_x": torch.rand(40, 16).numpy()}, "train_x: ndarray; expected a float32 tensor"),
+        ({"train_x": (torch.rand(40, 16) * 255).to(torch.uint8)}, "train_x: torch.uint8 tensor"),
+        ({"train_x": torch.rand(40, 16) * 255}, "train_x: values in [0"),
+        ({"test_x": torch.rand(10, 9)}, "test_x: 9 features, train_x 16"),
+        ({"train_y": (torch.arange(40) % 3).float()}, "train_y: torch.float32 tensor"),
+        ({"image_shape": (5, 5)}, "image_shape (5, 5) holds 25 values, not the images' 16"),
+    ],
+)
+def test_a_hand_built_dataset_is_checked_before_training(changes, fragment):
+    with pytest.raises(AAEError) as err:
+        fit(tiny_model(in_dim=16, image_shape=(4, 4)), _data(**changes), tiny_train(batch_size=10), progress=False)
+    assert fragment in str(err.value)
+
+
+def test_a_semi_supervised_model_must_have_the_datas_classes():
+    torch.manual_seed(0)
+    model = SemiSupervisedAAE(16, (4, 4), n_classes=5, z_dim=2, hidden=16, disc_hidden=16)
+    config = Config("semi-supervised", DataConfig(labels="30"))
+    with pytest.raises(AAEError, match="synthetic has 3 classes, the model 5"):
+        fit(model, synthetic_dataset(60, test=10), tiny_train(batch_size=20), config=config, progress=False)
+
+
+def test_a_bench_seed_killed_before_its_first_checkpoint_starts_again(tmp_path, monkeypatch, mnist):
+    from conftest import subset_of
+
+    import torch_aae.data as data_module
+    from torch_aae import bench
+
+    monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: subset_of(mnist, 300, 100))
+    config = Config("clustering", DataConfig(), ModelConfig(z_dim=2, clusters=4, hidden=32, disc_hidden=32),
+                    tiny_train())  # fmt: skip
+    seed_run = tmp_path / "seed-0"
+    seed_run.mkdir()
+    (seed_run / "config.json").write_text(json.dumps(config.to_dict()))  # what a SIGKILL in epoch 1 leaves
+    result = bench.bench_seeds(config, 1, tmp_path, "aae bench clustering ...", progress=False)
+    assert len(result["test_cluster_error"]) == 1 and (seed_run / "summary.json").is_file()
+
+
+def test_a_run_recorded_with_a_relative_npz_path_still_resumes(tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    np.savez("toy.npz", x=np.random.default_rng(0).random((40, 4, 4)).astype(np.float32))
+    fit(tiny_model(in_dim=16, image_shape=(4, 4)), load_dataset("toy.npz"), tiny_train(batch_size=20),
+        out="run", progress=False)  # fmt: skip
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data"]["dataset"] == str(tmp_path / "toy.npz")
+    config["data"]["dataset"] = "toy.npz"  # as a run of an earlier version recorded it
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    assert cli.main(["train", "unsupervised", "--out", "run", "--resume", "--epochs", "2", "--no-progress"]) == 0
