@@ -1,4 +1,5 @@
-"""The training loop shared by every AAE variant, and the run folder it writes.
+"""The training loop shared by every AAE variant, and what it writes to the run folder
+(`run_folder.py` guards the folder and says what config it records).
 
 RUN/
   config.json           the resolved config
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import math
 import os
@@ -37,14 +37,15 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import RESUMABLE, SECTIONS, Config, DataConfig, ModelConfig, TrainConfig, from_dict
+from .config import Config, TrainConfig, from_dict
 from .data import Dataset
 from .errors import AAEError
 from .logger import RunLogger
+from .run_folder import (  # noqa: F401  (RunFolder, RESUMES: torch_aae.train's names too)
+    CHECKPOINT, RESUMES, RunFolder, check_epochs_left, check_resumable, default_config, record_resume,
+    run_config,
+)  # fmt: skip
 from .variants import get_variant
-
-CHECKPOINT = Path("checkpoints") / "latest.pt"
-
 
 def resolve_device(name: str) -> torch.device:
     """The torch device of --device auto, cpu or cuda[:N], refused where it does not exist."""
@@ -73,63 +74,6 @@ class TrainState:
     train_seconds: float = 0.0
     epoch_seconds: float = 0.0  # training time of the current epoch so far
     images_seen: int = 0
-
-
-# What a run folder holds from its start (config.json is written before the first step).
-RUN_MARKERS = ("config.json", "checkpoints", "metrics.jsonl", "summary.json")
-
-
-class RunFolder:
-    """A run folder, locked while in use, refusing to overwrite an existing run by accident."""
-
-    def __init__(self, path: Path, resume: bool = False, overwrite: bool = False):
-        self.path = Path(path)
-        exists = self.check(path, resume, overwrite)  # the path as given: "" is not "."
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path / ".lock", "a+")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise AAEError(f"{self.path} is in use by another training process") from None
-        if overwrite and exists:
-            for child in self.path.iterdir():
-                if child.name != ".lock":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-        # Temporary files of writes that a crash interrupted (the files they were to replace
-        # are intact): safe to delete now that the folder is ours.
-        for stale in self.path.glob("**/.*.tmp"):
-            stale.unlink()
-
-    @staticmethod
-    def check(path: Path, resume: bool, overwrite: bool) -> bool:
-        """Refuse a bad request before anything is loaded or written; True if a run exists."""
-        if not str(path).strip():
-            raise AAEError("--out is empty; give the run folder")
-        path = Path(path)
-        if resume and overwrite:
-            raise AAEError("--resume and --overwrite contradict each other; pick one")
-        if path.exists() and not path.is_dir():
-            raise AAEError(f"{path} is a file, not a run folder")
-        exists = path.exists() and any(p.name != ".lock" for p in path.iterdir())
-        if resume and not (path / CHECKPOINT).is_file():
-            hint = ("; the run stopped before its first checkpoint: start it again with --overwrite"
-                    if (path / "config.json").is_file() else "")  # fmt: skip
-            raise AAEError(f"--resume: no checkpoint at {path / CHECKPOINT}{hint}")
-        if exists and not any((path / name).exists() for name in RUN_MARKERS):
-            # --overwrite empties the folder: never one that holds something other than a run.
-            raise AAEError(f"{path} is not empty and holds no run (none of {', '.join(RUN_MARKERS)}); "
-                           "give a new or empty folder")  # fmt: skip
-        if exists and not (resume or overwrite):
-            raise AAEError(
-                f"{path} already holds a run; pass --resume to continue it or --overwrite "
-                "to replace it"
-            )
-        return exists
-
-    def close(self) -> None:
-        fcntl.flock(self._lock, fcntl.LOCK_UN)
-        self._lock.close()
 
 
 def fit(
@@ -170,7 +114,7 @@ def fit(
         train = config.train if config is not None else TrainConfig()
     if not isinstance(train, TrainConfig):
         raise AAEError(f"train must be a TrainConfig, not {type(train).__name__}")
-    config = default_config(model, data, train) if config is None else _run_config(config, model, data, train)
+    config = default_config(model, data, train) if config is None else run_config(config, model, data, train)
     data.check()
     if resume and out is None:
         raise AAEError("resume needs the run folder to resume from (out=...)")
@@ -183,7 +127,7 @@ def fit(
                            "branch into another folder")  # fmt: skip
         branch_ckpt = load_checkpoint(Path(branch_from))
         saved = branch_ckpt["state"]
-        _check_epochs_left(train.epochs, saved["epoch"], saved["batch"], "--branch-from")
+        check_epochs_left(train.epochs, saved["epoch"], saved["batch"], "--branch-from")
     run_path = Path(out) if out is not None else None
     # Under torchrun: join the process group; rank 0 alone writes the run folder.
     distributed.check_batch(train.batch_size, distributed.world_from_env())
@@ -195,7 +139,7 @@ def fit(
     if run_path is not None:
         RunFolder.check(out, resume, overwrite)
         if resume and (run_path / "config.json").is_file():
-            _check_resumable(from_dict(read_json(run_path / "config.json")), config)
+            check_resumable(from_dict(read_json(run_path / "config.json")), config)
     # Variant-specific fixed inputs of the step (e.g. the labeled subset), built once, and
     # validated before the run folder is touched: a bad request leaves no half-made run.
     ctx = variant.setup(model, data, config, device, run_path)
@@ -216,7 +160,7 @@ def fit(
         state = TrainState()
         if resume:
             state = _restore(run_path / CHECKPOINT, model, optimizers, device, scaler)
-            _check_epochs_left(train.epochs, state.epoch, state.batch, "--resume")
+            check_epochs_left(train.epochs, state.epoch, state.batch, "--resume")
             if writes is not None:
                 record_resume(run_path, config, state)
         else:
@@ -280,50 +224,6 @@ class StopOnSignal:
     def __exit__(self, *exc):
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
-
-
-def model_fields(model) -> dict:
-    """The ModelConfig fields that `model`'s constructor arguments set (its K clusters included)."""
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    fields = {k: v for k, v in model.model_args.items() if k in names}
-    if model.kind in ("clustering", "dim-reduction"):
-        fields["clusters"] = model.model_args["n_classes"]
-    return fields
-
-
-def default_config(model, data: Dataset, train: TrainConfig) -> Config:
-    """The config of a run made from Python: the model's arguments, how `load_dataset` made the
-    data (a hand-built Dataset: its name only) and `train`."""
-    return _run_config(Config(model.kind, DataConfig(dataset=data.name)), model, data, train)
-
-
-def _run_config(config: Config, model, data: Dataset, train: TrainConfig) -> Config:
-    """The config a run records: `config`'s kind, its data section with what `load_dataset` did
-    to make `data` (its file, folder, subset and validation split), the model section set from
-    `model`'s own arguments, and the `train` that runs."""
-    if config.model_kind != model.kind:
-        raise AAEError(f"config is for the {config.model_kind} model, not {model.kind}")
-    data_cfg, src = config.data, data.source
-    if src is not None:  # the validation split's seed is the data seed where it is not --seed
-        seed = src["seed"] if src["val_size"] and src["seed"] != train.seed else None
-        data_cfg = dataclasses.replace(data_cfg, dataset=src["dataset"], data_dir=src["data_dir"],
-                                       subset=src["subset"], val_size=src["val_size"],
-                                       data_seed=data_cfg.data_seed if data_cfg.data_seed is not None else seed)  # fmt: skip
-    return dataclasses.replace(config, data=data_cfg, train=train,
-                               model=dataclasses.replace(config.model, **model_fields(model)))  # fmt: skip
-
-
-def _check_resumable(saved: Config, config: Config) -> None:
-    """Refuse to resume a run under settings other than its own (bar RESUMABLE's)."""
-    for section in SECTIONS:
-        before, after = getattr(saved, section), getattr(config, section)
-        for f in dataclasses.fields(after):
-            a, b = getattr(before, f.name), getattr(after, f.name)
-            if f.name == "dataset" and a.endswith(".npz"):  # a run made before paths were absolute
-                a, b = str(Path(a).absolute()), str(Path(b).absolute())
-            if a != b and f.name not in RESUMABLE:
-                raise AAEError(f"resume: the run was made with {section}.{f.name}={a!r}, not {b!r}; "
-                               "start a new run for other settings")  # fmt: skip
 
 
 def _train_epochs(model, variant, optimizers, data, train, state, device, run_path, logger,
@@ -576,45 +476,6 @@ def _restore_loaded(ckpt: dict, path: Path, model, optimizers, device, scaler=No
         train_seconds=s["train_seconds"], epoch_seconds=s["epoch_seconds"],
         images_seen=s["images_seen"],
     )  # fmt: skip
-
-
-RESUMES = "resumes.jsonl"
-
-
-def _check_epochs_left(epochs: int, done_epochs: int, done_batches: int, flag: str) -> None:
-    """Refuse an --epochs below what a checkpoint has trained (its partial epoch included)."""
-    done = done_epochs + (1 if done_batches else 0)
-    if epochs < done:
-        trained = f"{done_epochs} epochs" + (f" and {done_batches} steps of the next" if done_batches else "")
-        raise AAEError(f"{flag}: --epochs {epochs}, but the checkpoint has trained {trained}; "
-                       f"give --epochs {done} or more")  # fmt: skip
-
-
-def record_resume(run_path: Path, config: Config, state: TrainState, before: dict | None = None,
-                  source: str | os.PathLike | None = None) -> None:  # fmt: skip
-    """Keep config.json true to the resumed run, and log the resume and what it changed.
-
-    config.json is rewritten with the config the run now continues under (a resume may change
-    e.g. --epochs or --lr-step); resumes.jsonl gets one line per resume: where the run picked up
-    and each changed setting as [before, after], so the first settings are not lost. A run
-    branched from another run's checkpoint (`source`) gets its first line here: the checkpoint,
-    and the changes from that run's config (`before`).
-    """
-    before = (read_json(run_path / "config.json") or {}) if before is None else before
-    after = config.to_dict()
-    changed = {
-        f"{section}.{name}": [before.get(section, {}).get(name), value]
-        for section, values in after.items() if isinstance(values, dict)
-        for name, value in values.items() if before.get(section, {}).get(name) != value
-    }  # fmt: skip
-    line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "epoch": state.epoch, "step": state.step,
-            "changed": changed}  # fmt: skip
-    if source is not None:
-        line["branched_from"] = str(Path(source).resolve())
-    with open(run_path / RESUMES, "a") as f:
-        f.write(json.dumps(line, sort_keys=True) + "\n")
-    if changed:
-        atomic_write_json(run_path / "config.json", after)
 
 
 def check_compatible(ckpt: dict, model) -> None:
