@@ -128,3 +128,17 @@ def test_a_run_recorded_with_a_relative_npz_path_still_resumes(tmp_path, monkeyp
     config["data"]["dataset"] = "toy.npz"  # as a run of an earlier version recorded it
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
     assert cli.main(["train", "unsupervised", "--out", "run", "--resume", "--epochs", "2", "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (lambda: ClusteringAAE(16, (4, 4), n_classes=1), "n_classes 1: a categorical code needs at least 2"),
+        (lambda: SemiSupervisedAAE(16, (4, 4), hidden=0), "layer widths [16, 0, 0]: each must be a positive integer"),
+        (lambda: SemiSupervisedAAE(16, (4, 4), dropout=1.5), "dropout probability must be in [0, 1)"),
+    ],
+)
+def test_a_model_built_by_hand_refuses_impossible_arguments(build, fragment):
+    with pytest.raises(AAEError) as err:
+        build()
+    assert fragment in str(err.value)

@@ -711,8 +711,10 @@ def test_dropout_masks_are_seeded():
     a = Dropout(0.3)(x)
     torch.manual_seed(1)
     assert torch.equal(a, Dropout(0.3)(x))
-    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
+    with pytest.raises(AAEError, match=r"dropout probability must be in \[0, 1\)"):
         Dropout(1.0)
+    with pytest.raises(AAEError, match=r"layer widths \[784, 0, 0, 2\]: each must be a positive integer"):
+        tiny_model(hidden=0)
 
 
 def test_sgd_optimizer_takes_the_papers_momenta():

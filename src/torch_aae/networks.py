@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import AAEError
+
 
 class Dropout(nn.Module):
     """Inverted dropout, as `nn.Dropout`, with a cheaper mask on CPU: one uniform 64-bit random
@@ -22,7 +24,7 @@ class Dropout(nn.Module):
     def __init__(self, p: float):
         super().__init__()
         if not 0 <= p < 1:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+            raise AAEError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,6 +54,8 @@ def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
 
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
     """Linear layers with ReLU (and dropout) between them; the last layer is linear."""
+    if not all(isinstance(n, int) and n > 0 for n in sizes):
+        raise AAEError(f"layer widths {sizes}: each must be a positive integer")
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(fan_in, fan_out))

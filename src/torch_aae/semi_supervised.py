@@ -75,6 +75,8 @@ class SemiSupervisedAAE(nn.Module):
             dropout=dropout, prior_std=prior_std,
         )  # fmt: skip
         self.image_shape = tuple(image_shape)
+        if not (isinstance(n_classes, int) and n_classes >= 2):
+            raise AAEError(f"n_classes {n_classes}: a categorical code needs at least 2 classes")
         self.n_classes = n_classes
         self.prior = GaussianPrior(z_dim, prior_std)
         self.encoder = SplitEncoder(in_dim, n_classes, z_dim, [hidden] * depth, dropout)
