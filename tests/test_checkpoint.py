@@ -411,7 +411,7 @@ def _assert_same_weights(a, b):
         assert torch.equal(x, y), name
 
 
-def test_resume_continues_the_history(tmp_path, resume_data):
+def test_resume_continues_the_history(tmp_path, resume_data, capsys):
     run = tmp_path / "run"
     _fit(resume_data, run, epochs=2)
     first_two = _history(run)
@@ -424,9 +424,10 @@ def test_resume_continues_the_history(tmp_path, resume_data):
     assert json.loads((run / "summary.json").read_text())["epochs"] == 3
     meta = json.loads((run / "checkpoints" / "latest.json").read_text())
     assert (meta["epoch"], meta["step"], meta["batch_in_epoch"]) == (3, 12, 0)
-    # Resuming a finished run trains nothing more.
+    # Resuming a finished run trains nothing more, and says so.
     _, again = _fit(resume_data, run, epochs=3, resume=True)
     assert again["epochs"] == 3 and len(_history(run)) == 3
+    assert "already trained 3 epochs; evaluating only" in capsys.readouterr().err
 
 
 def test_resume_rewrites_config_json_and_logs_what_changed(tmp_path, resume_data):

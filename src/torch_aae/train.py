@@ -163,6 +163,9 @@ def fit(
             check_epochs_left(train.epochs, state.epoch, state.batch, "--resume")
             if writes is not None:
                 record_resume(run_path, config, state)
+                if state.epoch == train.epochs and not state.batch:
+                    print(f"{run_path}: already trained {train.epochs} epochs; evaluating only "
+                          "(raise --epochs to train on)", file=sys.stderr)  # fmt: skip
         else:
             if writes is not None:
                 atomic_write_json(run_path / "config.json", config.to_dict())
