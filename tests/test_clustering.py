@@ -8,7 +8,7 @@ import torch
 from conftest import subset_of, tiny_train
 
 from torch_aae import clustering
-from torch_aae.config import Config, DataConfig, ModelConfig
+from torch_aae.config import Config, DataConfig, ModelConfig, refuse_unread
 from torch_aae.errors import AAEError
 from torch_aae.train import fit
 
@@ -83,8 +83,7 @@ def test_clusters_flag_is_refused_by_other_models_and_labels_by_clustering():
     with pytest.raises(AAEError, match="only the clustering and dim-reduction models"):
         Config("semi-supervised", DataConfig(labels="100"), ModelConfig(clusters=16))
     with pytest.raises(AAEError, match="uses no labeled images .labels only score its clusters"):
-        clustering.setup(None, None, Config("clustering", DataConfig(labels="100"), ModelConfig(clusters=16)),
-                         "cpu", None)  # fmt: skip
+        refuse_unread(Config("clustering", DataConfig(labels="100"), ModelConfig(clusters=16)))
 
 
 def test_bench_seeds_reports_the_cluster_error_over_seeds(mnist, tmp_path, monkeypatch):

@@ -206,10 +206,9 @@ def test_noise_flags_are_refused_by_models_that_ignore_them(kind, field):
     ],
 )
 def test_labels_and_lr_sup_are_refused_where_no_phase_reads_them(kind, data, train, fragment):
-    from torch_aae.variants import VARIANTS
-
     config = C.Config(kind, C.DataConfig(**data), C.ModelConfig(clusters=10 if kind == "dim-reduction" else 0),
                       C.TrainConfig(**train))  # a config with them still loads (an old run evaluates)
     with pytest.raises(AAEError) as err:
-        VARIANTS[kind].setup(None, None, config, "cpu", None)  # refused before the model is touched
+        C.refuse_unread(config)  # what fit calls before any model's setup
     assert fragment in str(err.value)
+    C.refuse_unread(C.Config("semi-supervised", C.DataConfig(labels="100"), train=C.TrainConfig(lr_sup=0.5)))

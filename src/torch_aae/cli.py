@@ -191,16 +191,14 @@ def cmd_train(args) -> int:
 
 
 def _config_from_args(args) -> cfg.Config:
-    # Paths made absolute: the run then resumes, evaluates and plots from any working directory.
-    paths = {"dataset": args.dataset if not args.dataset.endswith(".npz") else _absolute(args.dataset),
-             "data_dir": None if args.data_dir is None else _absolute(args.data_dir)}  # fmt: skip
+    from .data import absolute_path
+
+    # Paths made absolute, as load_dataset records them: the bench compares its seeds' configs.
+    paths = {"dataset": absolute_path(args.dataset) if args.dataset.endswith(".npz") else args.dataset,
+             "data_dir": None if args.data_dir is None else absolute_path(args.data_dir)}  # fmt: skip
     sections = {name: cfg.from_namespace(cls, args, **(paths if name == "data" else {}))
                 for name, cls in cfg.SECTIONS.items()}  # fmt: skip
     return cfg.Config(model_kind=args.model_kind, **sections)
-
-
-def _absolute(path: str) -> str:
-    return str(Path(path).expanduser().absolute())
 
 
 RESUMABLE = cfg.RESUMABLE  # the flags a resume may change

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .config import ModelConfig, TrainConfig, refuse_unread
+from .config import ModelConfig, TrainConfig
 from .errors import AAEError
 from .semi_supervised import SemiSupervisedAAE, adversarial_autoencoder_phases
 
@@ -51,7 +51,6 @@ def make_optimizers(model: ClusteringAAE, cfg: TrainConfig) -> dict[str, torch.o
 
 
 def setup(model, data, config, device, run_path) -> dict:
-    refuse_unread(config, labels=False, lr_sup=False, labels_hint=" (labels only score its clusters)")
     return {"input_noise": config.train.input_noise, "code_noise": config.train.code_noise,
             "cat_noise": config.train.cat_noise, "view": config.train.view}
 

@@ -241,17 +241,24 @@ RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every", "checkpoint_ep
              "compile", "cuda_graphs", "keep_checkpoints", "data_dir"}  # fmt: skip
 
 
-def refuse_unread(config: Config, labels: bool, lr_sup: bool, labels_hint: str = "") -> None:
-    """Refuse --labels or --lr-sup where the model would not read it (`labels`, `lr_sup`: whether
-    it reads them). Called by a model's setup when training starts, not when a config is loaded,
-    so that an old run that carries such a value still evaluates."""
-    if config.data.labels is not None and not labels:
-        raise AAEError(f"--labels {config.data.labels}: the {config.model_kind} model uses no "
-                       f"labeled images{labels_hint}")  # fmt: skip
-    if config.train.lr_sup != TrainConfig.lr_sup and not lr_sup:
-        without = " without --labels" if config.model_kind == "dim-reduction" else ""
-        raise AAEError(f"--lr-sup {config.train.lr_sup}: the {config.model_kind} model has no "
-                       f"supervised phase{without}")  # fmt: skip
+# Why a model that takes no --labels takes none, for its error.
+_NO_LABELS_HINT = {"unsupervised": " (--condition-labels N conditions its prior on N labeled images)",
+                   "clustering": " (labels only score its clusters)"}  # fmt: skip
+
+
+def refuse_unread(config: Config) -> None:
+    """Refuse --labels or --lr-sup where the model would not read it (MODEL_FIELDS; the
+    dim-reduction model has a supervised phase only with --labels). Called when training
+    starts, not when a config is loaded, so that an old run that carries such a value still
+    evaluates."""
+    kind = config.model_kind
+    if config.data.labels is not None and kind not in MODEL_FIELDS["labels"]:
+        raise AAEError(f"--labels {config.data.labels}: the {kind} model uses no labeled images"
+                       f"{_NO_LABELS_HINT.get(kind, '')}")  # fmt: skip
+    supervised = kind in MODEL_FIELDS["lr_sup"] and (kind != "dim-reduction" or config.data.labels is not None)
+    if config.train.lr_sup != TrainConfig.lr_sup and not supervised:
+        without = " without --labels" if kind == "dim-reduction" else ""
+        raise AAEError(f"--lr-sup {config.train.lr_sup}: the {kind} model has no supervised phase{without}")
 
 
 def from_dict(d: dict[str, Any]) -> Config:
@@ -278,10 +285,7 @@ def section_from_dict(cls, values: dict[str, Any], where: str):
     unknown = set(values) - names
     if unknown:
         raise AAEError(f"unknown keys in config section {where!r}: {', '.join(sorted(unknown))}")
-    hints = get_type_hints(cls)
-    for key, value in values.items():
-        _check_type(value, hints[key], f"{where}.{key}")
-    return cls(**values)
+    return cls(**values)  # its __post_init__ checks each field's type
 
 
 def _check_type(value, hint, where):

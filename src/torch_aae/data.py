@@ -385,7 +385,7 @@ def load_dataset(
         val_size: carve a validation split of this many images from the training set, by `seed`.
     """
     if dataset.endswith(".npz"):
-        dataset = str(Path(dataset).expanduser().absolute())
+        dataset = absolute_path(dataset)
         data = load_npz(dataset)
     elif dataset in DATASETS:
         folder = find_dataset_dir(dataset, data_dir)
@@ -402,10 +402,15 @@ def load_dataset(
             raise AAEError(f"--subset {subset}: must be in 1..{len(data.train_x)}")
         data.train_x = data.train_x[:subset]
         data.train_y = None if data.train_y is None else data.train_y[:subset]
-    data_dir = None if data_dir is None else str(Path(data_dir).expanduser().absolute())
+    data_dir = None if data_dir is None else absolute_path(data_dir)
     data.source = {"dataset": dataset, "data_dir": data_dir, "subset": subset, "val_size": val_size,
                    "seed": seed}  # fmt: skip
     return data
+
+
+def absolute_path(path: str | os.PathLike) -> str:
+    """`path` as an absolute path (`~` expanded): what a run records, valid from any folder."""
+    return str(Path(path).expanduser().absolute())
 
 
 def split_validation(data: Dataset, val_size: int, seed: int) -> Dataset:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import clustering, semi_supervised
-from .config import ModelConfig, refuse_unread
+from .config import ModelConfig
 from .errors import AAEError
 from .networks import Decoder
 from .semi_supervised import SemiSupervisedAAE, adversarial_autoencoder_phases
@@ -87,7 +87,6 @@ def make_optimizers(model: DimReductionAAE, cfg) -> dict:
 def setup(model, data, config, device, run_path) -> dict:
     """With --labels: the labeled images (as the semi-supervised model); else no labels at all."""
     if config.data.labels is None:
-        refuse_unread(config, labels=False, lr_sup=False)
         return {"x": None, "input_noise": config.train.input_noise, "code_noise": config.train.code_noise,
                 "cat_noise": config.train.cat_noise, "view": config.train.view}
     if data.num_classes != model.n_classes:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses, optim
-from .config import ModelConfig, refuse_unread
+from .config import ModelConfig
 from .data import cycled_batch, labeled_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder, gaussian_noise
@@ -146,7 +146,6 @@ def setup(model: SupervisedAAE, data, config, device, run_path) -> dict:
         ctx: labeled images x (N, in_dim) and labels y (N,) on `device` (None when every training
         image is labeled: the loop's batches are used), batch_size and seed.
     """
-    refuse_unread(config, labels=True, lr_sup=False)
     if data.train_y is None:
         raise AAEError(f"{data.name}: the supervised model needs labels, and the dataset has none")
     if data.num_classes != model.n_classes:

@@ -37,7 +37,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import Config, TrainConfig, from_dict
+from .config import Config, TrainConfig, from_dict, refuse_unread
 from .data import Dataset
 from .errors import AAEError
 from .logger import RunLogger
@@ -142,6 +142,7 @@ def fit(
             check_resumable(from_dict(read_json(run_path / "config.json")), config)
     # Variant-specific fixed inputs of the step (e.g. the labeled subset), built once, and
     # validated before the run folder is touched: a bad request leaves no half-made run.
+    refuse_unread(config)  # --labels / --lr-sup where no phase reads them
     ctx = variant.setup(model, data, config, device, run_path)
     run_files = ctx.pop("run_files", {}) if isinstance(ctx, dict) else {}
     folder = RunFolder(run_path, resume, overwrite) if writes is not None else None

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses
-from .config import ModelConfig, TrainConfig, refuse_unread
+from .config import ModelConfig, TrainConfig
 from .data import balanced_label_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder, gaussian_noise
@@ -153,8 +153,6 @@ def setup(model, data, config, device, run_path) -> dict:
     give the loop the labels its step may see, "train_y": the label of each labeled image, -1
     for every other image (their true labels never reach the step); their indices are saved to
     the run folder."""
-    refuse_unread(config, labels=False, lr_sup=False,
-                  labels_hint=" (--condition-labels N conditions its prior on N labeled images)")  # fmt: skip
     t = config.train
     ctx = {"input_noise": t.input_noise, "code_noise": t.code_noise, "disc_noise": t.disc_noise,
            "total_steps": t.epochs * -(-len(data.train_x) // t.batch_size)}  # fmt: skip
