@@ -212,3 +212,24 @@ def test_labels_and_lr_sup_are_refused_where_no_phase_reads_them(kind, data, tra
         C.refuse_unread(config)  # what fit calls before any model's setup
     assert fragment in str(err.value)
     C.refuse_unread(C.Config("semi-supervised", C.DataConfig(labels="100"), train=C.TrainConfig(lr_sup=0.5)))
+
+
+@pytest.mark.parametrize(
+    "kind, model, train, fragment",
+    [
+        ("semi-supervised", {"prior_std_along": 3.0}, {}, "--prior-std-along 3.0: the semi-supervised model "
+                                                          "does not read it; only the unsupervised model does"),
+        ("clustering", {"clusters": 4, "prior_components": 5}, {}, "--prior-components 5: the clustering"),
+        ("supervised", {"prior_scale": 2.0}, {}, "--prior-scale 2.0: the supervised"),
+        ("dim-reduction", {"clusters": 10, "head_distance": 2.0, "prior_std_across": 0.1}, {},
+         "--prior-std-across 0.1: the dim-reduction"),
+    ],
+)
+def test_model_specific_fields_are_refused_by_the_other_models(kind, model, train, fragment):
+    config = C.Config(kind, C.DataConfig(labels="100" if kind == "supervised" else None),
+                      C.ModelConfig(**model), C.TrainConfig(**train))
+    with pytest.raises(AAEError) as err:
+        C.refuse_unread(config)
+    assert fragment in str(err.value)
+    # The model that reads the field takes it.
+    C.refuse_unread(C.Config("unsupervised", model=C.ModelConfig(prior="mixture", prior_std_along=3.0)))

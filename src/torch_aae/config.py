@@ -89,7 +89,7 @@ CATEGORICAL_MODELS = ("semi-supervised", "clustering", "dim-reduction")
 _CLUSTER_MODELS = ("clustering", "dim-reduction")
 
 # Fields that only some models read, and those models. Another model refuses a value given for
-# one (in Config, or in its setup when training starts), and its --help leaves the flag out.
+# one (in Config, or in refuse_unread when training starts), and its --help leaves the flag out.
 MODEL_FIELDS = {
     "labels": ("supervised", "semi-supervised", "dim-reduction"),
     "condition_labels": ("unsupervised",), "prior": ("unsupervised",), "prior_scale": ("unsupervised",),
@@ -247,8 +247,8 @@ _NO_LABELS_HINT = {"unsupervised": " (--condition-labels N conditions its prior 
 
 
 def refuse_unread(config: Config) -> None:
-    """Refuse --labels or --lr-sup where the model would not read it (MODEL_FIELDS; the
-    dim-reduction model has a supervised phase only with --labels). Called when training
+    """Refuse a value given to a model that would not read it (MODEL_FIELDS): --labels, --lr-sup
+    (the dim-reduction model has a supervised phase only with --labels), and the rest. Called when training
     starts, not when a config is loaded, so that an old run that carries such a value still
     evaluates."""
     kind = config.model_kind
@@ -259,6 +259,19 @@ def refuse_unread(config: Config) -> None:
     if config.train.lr_sup != TrainConfig.lr_sup and not supervised:
         without = " without --labels" if kind == "dim-reduction" else ""
         raise AAEError(f"--lr-sup {config.train.lr_sup}: the {kind} model has no supervised phase{without}")
+    # The other model-specific fields (the prior's shape, --label-elastic-sigma, ...): a value
+    # other than the default, given to a model that never reads it, is refused too. (--prior and
+    # --cuda-graphs have their own errors: Config, graphs.check_cuda_graphs.)
+    for section in (config.data, config.model, config.train):
+        for f in dataclasses.fields(section):
+            kinds = MODEL_FIELDS.get(f.name)
+            if kinds is None or kind in kinds or f.name in ("labels", "lr_sup", "prior", "cuda_graphs"):
+                continue
+            value = getattr(section, f.name)
+            if value != f.default:
+                only = f"the {kinds[0]} model does" if len(kinds) == 1 else f"the {', '.join(kinds)} models do"
+                raise AAEError(f"--{f.name.replace('_', '-')} {value}: the {kind} model does not "
+                               f"read it; only {only}")  # fmt: skip
 
 
 def from_dict(d: dict[str, Any]) -> Config:
