@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -17,7 +18,8 @@ from conftest import PNG_MAGIC, REPO_ROOT, assert_one_line_error, run_cli, tiny_
 from torch_aae import cli
 from torch_aae import config as C
 from torch_aae.checkpoint import load_checkpoint, save_model
-from torch_aae.errors import AAEError
+from torch_aae.errors import AAEError, AAEWarning
+from torch_aae.train import check_precision
 
 TINY = ("--hidden", "32", "--disc-hidden", "32", "--no-progress")
 
@@ -308,3 +310,20 @@ def test_a_models_help_lists_the_flags_it_reads_and_only_those(kind, capsys):
     # A flag left out of the help is still parsed, so that the model's own error names it.
     args = cli.build_parser().parse_args(["train", kind, "--out", "r", "--view-shift", "2"])
     assert args.view_shift == 2.0
+
+
+def test_fp16_on_a_cpu_trains_with_a_one_line_warning(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)  # ./data
+    with warnings.catch_warnings():  # as outside pytest, which records warnings instead
+        warnings.simplefilter("always")
+        rc = cli.main(["train", "unsupervised", "--subset", "100", "--epochs", "1", "--batch-size", "50",
+                       *TINY, "--precision", "fp16", "--out", str(tmp_path / "run")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 0 and (tmp_path / "run" / "summary.json").is_file()
+    assert "aae: warning: --precision fp16 on a CPU: float16 autocast is for GPUs" in err
+    assert "AAEWarning" not in err and "warnings.warn" not in err  # not Python's two-line form
+    with pytest.warns(AAEWarning, match="fp16 on a CPU"):  # the library warns; bf16 does not
+        check_precision("fp16", "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_precision("bf16", "cpu")

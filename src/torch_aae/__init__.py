@@ -5,7 +5,7 @@ from .classifier import Classifier, classifier_accuracy, features, predict, trai
 from .checkpoint import load_model, save_model
 from .config import Config, DataConfig, ModelConfig, TrainConfig
 from .data import Dataset, download_mnist, load_dataset
-from .errors import AAEError
+from .errors import AAEError, AAEWarning
 from .metrics import class_histogram, frechet_distance
 from .parzen import parzen_evaluate
 from .priors import (
@@ -22,7 +22,7 @@ from .unsupervised import UnsupervisedAAE
 __version__ = "0.1.0"
 
 __all__ = [
-    "AAEError", "CategoricalPrior", "Classifier", "ClusteringAAE", "Config", "DataConfig", "Dataset",
+    "AAEError", "AAEWarning", "CategoricalPrior", "Classifier", "ClusteringAAE", "Config", "DataConfig", "Dataset",
     "DimReductionAAE", "GaussianPrior", "MixturePrior", "ModelConfig", "SemiSupervisedAAE", "SupervisedAAE",
     "SwissRollPrior", "TrainConfig", "UniformPrior", "UnsupervisedAAE", "build_model",
     "class_histogram", "classifier_accuracy", "download_mnist", "evaluate_run", "features", "fit",

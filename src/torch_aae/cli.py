@@ -11,12 +11,13 @@ import json
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 from . import config as cfg
-from .errors import AAEError
+from .errors import AAEError, AAEWarning
 from .variants import VARIANTS
 
 
@@ -137,7 +138,16 @@ def _add_runtime_flags(p):
     p.add_argument("--data-dir", default=None, help="data root (default: the run's, else lookup)")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _shown=warnings.showwarning):
+    """The library's own warnings as one line, like its errors; any other as Python shows it."""
+    if issubclass(category, AAEWarning):
+        print(f"aae: warning: {message}", file=sys.stderr)
+    else:
+        _shown(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
     # The flags actually given (a parse where no flag has a default), so that --resume can tell
     # `--epochs 10` from no --epochs at all.

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -39,7 +40,7 @@ from .checkpoint import (
 )
 from .config import Config, TrainConfig, from_dict, refuse_unread
 from .data import Dataset
-from .errors import AAEError
+from .errors import AAEError, AAEWarning
 from .logger import RunLogger
 from .run_folder import (  # noqa: F401  (RunFolder, RESUMES: torch_aae.train's names too)
     CHECKPOINT, RESUMES, RunFolder, check_epochs_left, check_resumable, default_config, record_resume,
@@ -351,6 +352,10 @@ def check_precision(precision: str, device) -> None:
     if precision == "tf32" and torch.device(device).type != "cuda":
         raise AAEError(f"--precision tf32 is a CUDA mode (TensorFloat-32 matrix products), not for "
                        f"{device}: use fp32 or bf16")  # fmt: skip
+    if precision == "fp16" and torch.device(device).type == "cpu":
+        warnings.warn("--precision fp16 on a CPU: float16 autocast is for GPUs; a CPU without "
+                      "float16 matrix units runs it several times slower than fp32 (bf16 is the "
+                      "CPU's fast mode)", AAEWarning, stacklevel=2)  # fmt: skip
 
 
 def autocast(device, precision: str):
