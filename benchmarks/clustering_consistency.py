@@ -28,7 +28,7 @@ import sys
 import torch
 
 from torch_aae import clustering, losses, optim
-from torch_aae.data import random_affine
+from torch_aae.augment import random_affine
 from torch_aae.networks import gaussian_noise
 from torch_aae.semi_supervised import adversarial_autoencoder_phases, sample_one_hot
 

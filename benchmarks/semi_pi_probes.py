@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 
 from torch_aae import optim, semi_supervised
-from torch_aae.data import cycled_batch, random_affine
+from torch_aae.augment import random_affine
+from torch_aae.data import cycled_batch
 from torch_aae.networks import Dropout, gaussian_noise
 
 PROBES = ("pi-kl", "pi-mse", "vat", "vat-masked", "mixup", "swap-data", "swap-prior", "label-noise", "label-mask")

@@ -21,7 +21,8 @@ from torch import nn
 
 from . import losses
 from .config import ModelConfig, TrainConfig
-from .data import cycled_batch, labeled_indices, random_affine, random_thickness
+from .augment import random_affine, random_thickness
+from .data import cycled_batch, labeled_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Dropout, gaussian_noise, mlp
 from . import optim
@@ -225,8 +226,8 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
             prior samples and softmax(y) alike ("instance noise"): the discriminator can no
             longer tell an exact vertex from a near one, so what it learns is which classes are
             over- or under-used, and the encoder is not pushed into a saturated softmax.
-        view: (rotate degrees, zoom, shift pixels, elastic scale) of `data.random_affine`, then
-            the stroke change of `data.random_thickness`; not all 0: the reconstruction phase
+        view: (rotate degrees, zoom, shift pixels, elastic scale) of `augment.random_affine`, then
+            the stroke change of `augment.random_thickness`; not all 0: the reconstruction phase
             decodes x from y of a copy of x so transformed and z of x itself (one encoder pass
             over both), so that y cannot carry what the transformation changes (slant, size,
             position, thickness) and z must. Phases 2 and 3 encode x.
