@@ -27,7 +27,7 @@ def test_a_python_run_records_its_data_and_resumes_from_the_cli_elsewhere(loaded
     run = tmp_path / "run"
     fit(tiny_model(seed=3), loaded, tiny_train(epochs=1, seed=3), out=run, progress=False)
     recorded = json.loads((run / "config.json").read_text())["data"]
-    assert recorded == {"dataset": "mnist", "data_dir": str(REPO_ROOT / "data"), "subset": 200,
+    assert recorded == {"dataset": "mnist", "data_dir": str(REPO_ROOT / "data" / "mnist"), "subset": 200,
                         "val_size": 100, "labels": None, "data_seed": 5}  # fmt: skip
     monkeypatch.chdir(tmp_path)  # not the repository: ./data is not there
     assert cli.main(["train", "unsupervised", "--out", str(run), "--resume", "--epochs", "2",

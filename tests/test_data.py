@@ -269,6 +269,27 @@ def test_lookup_order(three_roots, monkeypatch, explicit, env, expected):
     assert len(data.train_x) == {"explicit": 10, "env": 11, "cwd": 12}[expected]
 
 
+def test_the_folder_found_is_recorded_so_that_a_run_finds_it_from_elsewhere(three_roots, tmp_path, monkeypatch):
+    roots, files = three_roots
+    monkeypatch.setattr(D, "MNIST_FILES", files["cwd"])
+    data = D.load_dataset("mnist")  # ./data, found from the cwd: no data_dir given
+    assert data.source["data_dir"] == str((roots["cwd"] / "mnist").absolute())
+    monkeypatch.chdir(tmp_path)  # elsewhere, where ./data is not
+    assert len(D.load_dataset("mnist", data.source["data_dir"]).train_x) == 12
+
+
+def test_a_folder_holding_the_other_dataset_is_passed_over_or_named(tmp_path, monkeypatch):
+    from conftest import MNIST_DIR
+
+    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
+    with pytest.raises(AAEError) as err:  # MNIST's files where Fashion-MNIST's are looked for
+        D.find_dataset_dir("fashion-mnist", MNIST_DIR)
+    assert f"{MNIST_DIR} holds mnist's files, not fashion-mnist's (the two share file names)" in str(err.value)
+    assert "delete" not in str(err.value)
+    write_fake_mnist(tmp_path / "debian", n_train=10)  # neither dataset's: tried, left to the reader
+    assert D.find_dataset_dir("fashion-mnist", MNIST_DIR) == tmp_path / "debian"
+
+
 def test_files_directly_in_the_root_are_found(tmp_path):
     write_fake_mnist(tmp_path)
     assert D.find_dataset_dir("mnist", tmp_path) == tmp_path
@@ -379,6 +400,28 @@ def test_download_with_only_failing_mirrors_lists_every_error(tmp_path):
     assert list((tmp_path / "root" / "mnist").iterdir()) == []
 
 
+def test_download_takes_one_mirror_as_a_string_and_names_a_bad_url(tmp_path):
+    folder = D.download_mnist(tmp_path / "root", base_urls=_mirror(tmp_path / "good"))  # not a tuple
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f for f, _ in D.MNIST_FILES.values())
+    with pytest.raises(AAEError, match="could not download train-images-idx3-ubyte.gz: nowhere: unknown url"):
+        D.download_mnist(tmp_path / "root2", base_urls=("nowhere",))
+
+
+def test_download_into_a_file_is_one_error(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(AAEError, match="cannot make .*f/mnist"):
+        D.download_mnist(tmp_path / "f", base_urls=("nowhere",))
+
+
+def test_aae_download_defaults_to_where_training_looks(tmp_path, monkeypatch, capsys):
+    from torch_aae import cli
+
+    monkeypatch.setenv("TORCH_AAE_DATA", str(tmp_path / "env"))
+    monkeypatch.setattr(D.download_mnist, "__defaults__", ((_mirror(tmp_path / "good"),), 60.0))  # offline
+    assert cli.main(["download"]) == 0
+    assert (tmp_path / "env" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
+
+
 # ----------------------------------------------------------------------------------------------
 # .npz files
 
@@ -388,11 +431,45 @@ def _save_npz(path: Path, **arrays) -> Path:
     return path
 
 
+@pytest.mark.parametrize(
+    "y, y_test, fragment",
+    [
+        (np.arange(20) % 3 + 1, None, "y holds the labels {1, 2, 3}; the 3 classes must be labelled 0..2"),
+        (np.arange(20) % 3 * 100, None, "y holds the labels {0, 100, 200}"),
+        (np.arange(20) % 3, np.array([0, 1, 2, 3, 0]), "y_test has label 3, which y does not (0..2)"),
+    ],
+)
+def test_npz_labels_must_be_0_to_k_minus_1(tmp_path, y, y_test, fragment):
+    x = np.zeros((20, 3, 4), np.float32)
+    extra = {} if y_test is None else {"x_test": np.zeros((5, 3, 4), np.float32), "y_test": y_test}
+    path = _save_npz(tmp_path / "mine.npz", x=x, y=y, **extra)
+    with pytest.raises(AAEError) as err:
+        D.load_dataset(str(path))
+    assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "arrays, fragment",
+    [
+        ({"X_test": 1, "foo": 1}, "unknown arrays 'X_test', 'foo'; a .npz holds x, y, x_test, y_test"),
+        ({"y_train": 1}, "unknown array 'y_train'"),
+        ({"y_test": 1}, "y_test without x_test"),
+    ],
+)
+def test_npz_unknown_or_orphan_arrays_are_refused(tmp_path, arrays, fragment):
+    x = np.zeros((20, 3, 4), np.float32)
+    extra = {k: np.zeros(5, np.int64) for k in arrays}
+    path = _save_npz(tmp_path / "mine.npz", x=x, **extra)
+    with pytest.raises(AAEError) as err:
+        D.load_dataset(str(path))
+    assert fragment in str(err.value)
+
+
 def test_npz_valid_with_test_arrays(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.random((20, 3, 4)).astype(np.float32)
     x_test = rng.random((5, 3, 4))
-    y, y_test = np.arange(20) % 3, np.array([0, 1, 2, 3, 0])
+    y, y_test = np.arange(20) % 3, np.array([0, 1, 2, 2, 0])
     path = _save_npz(tmp_path / "mine.npz", x=x, y=y, x_test=x_test, y_test=y_test)
     data = D.load_dataset(str(path))
     assert data.name == "mine.npz"
@@ -402,7 +479,7 @@ def test_npz_valid_with_test_arrays(tmp_path):
     assert data.test_x.shape == (5, 12) and data.test_x.dtype == torch.float32
     assert data.test_y.tolist() == y_test.tolist()
     assert data.image_shape == (3, 4) and data.features == 12
-    assert data.num_classes == 4  # the largest label over both splits, plus one
+    assert data.num_classes == 3  # the classes of y, 0..K-1
     assert data.eval_split()[0] == "test"
 
 
@@ -538,8 +615,13 @@ def test_split_validation_is_deterministic_by_seed():
 
 @pytest.mark.parametrize("val_size", [-1, 50, 51])
 def test_split_validation_bad_size(val_size):
-    with pytest.raises(AAEError, match="validation size"):
+    with pytest.raises(AAEError, match=rf"--val-size {val_size}: must be in 1..49 \(.* has 50 training images"):
         D.split_validation(_indexed(50), val_size, seed=0)
+
+
+def test_split_validation_of_one_image_says_too_few():
+    with pytest.raises(AAEError, match="--val-size 1: .* has 1 training image; too few to split"):
+        D.split_validation(_indexed(1), 1, seed=0)
 
 
 def test_split_validation_without_labels():

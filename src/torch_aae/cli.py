@@ -117,7 +117,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                               model_kind=kind)  # fmt: skip
 
     dl = sub.add_parser("download", help="download MNIST (md5-checked) into DATA_DIR/mnist")
-    dl.add_argument("--data-dir", default="data", help="data root (default: ./data)")
+    dl.add_argument("--data-dir", help="data root (default: $TORCH_AAE_DATA, else ./data)")
 
     clf = sub.add_parser("classifier", help="the evaluation classifier that scores generated images")
     clf_what = clf.add_subparsers(dest="classifier", required=True, metavar="ACTION")
@@ -334,7 +334,9 @@ def cmd_download(args) -> int:
     from .data import download_mnist
 
     start = time.perf_counter()
-    folder = download_mnist(args.data_dir)
+    from .data import data_roots
+
+    folder = download_mnist(data_roots(args.data_dir)[0])  # where training looks first
     print(f"MNIST ready in {folder} ({time.perf_counter() - start:.1f} s)")
     return 0
 

@@ -328,7 +328,8 @@ def _positive(obj, name: str, allow_none: bool = False):
     if value is None and allow_none:
         return
     if not (value > 0 and math.isfinite(value)):
-        raise AAEError(f"--{name.replace('_', '-')} {value}: must be positive and finite")
+        finite = "" if isinstance(value, int) else " and finite"
+        raise AAEError(f"--{name.replace('_', '-')} {value}: must be positive{finite}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ MNIST_URLS = (
 )
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATASETS = ("mnist", "fashion-mnist")
+NPZ_KEYS = ("x", "y", "x_test", "y_test")  # a .npz dataset's arrays
 
 _IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # ndim -> magic of an unsigned-byte IDX file
 
@@ -227,16 +228,40 @@ def find_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Pa
         candidates += [root / name, root]
     if name == "fashion-mnist":
         candidates.append(DEBIAN_FASHION_MNIST_DIR)
-    for folder in candidates:
-        if (folder / first).is_file():
-            return folder
-    looked = ", ".join(str(c) for c in candidates)
     hint = (
         "run `aae download --data-dir DIR` when online"
         if name == "mnist"
         else "install Debian's dataset-fashion-mnist or pass --data-dir"
     )
+    other = []  # folders holding the other dataset's files, which have the same names
+    for folder in candidates:
+        if (folder / first).is_file():
+            if not _is_other_dataset(folder / first, name):
+                return folder
+            other.append(str(folder))
+    if other:
+        theirs = "fashion-mnist" if name == "mnist" else "mnist"
+        raise AAEError(f"{name}: {', '.join(other)} hold{'s' if len(other) == 1 else ''} {theirs}'s "
+                       f"files, not {name}'s (the two share file names); {hint}")  # fmt: skip
+    looked = ", ".join(str(c) for c in candidates)
     raise AAEError(f"{name}: no {first} in {looked}; {hint}")
+
+
+def _is_other_dataset(path: Path, name: str) -> bool:
+    """Whether `path`, a training-images file found for `name`, is the other dataset's (MNIST and
+    Fashion-MNIST use the same file names). By md5; a file that is neither is left to the
+    reader, whose checks say what is wrong with it."""
+    if name == "mnist":  # Fashion-MNIST's md5 is of the uncompressed bytes
+        expected = FASHION_MNIST_FILES["train_images"][1]
+        return md5sum(path) != MNIST_FILES["train_images"][1] and _uncompressed_md5(path) == expected
+    return md5sum(path) == MNIST_FILES["train_images"][1]
+
+
+def _uncompressed_md5(path: Path) -> str | None:
+    try:
+        return md5sum(path, uncompressed=True)
+    except AAEError:  # not a gzip file
+        return None
 
 
 def download_mnist(
@@ -250,8 +275,13 @@ def download_mnist(
     Returns:
         The folder holding the four files.
     """
+    if isinstance(base_urls, str):
+        base_urls = (base_urls,)
     folder = Path(root) / "mnist"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where a folder should be, no permission, ...
+        raise AAEError(f"cannot make {folder}: {e.strerror or e}") from None
     for fname, md5 in MNIST_FILES.values():
         target = folder / fname
         if target.is_file() and md5sum(target) == md5:
@@ -261,7 +291,7 @@ def download_mnist(
             try:
                 _fetch_atomic(base.rstrip("/") + "/" + fname, target, md5, timeout)
                 break
-            except (OSError, AAEError) as e:
+            except (OSError, ValueError, AAEError) as e:  # ValueError: not a URL
                 errors.append(f"{base}: {e}")
         else:
             raise AAEError(f"could not download {fname}: " + "; ".join(errors))
@@ -308,11 +338,18 @@ def load_npz(path: str | os.PathLike) -> Dataset:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except ValueError as e:
-        raise AAEError(f"{path}: refused ({e}); object arrays are not supported") from None
+        hint = "; object arrays are not supported" if "bject array" in str(e) else ""
+        raise AAEError(f"{path}: refused ({e}){hint}") from None
     except Exception as e:  # zipfile.BadZipFile, OSError, EOFError, ...
         raise AAEError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
     if "x" not in arrays:
         raise AAEError(f"{path}: no array named 'x' (found: {sorted(arrays) or 'none'})")
+    unknown = sorted(set(arrays) - set(NPZ_KEYS))
+    if unknown:  # e.g. a misspelt y_test: ignored, the metrics would silently use other images
+        raise AAEError(f"{path}: unknown array{'s' if len(unknown) > 1 else ''} "
+                       f"{', '.join(map(repr, unknown))}; a .npz holds {', '.join(NPZ_KEYS)}")  # fmt: skip
+    if "y_test" in arrays and "x_test" not in arrays:
+        raise AAEError(f"{path}: y_test without x_test; add the test images or drop y_test")
     x = _check_images(arrays["x"], f"{path}: x")
     y = _check_labels(arrays.get("y"), len(x), f"{path}: y")
     x_test = y_test = None
@@ -326,7 +363,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
                            "metrics need it) or drop x_test")  # fmt: skip
     num_classes = None
     if y is not None:
-        num_classes = int(max(y.max(), -1 if y_test is None else y_test.max())) + 1
+        num_classes = _check_classes(y, y_test, path)
     flat = lambda a: torch.from_numpy(np.ascontiguousarray(a.reshape(len(a), -1), np.float32))
     label = lambda a: None if a is None else torch.from_numpy(a.astype(np.int64))
     return Dataset(
@@ -338,6 +375,21 @@ def load_npz(path: str | os.PathLike) -> Dataset:
         image_shape=tuple(x.shape[1:]),
         num_classes=num_classes,
     )
+
+
+def _check_classes(y: np.ndarray, y_test: np.ndarray | None, path: Path) -> int:
+    """The number of classes K: y must hold each of 0..K-1 (a label outside, or a class without
+    images, would make a K-way classifier with empty classes), and y_test only those."""
+    present = np.unique(y)
+    k = len(present)
+    if not np.array_equal(present, np.arange(k)):
+        shown = ", ".join(map(str, present[:12])) + (", ..." if k > 12 else "")
+        raise AAEError(f"{path}: y holds the labels {{{shown}}}; the {k} classes must be labelled "
+                       f"0..{k - 1}, each with images (e.g. map them with np.unique(y, "
+                       "return_inverse=True))")  # fmt: skip
+    if y_test is not None and len(y_test) and y_test.max() >= k:
+        raise AAEError(f"{path}: y_test has label {y_test.max()}, which y does not (0..{k - 1})")
+    return k
 
 
 def _check_images(x: np.ndarray, what: str) -> np.ndarray:
@@ -392,6 +444,7 @@ def load_dataset(
         folder = find_dataset_dir(dataset, data_dir)
         files = MNIST_FILES if dataset == "mnist" else FASHION_MNIST_FILES
         data = read_idx_dataset(folder, files, dataset == "fashion-mnist", dataset)
+        data_dir = folder  # recorded: the run finds its files again from any folder
     else:
         raise AAEError(
             f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)} or a .npz path"
@@ -417,8 +470,11 @@ def absolute_path(path: str | os.PathLike) -> str:
 def split_validation(data: Dataset, val_size: int, seed: int) -> Dataset:
     """Move `val_size` training images, chosen by `seed`, into data.val_x / data.val_y."""
     n = len(data.train_x)
+    if n < 2:
+        raise AAEError(f"--val-size {val_size}: {data.name} has {n} training image; too few to split")
     if not 0 < val_size < n:
-        raise AAEError(f"validation size {val_size}: must be in 1..{n - 1}")
+        raise AAEError(f"--val-size {val_size}: must be in 1..{n - 1} ({data.name} has {n} "
+                       "training images; some must stay for training)")  # fmt: skip
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val, train = perm[:val_size].sort().values, perm[val_size:].sort().values
     data.val_x, data.train_x = data.train_x[val], data.train_x[train]

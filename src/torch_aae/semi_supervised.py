@@ -331,8 +331,9 @@ def evaluate(model, data, device) -> dict[str, float]:
     out = {f"{split}_error": float(wrong.sum() / confusion.sum())}
     # Per true class: the fraction of its images put in another class (a class that a whole
     # style of digit lands outside of shows up here, e.g. crossed sevens read as twos).
-    per_class = wrong / confusion.sum(1).clamp(min=1)
-    out.update({f"{split}_error_class_{k}": float(e) for k, e in enumerate(per_class)})
+    # A class without images in this split gets no key (its error is undefined).
+    counts = confusion.sum(1)
+    out.update({f"{split}_error_class_{k}": float(wrong[k] / counts[k]) for k in range(len(counts)) if counts[k]})
     out[f"{split}_recon_bce"] = recon_bce(model, x, device)
     if data.val_x is not None:
         out["val_error"] = classification_error(model, data.val_x, data.val_y, device)
