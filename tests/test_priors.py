@@ -205,6 +205,10 @@ def test_make_prior_defaults_are_the_papers():
     (lambda: SwissRollPrior(turns=float("nan")), "turns nan"),
     (lambda: UniformPrior(2, 0.0), "half_width 0.0"),
     (lambda: CategoricalPrior(0), "num_classes 0"),
+    (lambda: GaussianPrior(2, float("inf")), "std inf: must be positive and finite"),
+    (lambda: GaussianPrior(2.5), "dim 2.5: must be an integer"),
+    (lambda: MixturePrior(2.5), "num_classes 2.5: must be an integer"),
+    (lambda: UniformPrior(2.7), "dim 2.7: must be an integer"),
 ])  # fmt: skip
 def test_bad_prior_arguments_are_refused(call, match):
     with pytest.raises(AAEError, match=match):
@@ -267,3 +271,49 @@ def test_sample_on_draws_on_the_device_where_the_prior_can_and_moves_the_rest():
     a = sample_on(GaussianPrior(3, 2.0), 4, "cpu")
     torch.manual_seed(0)
     assert torch.equal(a, GaussianPrior(3, 2.0).sample(4))  # the same draw, made in place
+
+
+def test_a_users_prior_that_draws_on_the_device_is_checked_too():
+    from torch_aae.priors import sample_on
+
+    class OnDevice:
+        dim = 2
+
+        def sample(self, n, labels=None, device=None):
+            return torch.zeros(n, 3, device=device, dtype=torch.float64)
+
+    with pytest.raises(AAEError, match=r"sample\(4\) gave a torch.float64 tensor of shape \(4, 3\); expected a float32 tensor \(4, 2\)"):
+        sample_on(OnDevice(), 4, "cpu")
+
+
+def test_a_conditioned_model_refuses_a_users_prior_that_takes_no_labels():
+    from torch_aae.unsupervised import UnsupervisedAAE
+
+    class Parts:
+        dim, num_classes = 2, 10
+
+        def sample(self, n):
+            return torch.zeros(n, 2)
+
+    with pytest.raises(AAEError, match=r"its sample\(n\) takes no labels"):
+        UnsupervisedAAE(16, (4, 4), prior=Parts(), hidden=8, disc_hidden=8, condition_labels=100)
+    UnsupervisedAAE(16, (4, 4), prior=Parts(), hidden=8, disc_hidden=8)  # unconditioned: fine
+    with pytest.raises(AAEError, match="condition_labels -3: must be an integer >= 0"):
+        UnsupervisedAAE(16, (4, 4), prior="mixture", hidden=8, disc_hidden=8, condition_labels=-3)
+
+
+@pytest.mark.parametrize("prior, model, fragment", [
+    ("gaussian", dict(prior_components=5), "--prior-components 5: the gaussian prior does not read it; only the mixture, swiss-roll priors do"),
+    ("mixture", dict(prior_std=3.0), "--prior-std 3.0: the mixture prior does not read it; only the gaussian prior does"),
+    ("swiss-roll", dict(prior_std_along=0.2), "--prior-std-along 0.2: the swiss-roll prior"),
+    ("uniform", dict(prior_std_across=0.3), "--prior-std-across 0.3: the uniform prior"),
+])  # fmt: skip
+def test_each_prior_refuses_the_fields_it_does_not_read(prior, model, fragment):
+    from torch_aae.config import Config, ModelConfig, refuse_unread
+
+    z = dict(z_dim=2) if prior in ("mixture", "swiss-roll") else {}
+    with pytest.raises(AAEError) as err:
+        refuse_unread(Config("unsupervised", model=ModelConfig(prior=prior, **z, **model)))
+    assert fragment in str(err.value)
+    # A bare swiss roll (width 0) may be asked for, as the prior allows.
+    refuse_unread(Config("unsupervised", model=ModelConfig(prior="swiss-roll", z_dim=2, prior_std_across=0.0)))

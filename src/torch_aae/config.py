@@ -62,8 +62,10 @@ class ModelConfig:
     def __post_init__(self):
         _check_field_types(self)
         for name in ("z_dim", "prior_std", "hidden", "depth", "disc_hidden", "disc_depth",
-                     "prior_components", "prior_std_along", "prior_std_across"):  # fmt: skip
+                     "prior_components", "prior_std_along"):  # fmt: skip
             _positive(self, name)
+        if not (self.prior_std_across >= 0 and math.isfinite(self.prior_std_across)):  # 0: a bare swiss roll
+            raise AAEError(f"--prior-std-across {self.prior_std_across}: must be >= 0 and finite")
         _positive(self, "prior_scale", allow_none=True)
         if not 0 <= self.dropout < 1:
             raise AAEError(f"--dropout {self.dropout}: must be in [0, 1)")
@@ -100,6 +102,13 @@ MODEL_FIELDS = {
     "lr_sup": ("semi-supervised", "dim-reduction"), "cuda_graphs": CATEGORICAL_MODELS,
     **{f"label_{kind}": ("semi-supervised",) for kind in ("shift", "rotate", "scale", "elastic", "elastic_sigma")},
     **{f"view_{kind}": _CLUSTER_MODELS for kind in ("rotate", "scale", "shift", "elastic", "thickness")},
+}  # fmt: skip
+# The unsupervised model's priors and the ModelConfig fields each reads (besides z_dim); a value
+# given to a field that the chosen prior does not read is refused (refuse_unread).
+PRIOR_FIELDS = {
+    "gaussian": ("prior_std",), "uniform": ("prior_scale",),
+    "mixture": ("prior_scale", "prior_components", "prior_std_along", "prior_std_across"),
+    "swiss-roll": ("prior_scale", "prior_components", "prior_std_across"), "custom": (),
 }  # fmt: skip
 
 
@@ -259,6 +268,15 @@ def refuse_unread(config: Config) -> None:
     if config.train.lr_sup != TrainConfig.lr_sup and not supervised:
         without = " without --labels" if kind == "dim-reduction" else ""
         raise AAEError(f"--lr-sup {config.train.lr_sup}: the {kind} model has no supervised phase{without}")
+    if kind == "unsupervised":  # each prior reads its own fields
+        reads = PRIOR_FIELDS[config.model.prior]
+        for name in sorted({n for fields in PRIOR_FIELDS.values() for n in fields} - set(reads)):
+            value = getattr(config.model, name)
+            if value != ModelConfig.__dataclass_fields__[name].default:
+                users = [p for p, fields in PRIOR_FIELDS.items() if name in fields]
+                raise AAEError(f"--{name.replace('_', '-')} {value}: the {config.model.prior} prior does "
+                               f"not read it; only the {', '.join(users)} prior{'s' if len(users) > 1 else ''} "
+                               f"{'do' if len(users) > 1 else 'does'}")  # fmt: skip
     # The other model-specific fields (the prior's shape, --label-elastic-sigma, ...): a value
     # other than the default, given to a model that never reads it, is refused too. (--prior and
     # --cuda-graphs have their own errors: Config, graphs.check_cuda_graphs.)

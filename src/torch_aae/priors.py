@@ -27,23 +27,32 @@ class Prior(Protocol):
     def sample(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
-def check_prior(prior, z_dim: int) -> None:
-    """Refuse a custom prior without `sample(n, labels=None)` or whose `dim` is not the model's
-    z_dim (what its samples are then is checked where they are drawn, in `sample_on`)."""
+def check_prior(prior, z_dim: int, conditioned: bool = False) -> None:
+    """Refuse a custom prior without `sample(n, labels=None)` (its `labels` argument is needed
+    when `conditioned`) or whose `dim` is not the model's z_dim (what its samples are then is
+    checked where they are drawn, in `sample_on`)."""
     if not callable(getattr(prior, "sample", None)):
         raise AAEError(f"prior {prior!r}: no sample(n, labels=None) method")
     if getattr(prior, "dim", None) != z_dim:
         raise AAEError(f"prior {prior!r}: dim {getattr(prior, 'dim', None)}, the model's z_dim {z_dim}")
+    if conditioned and not _takes(prior.sample, "labels"):
+        raise AAEError(f"prior {prior!r}: its sample(n) takes no labels, which conditioning on "
+                       "labels passes (sample(n, labels=None): row i from part labels[i], -1: any)")  # fmt: skip
+
+
+def _takes(method, name: str) -> bool:
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):  # no inspectable signature: let it be tried
+        return True
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 class GaussianPrior:
     """Isotropic Gaussian N(0, std^2 I) in `dim` dimensions (the blog uses std 5 with dim 2)."""
 
     def __init__(self, dim: int, std: float = 1.0):
-        if dim <= 0:
-            raise AAEError(f"prior dimension {dim}: must be positive")
-        if not std > 0:
-            raise AAEError(f"prior std {std}: must be positive")
+        _check_positive(dim=dim, std=std)
         self.dim, self.std = dim, float(std)
 
     def sample(self, n: int, labels: torch.Tensor | None = None, device=None) -> torch.Tensor:
@@ -167,15 +176,15 @@ def sample_on(prior, n: int, device, labels: torch.Tensor | None = None) -> torc
     built-in priors; on a GPU this spares a host-to-device copy, a host sync, in every step),
     else drawn as it draws them and moved there (a user's prior with `sample(n, labels=None)`)."""
     kwargs = {} if labels is None else {"labels": labels}
-    if _takes_device(type(prior)):
-        return prior.sample(n, device=device, **kwargs)
-    drawn = prior.sample(n, **kwargs)
+    on_device = _takes_device(type(prior))
+    drawn = prior.sample(n, device=device, **kwargs) if on_device else prior.sample(n, **kwargs)
     dim = getattr(prior, "dim", None)
+    # The tensor's metadata only: no host sync, and a CUDA graph can hold the check.
     if not (isinstance(drawn, torch.Tensor) and drawn.dtype == torch.float32 and tuple(drawn.shape) == (n, dim)):
         what = (f"a {drawn.dtype} tensor of shape {tuple(drawn.shape)}" if isinstance(drawn, torch.Tensor)
                 else f"a {type(drawn).__name__}")  # fmt: skip
         raise AAEError(f"prior {prior!r}: sample({n}) gave {what}; expected a float32 tensor ({n}, {dim})")
-    return drawn.to(device)
+    return drawn if on_device else drawn.to(device)
 
 
 @functools.lru_cache(maxsize=None)
@@ -208,8 +217,13 @@ def _parts(n: int, labels: torch.Tensor | None, num_classes: int, device) -> tor
 
 def _check_positive(**values) -> None:
     for name, value in values.items():
+        if name in _COUNTS and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise AAEError(f"prior {name} {value!r}: must be an integer")
         if not (value > 0 and math.isfinite(value)):
             raise AAEError(f"prior {name} {value}: must be positive and finite")
+
+
+_COUNTS = ("dim", "num_classes")  # the arguments that count something
 
 
 # The priors of a continuous code, chosen with --prior; "categorical" is for discrete codes.

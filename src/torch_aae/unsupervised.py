@@ -73,13 +73,15 @@ class UnsupervisedAAE(nn.Module):
                           std_along=prior_std_along, std_across=prior_std_across)  # fmt: skip
         if isinstance(prior, str) and prior != "gaussian":
             self.model_args.update({f"prior_{k}": v for k, v in prior_args.items()})
+        if not (isinstance(condition_labels, int) and condition_labels >= 0):
+            raise AAEError(f"condition_labels {condition_labels!r}: must be an integer >= 0")
         if condition_labels:
             self.model_args["condition_labels"] = condition_labels
         self.image_shape = tuple(image_shape)
         if isinstance(prior, str):
             prior = make_prior(prior, z_dim, prior_std, **prior_args)
         else:
-            check_prior(prior, z_dim)
+            check_prior(prior, z_dim, conditioned=bool(condition_labels))
         self.prior = prior
         # Conditioned: the discriminator's input is z and a one-hot label with K + 1 states.
         self.condition_classes = condition_classes(self.prior) if condition_labels else 0
