@@ -237,7 +237,9 @@ def test_usage_errors_exit_2(argv, capsys, tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
     assert exc.value.code == 2
-    assert "usage: aae" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("aae") and ": error: " in err  # not the usage
+    assert err.rstrip().endswith("--help`)")
     assert list(tmp_path.iterdir()) == []
 
 

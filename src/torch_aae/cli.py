@@ -1,7 +1,7 @@
 """The `aae` command line: train, evaluate, report, sample, plot, bench, download, classifier.
 
-Every expected failure is one line on stderr (`aae: error: ...`) and exit status 1; argparse
-usage errors exit with 2.
+Every expected failure is one line on stderr (`aae: error: ...`) and exit status 1; a usage
+error (a missing or malformed argument) is one line too, `aae ...: error: ...`, with exit status 2.
 """
 
 from __future__ import annotations
@@ -29,8 +29,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
 SEED_BENCHES = {"semi-supervised": "semi-supervised", "clustering": "clustering", "parzen": "unsupervised"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line too (a model's full usage is 30 lines,
+    which would bury the error): `PROG: error: ... (see PROG --help)`, exit status 2. The
+    subcommands' parsers are of this class as well."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="aae", description="Adversarial Autoencoders (Makhzani et al., 2015) on PyTorch."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
