@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 from .checkpoint import atomic_write_json, load_model, read_json
-from .config import Config, from_dict
+from .config import Config
 from .data import Dataset, load_dataset, split_validation
-from .errors import AAEError
+from .errors import AAEError, AAEWarning
 from .logger import read_history
+from .run_folder import recorded_config
 from .train import make_plots, resolve_device
 from .variants import get_variant
 
@@ -34,18 +35,14 @@ def build_model(config: Config, data: Dataset):
 
 
 def load_run_config(run: str | os.PathLike) -> Config:
-    path = Path(run) / "config.json"
     if not Path(run).exists():
         raise AAEError(f"{run}: no such run folder")
     if Path(run).is_file():
         raise AAEError(f"{run}: a file; give the run folder that holds it")
-    if not path.is_file():
+    config = recorded_config(Path(run))  # config.json, else the checkpoint's copy
+    if config is None:
         raise AAEError(f"{run}: not a run folder (no config.json)")
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise AAEError(f"{path}: unreadable ({e})") from None
-    return from_dict(raw)
+    return config
 
 
 def _run_data(run, data_dir) -> Dataset:
@@ -79,7 +76,10 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
         if previous.get("checkpoint_step") == step:
             metrics.update({k: v for k, v in previous.items() if k not in metrics})
     metrics["checkpoint_step"] = step
-    atomic_write_json(Path(run) / "eval.json", metrics)
+    try:
+        atomic_write_json(Path(run) / "eval.json", metrics)
+    except OSError as e:  # a read-only run folder: the metrics are still returned (and printed)
+        warnings.warn(f"{Path(run) / 'eval.json'} not written ({e.strerror or e})", AAEWarning, stacklevel=2)
     return metrics
 
 

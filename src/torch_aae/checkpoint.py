@@ -121,6 +121,11 @@ def save_checkpoint(path: Path, payload: dict, meta: dict) -> None:
     buf = io.BytesIO()
     torch.save({"format_version": FORMAT_VERSION, **payload}, buf)
     atomic_write_bytes(path, buf.getvalue())
+    write_checkpoint_meta(path, meta)
+
+
+def write_checkpoint_meta(path: Path, meta: dict) -> None:
+    """The readable metadata of the checkpoint at `path`, in path.json."""
     atomic_write_json(Path(path).with_suffix(".json"), {"format_version": FORMAT_VERSION, **meta})
 
 

@@ -166,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     except AAEError as e:
         print(f"aae: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a read-only run folder, a full disk, ...: the system's own words
+        where = f": {e.filename}" if e.filename else ""
+        print(f"aae: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("aae: interrupted", file=sys.stderr)
         return 130

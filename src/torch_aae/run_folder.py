@@ -16,8 +16,8 @@ import shutil
 import time
 from pathlib import Path
 
-from .checkpoint import atomic_write_json, read_json
-from .config import RESUMABLE, SECTIONS, Config, DataConfig, ModelConfig, TrainConfig
+from .checkpoint import atomic_write_json, load_checkpoint, read_json
+from .config import RESUMABLE, SECTIONS, Config, DataConfig, ModelConfig, TrainConfig, from_dict
 from .data import Dataset
 from .errors import AAEError
 
@@ -26,6 +26,22 @@ CHECKPOINT = Path("checkpoints") / "latest.pt"
 
 # What a run folder holds from its start (config.json is written before the first step).
 RUN_MARKERS = ("config.json", "checkpoints", "metrics.jsonl", "summary.json")
+
+
+def recorded_config(run: Path) -> Config | None:
+    """The config the run in `run` records: config.json's, else, where that file is gone and a
+    checkpoint is left, the checkpoint's own copy; None where neither is."""
+    path = Path(run) / "config.json"
+    if path.is_file():
+        try:
+            return from_dict(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise AAEError(f"{path}: unreadable ({e})") from None
+    if (Path(run) / CHECKPOINT).is_file():
+        saved = load_checkpoint(Path(run) / CHECKPOINT)
+        if saved.get("config") and "state" in saved:  # a training checkpoint, not save_model's
+            return from_dict(saved["config"])
+    return None
 
 
 class RunFolder:

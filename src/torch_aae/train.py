@@ -33,18 +33,18 @@ from .checkpoint import (
     atomic_write_json,
     load_checkpoint,
     load_state,
-    read_json,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    write_checkpoint_meta,
 )
-from .config import Config, TrainConfig, from_dict, refuse_unread
+from .config import Config, TrainConfig, refuse_unread
 from .data import Dataset
 from .errors import AAEError, AAEWarning
 from .logger import RunLogger
 from .run_folder import (  # noqa: F401  (RunFolder, RESUMES: torch_aae.train's names too)
     CHECKPOINT, RESUMES, RunFolder, check_epochs_left, check_resumable, default_config, record_resume,
-    run_config,
+    recorded_config, run_config,
 )  # fmt: skip
 from .variants import get_variant
 
@@ -139,8 +139,9 @@ def fit(
         graphs.check(model.kind, device, train, world.active)
     if run_path is not None:
         RunFolder.check(out, resume, overwrite)
-        if resume and (run_path / "config.json").is_file():
-            check_resumable(from_dict(read_json(run_path / "config.json")), config)
+        saved = recorded_config(run_path) if resume else None  # config.json, or the checkpoint's
+        if saved is not None:
+            check_resumable(saved, config)
     # Variant-specific fixed inputs of the step (e.g. the labeled subset), built once, and
     # validated before the run folder is touched: a bad request leaves no half-made run.
     refuse_unread(config)  # --labels / --lr-sup where no phase reads them
@@ -165,6 +166,9 @@ def fit(
             check_epochs_left(train.epochs, state.epoch, state.batch, "--resume")
             if writes is not None:
                 record_resume(run_path, config, state)
+                _level_with_checkpoint(run_path, model, state, train, logger)
+                if not (run_path / "config.json").is_file():  # deleted: the checkpoint's, checked above
+                    atomic_write_json(run_path / "config.json", config.to_dict())
                 if state.epoch == train.epochs and not state.batch:
                     print(f"{run_path}: already trained {train.epochs} epochs; evaluating only "
                           "(raise --epochs to train on)", file=sys.stderr)  # fmt: skip
@@ -182,6 +186,9 @@ def fit(
         with StopOnSignal() as stop:
             _train_epochs(model, variant, optimizers, data, train, state, device, writes,
                           logger, config, progress and world.main, ctx, stop, world, scaler)  # fmt: skip
+        if stop.requested:  # a signal during the last epoch's end: its checkpoint is written
+            where = f"; --resume --out {run_path} evaluates it" if run_path else ""
+            raise AAEError(f"interrupted after the last epoch{where}")
         summary = None
         if world.main:
             summary = variant.evaluate(model, data, device)
@@ -245,6 +252,7 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         raise AAEError(f"{n} training images make no batch of {bs} (--batch-size)")
 
     def checkpoint():
+        _check_weights(model)  # also without a run folder: nothing is evaluated from NaN weights
         if run_path is not None:
             _save(run_path / CHECKPOINT, model, optimizers, state, config, scaler)
 
@@ -393,7 +401,7 @@ def keep_file(path: Path, kept: Path) -> None:
     """`kept` holds what `path` holds now: a hard link (no copy; the next checkpoint replaces
     `path` by a rename, so the link keeps this one), or a copy written atomically where the file
     system has no hard links."""
-    tmp = kept.with_name(kept.name + ".tmp")
+    tmp = kept.with_name(f".{kept.name}.tmp")  # hidden: a killed run's is cleaned up (RunFolder)
     tmp.unlink(missing_ok=True)
     try:
         os.link(path, tmp)
@@ -446,9 +454,35 @@ def _save(path: Path, model, optimizers, state: TrainState, config: Config, scal
         },
         "rng": rng_state(),
     }  # fmt: skip
-    meta = {"model_kind": model.kind, "model_args": model.model_args, "epoch": state.epoch,
+    save_checkpoint(path, payload, _meta(model, state))
+
+
+def _meta(model, state: TrainState) -> dict:
+    """A checkpoint's readable metadata (checkpoints/latest.json)."""
+    return {"model_kind": model.kind, "model_args": model.model_args, "epoch": state.epoch,
             "step": state.step, "batch_in_epoch": state.batch}  # fmt: skip
-    save_checkpoint(path, payload, meta)
+
+
+def _check_weights(model) -> None:
+    """Refuse to checkpoint or evaluate non-finite weights: the losses that `_means` checks were
+    computed before the step's last update, which can still have made them NaN (one host sync)."""
+    params = list(model.parameters())
+    if torch.stack([p.detach().isfinite().all() for p in params]).all():
+        return
+    bad = [name for name, p in model.named_parameters() if not p.detach().isfinite().all()]
+    raise AAEError(f"training diverged: non-finite weights in {', '.join(bad[:3])}"
+                   f"{' and more' if len(bad) > 3 else ''}; no checkpoint is written from them (an "
+                   "earlier one, if any, is kept); lower the learning rates")  # fmt: skip
+
+
+def _level_with_checkpoint(run_path: Path, model, state: TrainState, train: TrainConfig, logger) -> None:
+    """On resume: bring the files written after a checkpoint level with it, for a crash may have
+    come between them (latest.pt written, then latest.json, the kept copy, metrics.jsonl)."""
+    write_checkpoint_meta(run_path / CHECKPOINT, _meta(model, state))
+    logger.write_epoch(state.history, tensorboard=False)
+    kept = run_path / CHECKPOINT.parent / f"epoch-{state.epoch:04d}.pt"
+    if train.keep_checkpoints and state.epoch and not state.batch and not kept.exists():
+        keep_file(run_path / CHECKPOINT, kept)  # an epoch-end checkpoint
 
 
 def _portable(opt_state: dict) -> dict:

@@ -1,0 +1,126 @@
+"""A run folder after a crash at an awkward moment, a divergence the losses did not show, or a
+file lost or damaged: what is refused, what a resume brings level, what stays one-line."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import pytest
+import torch
+
+from conftest import subset_of, tiny_model, tiny_train
+from torch_aae import cli, unsupervised
+from torch_aae.api import evaluate_run, load_run_config
+from torch_aae.errors import AAEError, AAEWarning
+from torch_aae.logger import RunLogger, read_history
+from torch_aae.train import fit
+
+
+@pytest.fixture(scope="module")
+def data(mnist):
+    return subset_of(mnist, 200, 100)  # batch 50: 4 steps per epoch
+
+
+def _fit(data, run, epochs, resume=False, **train):
+    model = tiny_model(seed=3)
+    return fit(model, data, tiny_train(epochs=epochs, seed=3, **train), out=run, resume=resume, progress=False)
+
+
+def _lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_weights_made_nan_by_the_last_update_are_never_checkpointed_or_scored(data, tmp_path, monkeypatch):
+    step = unsupervised.train_step
+
+    def poisoned(model, opt, x, y=None, ctx=None, step_index=0):
+        logs = step(model, opt, x, y, ctx, step_index)  # finite losses, computed before this:
+        if step_index == 3:  # the epoch's last step
+            with torch.no_grad():
+                model.decoder.net[0].weight.fill_(math.nan)
+        return logs
+
+    monkeypatch.setattr(unsupervised, "train_step", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(AAEError, match=r"training diverged: non-finite weights in decoder\.net\.0\.weight"):
+        _fit(data, run, epochs=1)
+    assert not (run / "checkpoints" / "latest.pt").exists() and not (run / "summary.json").exists()
+    with pytest.raises(AAEError, match="non-finite weights"):  # without a run folder too
+        fit(tiny_model(seed=3), data, tiny_train(epochs=1), progress=False)
+
+
+def test_a_resume_brings_the_files_written_after_a_checkpoint_level_with_it(data, tmp_path):
+    run = tmp_path / "run"
+    _fit(data, run, epochs=2, keep_checkpoints=True)
+    # As if killed after latest.pt was written and before the rest: an old latest.json, one
+    # epoch of metrics, no kept copy of the last epoch.
+    meta = run / "checkpoints" / "latest.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "step": 4, "epoch": 1}))
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    (run / "checkpoints" / "epoch-0002.pt").unlink()
+    _fit(data, run, epochs=2, resume=True, keep_checkpoints=True)  # evaluates only
+    assert (json.loads(meta.read_text())["step"], json.loads(meta.read_text())["epoch"]) == (8, 2)
+    assert [row["epoch"] for row in _lines(run / "metrics.jsonl")] == [1, 2]
+    assert (run / "checkpoints" / "epoch-0002.pt").is_file()
+
+
+def test_a_lost_config_json_is_taken_from_the_checkpoint_and_still_guards_the_resume(data, tmp_path):
+    run = tmp_path / "run"
+    _fit(data, run, epochs=1)
+    recorded = json.loads((run / "config.json").read_text())
+    (run / "config.json").unlink()
+    assert load_run_config(run).to_dict() == recorded  # evaluate, plot and report read it
+    with pytest.raises(AAEError, match="the run was made with train.lr_recon=0.001, not 0.5"):
+        _fit(data, run, epochs=2, resume=True, lr_recon=0.5)
+    _fit(data, run, epochs=2, resume=True)
+    assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
+
+
+def test_a_damaged_metrics_file_is_one_error_that_names_its_line(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2, "loss/re')
+    with pytest.raises(AAEError, match=r"metrics.jsonl:2: unreadable .*--resume` rewrites"):
+        read_history(tmp_path)
+
+
+def test_unwritable_eval_json_warns_and_still_returns_the_metrics(data, tmp_path):
+    run = tmp_path / "run"
+    _fit(data, run, epochs=1)
+    (run / "eval.json").mkdir()  # in the way of the atomic rename, as a read-only folder would be
+    with pytest.warns(AAEWarning, match="eval.json not written"):
+        metrics = evaluate_run(run, data_dir=None)
+    assert 0 < metrics["test_recon_bce"] < 1
+
+
+def test_an_os_error_is_one_line(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    _fit(data, run, epochs=1)
+    for plot in (run / "plots").iterdir():
+        plot.unlink()
+    (run / "plots").rmdir()
+    (run / "plots").write_text("a file where the plots go")
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli.main(["plot", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("aae: error: ") and "plots" in err
+
+
+def test_tensorboard_restarts_at_the_resumed_epoch(tmp_path):
+    writers = []
+
+    class Writer:  # SummaryWriter's part that the logger uses (tensorboard is optional)
+        def __init__(self, folder, purge_step=None):
+            writers.append(purge_step)
+
+        add_scalar = flush = close = lambda *a, **k: None
+
+    logger = RunLogger(tmp_path)
+    logger._writer = Writer
+    logger.write_epoch([{"epoch": 1}, {"epoch": 2}], tensorboard=False)  # a resume's levelling
+    assert writers == []
+    logger.write_epoch([{"epoch": 1}, {"epoch": 2}, {"epoch": 3, "loss/recon": 0.5}])
+    logger.write_epoch([{"epoch": 1}, {"epoch": 2}, {"epoch": 3}, {"epoch": 4}])
+    assert writers == [3]  # one writer, which drops any events of epoch 3 on that a crash left
