@@ -233,3 +233,38 @@ def test_model_specific_fields_are_refused_by_the_other_models(kind, model, trai
     assert fragment in str(err.value)
     # The model that reads the field takes it.
     C.refuse_unread(C.Config("unsupervised", model=C.ModelConfig(prior="mixture", prior_std_along=3.0)))
+
+
+@pytest.mark.parametrize(
+    "kind, given, fragment",
+    [
+        ("clustering", {"lr_sup"}, "--lr-sup 0.001: the clustering model has no supervised phase"),
+        ("dim-reduction", {"lr_sup"}, "has no supervised phase without --labels"),
+        ("unsupervised", {"cat_noise"}, "--cat-noise 0.0: the unsupervised model does not read it"),
+        ("unsupervised", {"prior_components"}, "--prior-components 10: the gaussian prior does not read it"),
+    ],
+)
+def test_a_flag_given_at_its_default_is_refused_where_it_is_not_read(kind, given, fragment):
+    config = C.Config(kind, model=C.ModelConfig(clusters=4 if kind in ("clustering", "dim-reduction") else 0))
+    C.refuse_unread(config)  # at their defaults and not given: nothing to say
+    with pytest.raises(AAEError) as err:
+        C.refuse_unread(config, given)  # the CLI passes the flags it was given
+    assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "kind, model, train, fragment",
+    [
+        # whether the model takes a field is said before what is wrong with its value
+        ("semi-supervised", {"condition_labels": 100}, {}, "--condition-labels 100: only the unsupervised model"),
+        ("clustering", {"clusters": 4, "prior": "mixture"}, {}, "--prior mixture: only the unsupervised model"),
+        ("unsupervised", {}, {"label_elastic_sigma": 3.0}, "--label-elastic-sigma 3.0: the unsupervised model "
+                                                           "does not read it"),
+        ("semi-supervised", {}, {"label_elastic_sigma": 3.0}, "it smooths --label-elastic's field, and "
+                                                              "--label-elastic is 0"),
+    ],
+)
+def test_a_field_the_model_does_not_take_is_named_before_its_value_is_checked(kind, model, train, fragment):
+    with pytest.raises(AAEError) as err:
+        C.Config(kind, model=C.ModelConfig(**model), train=C.TrainConfig(**train))
+    assert fragment in str(err.value)

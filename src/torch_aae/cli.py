@@ -187,6 +187,7 @@ def cmd_train(args) -> int:
                        "run in --out: pick one")  # fmt: skip
     RunFolder.check(args.out, args.resume, args.overwrite)  # before loading any data
     config = _config_from_args(args)
+    cfg.refuse_unread(config, args.explicit)  # a flag given to a model that does not read it
     if args.resume:
         config = _resumed_config(load_run_config(args.out), config, args.explicit)
     elif args.branch_from is not None:

@@ -73,13 +73,8 @@ class ModelConfig:
 
         if self.prior not in (*PRIORS, "custom"):
             raise AAEError(f"unknown prior {self.prior!r}; choose one of {', '.join(PRIORS)}")
-        if self.prior in TWO_D_PRIORS and self.z_dim != 2:
-            raise AAEError(f"--prior {self.prior} is 2-D: use --z-dim 2, not {self.z_dim}")
         if self.condition_labels < 0:
             raise AAEError(f"--condition-labels {self.condition_labels}: must be >= 0")
-        if self.condition_labels and self.prior not in (*TWO_D_PRIORS, "custom"):
-            raise AAEError(f"--condition-labels needs a prior made of one part per class: "
-                           f"--prior {' or '.join(TWO_D_PRIORS)}, not {self.prior}")  # fmt: skip
 
 
 PRECISIONS = ("fp32", "bf16", "fp16", "tf32")
@@ -168,9 +163,6 @@ class TrainConfig:
                 raise AAEError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be below 1")
         if not self.label_elastic_sigma > 0:
             raise AAEError(f"--label-elastic-sigma {self.label_elastic_sigma}: must be > 0")
-        if self.label_elastic_sigma != ELASTIC_SIGMA and not self.label_elastic:
-            raise AAEError(f"--label-elastic-sigma {self.label_elastic_sigma}: it smooths --label-elastic's "
-                           "field, and --label-elastic is 0")  # fmt: skip
         for images in ("label", "view"):  # random_affine's rule for its shift
             shift = getattr(self, f"{images}_shift")
             if shift != int(shift) and not any(getattr(self, f"{images}_{k}") for k in ("rotate", "scale", "elastic")):
@@ -229,14 +221,27 @@ class Config:
         if m.head_distance and self.model_kind != "dim-reduction":
             raise AAEError(f"--head-distance {m.head_distance}: only the dim-reduction model takes "
                            f"it, not {self.model_kind}")  # fmt: skip
-        if self.model_kind == "unsupervised":
-            return
-        if m.condition_labels:
-            raise AAEError(f"--condition-labels {m.condition_labels}: only the unsupervised model "
-                           f"takes it, not {self.model_kind}")  # fmt: skip
-        if m.prior not in ("gaussian", "custom"):
-            raise AAEError(f"--prior {m.prior}: only the unsupervised model takes it, not "
-                           f"{self.model_kind}")  # fmt: skip
+        if self.model_kind != "unsupervised":
+            if m.condition_labels:
+                raise AAEError(f"--condition-labels {m.condition_labels}: only the unsupervised model "
+                               f"takes it, not {self.model_kind}")  # fmt: skip
+            if m.prior not in ("gaussian", "custom"):
+                raise AAEError(f"--prior {m.prior}: only the unsupervised model takes it, not "
+                               f"{self.model_kind}")  # fmt: skip
+        # Then the values, once the model is known to take them.
+        from .priors import TWO_D_PRIORS
+
+        if m.prior in TWO_D_PRIORS and m.z_dim != 2:
+            raise AAEError(f"--prior {m.prior} is 2-D: use --z-dim 2, not {m.z_dim}")
+        if m.condition_labels and m.prior not in (*TWO_D_PRIORS, "custom"):
+            raise AAEError(f"--condition-labels needs a prior made of one part per class: "
+                           f"--prior {' or '.join(TWO_D_PRIORS)}, not {m.prior}")  # fmt: skip
+        if t.label_elastic_sigma != ELASTIC_SIGMA and not t.label_elastic:
+            if self.model_kind not in MODEL_FIELDS["label_elastic_sigma"]:
+                raise AAEError(f"--label-elastic-sigma {t.label_elastic_sigma}: the {self.model_kind} "
+                               "model does not read it; only the semi-supervised model does")  # fmt: skip
+            raise AAEError(f"--label-elastic-sigma {t.label_elastic_sigma}: it smooths --label-elastic's "
+                           "field, and --label-elastic is 0")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -255,38 +260,42 @@ _NO_LABELS_HINT = {"unsupervised": " (--condition-labels N conditions its prior 
                    "clustering": " (labels only score its clusters)"}  # fmt: skip
 
 
-def refuse_unread(config: Config) -> None:
+def refuse_unread(config: Config, given: set[str] | frozenset = frozenset()) -> None:
     """Refuse a value given to a model that would not read it (MODEL_FIELDS): --labels, --lr-sup
     (the dim-reduction model has a supervised phase only with --labels), and the rest. Called when training
     starts, not when a config is loaded, so that an old run that carries such a value still
     evaluates."""
     kind = config.model_kind
+
+    def set_(section, name: str) -> bool:  # given (the CLI's flags), or not at its default
+        return name in given or getattr(section, name) != type(section).__dataclass_fields__[name].default
+
     if config.data.labels is not None and kind not in MODEL_FIELDS["labels"]:
         raise AAEError(f"--labels {config.data.labels}: the {kind} model uses no labeled images"
                        f"{_NO_LABELS_HINT.get(kind, '')}")  # fmt: skip
     supervised = kind in MODEL_FIELDS["lr_sup"] and (kind != "dim-reduction" or config.data.labels is not None)
-    if config.train.lr_sup != TrainConfig.lr_sup and not supervised:
+    if set_(config.train, "lr_sup") and not supervised:
         without = " without --labels" if kind == "dim-reduction" else ""
         raise AAEError(f"--lr-sup {config.train.lr_sup}: the {kind} model has no supervised phase{without}")
     if kind == "unsupervised":  # each prior reads its own fields
         reads = PRIOR_FIELDS[config.model.prior]
         for name in sorted({n for fields in PRIOR_FIELDS.values() for n in fields} - set(reads)):
             value = getattr(config.model, name)
-            if value != ModelConfig.__dataclass_fields__[name].default:
+            if set_(config.model, name):
                 users = [p for p, fields in PRIOR_FIELDS.items() if name in fields]
                 raise AAEError(f"--{name.replace('_', '-')} {value}: the {config.model.prior} prior does "
                                f"not read it; only the {', '.join(users)} prior{'s' if len(users) > 1 else ''} "
                                f"{'do' if len(users) > 1 else 'does'}")  # fmt: skip
     # The other model-specific fields (the prior's shape, --label-elastic-sigma, ...): a value
-    # other than the default, given to a model that never reads it, is refused too. (--prior and
-    # --cuda-graphs have their own errors: Config, graphs.check_cuda_graphs.)
+    # given to a model that never reads it is refused too. (A value other than the default of
+    # --prior and --cuda-graphs has its own error first: Config, graphs.check.)
     for section in (config.data, config.model, config.train):
         for f in dataclasses.fields(section):
             kinds = MODEL_FIELDS.get(f.name)
-            if kinds is None or kind in kinds or f.name in ("labels", "lr_sup", "prior", "cuda_graphs"):
+            if kinds is None or kind in kinds or f.name in ("labels", "lr_sup"):
                 continue
             value = getattr(section, f.name)
-            if value != f.default:
+            if set_(section, f.name):
                 only = f"the {kinds[0]} model does" if len(kinds) == 1 else f"the {', '.join(kinds)} models do"
                 raise AAEError(f"--{f.name.replace('_', '-')} {value}: the {kind} model does not "
                                f"read it; only {only}")  # fmt: skip
