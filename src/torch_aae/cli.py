@@ -98,9 +98,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks")
     what = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     tp = what.add_parser("throughput", help="training images/s vs. the machine's matmul throughput")
-    tp.add_argument("--model", default="unsupervised", choices=sorted(VARIANTS))
-    tp.add_argument("--batch-size", type=int, default=100)
-    tp.add_argument("--z-dim", type=int, default=2)
+    tp.add_argument("--model", default="unsupervised", choices=sorted(VARIANTS),
+                    help="the model whose training step is timed (default: unsupervised, the blog's architecture)")
+    tp.add_argument("--batch-size", type=int, default=100, help="images per step (default: 100)")
+    tp.add_argument("--z-dim", type=int, default=2, help="dimension of the code z (default: 2)")
     tp.add_argument("--steps", type=int, default=200, help="timed training steps (default: 200)")
     tp.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     tp.add_argument("--precision", default="fp32", choices=cfg.PRECISIONS,

@@ -26,7 +26,7 @@ class DataConfig:
     data_dir: str | None = _f(None, "data root (default: $TORCH_AAE_DATA, else ./data)")
     subset: int | None = _f(None, "use only the first N training images left after the validation split, for quick runs (default: all)")
     val_size: int = _f(0, "carve a validation split of this many training images (by --data-seed)")
-    labels: str | None = _f(None, "labeled training images for the models that use labels: N (class-balanced, by --data-seed) or all")
+    labels: str | None = _f(None, "labeled training images for the models that use labels: N (class-balanced, by --data-seed) or all; none: the dim-reduction model then trains without labels")
     data_seed: int | None = _f(None, "seed of the data's draws: the validation split, the labeled images, the images whose labels condition the prior (default: --seed; fixed, it keeps them while --seed, or a bench's seeds, vary the rest)")
 
     def __post_init__(self):
@@ -114,7 +114,7 @@ class TrainConfig:
     lr_recon: float = _f(1e-4, "learning rate of the reconstruction phase (encoder + decoder)")
     lr_reg: float = _f(5e-5, "learning rate of the regularization phases (discriminator, generator)")
     beta1_reg: float = _f(0.9, "Adam beta1 (SGD: momentum) of the regularization phases")
-    lr_sup: float = _f(1e-3, "learning rate of the supervised phase (semi-supervised model)")
+    lr_sup: float = _f(1e-3, "learning rate of the supervised phase (semi-supervised model; dim-reduction with --labels)")
     input_noise: float = _f(0.0, "std of Gaussian noise added to the encoder's input in training; the reconstruction target stays clean (unsupervised, semi-supervised, clustering and dim-reduction models)")
     code_noise: float = _f(0.0, "std of Gaussian noise added to the code z in training: q(z|x) = N(encoder(x), s^2 I) (every model)")
     optimizer: str = _f("adam", "adam, or sgd (with momentum 0.9, and --beta1-reg as the regularization phases' momentum: the paper's choice)")
@@ -384,7 +384,8 @@ def add_arguments(
                                help=argparse.SUPPRESS if hidden else help)  # fmt: skip
             continue
         kind = next(t for t in (int, float, str) if hint in (t, t | None))
-        said = "(default:" in f.metadata["help"]  # a help line that says its default in words
+        # A help line that says its default in words, or whose default None (unset) it explains
+        said = "(default" in f.metadata["help"] or default is None
         help = f.metadata["help"] if said else f"{f.metadata['help']} (default: {default})"
         group.add_argument(
             "--" + f.name.replace("_", "-"),
