@@ -533,6 +533,10 @@ def test_checkpoint_every_n_steps(tmp_path, resume_data, monkeypatch):
     _fit(resume_data, tmp_path / "run", epochs=2, checkpoint_every=3)
     # Every 3 steps (3, 6) within epochs, plus at each epoch's end (steps 4, 8).
     assert saved == [(0, 3, 3), (1, 4, 0), (1, 6, 2), (2, 8, 0)]
+    # Every 2 steps: an epoch's last step is saved once, by the epoch-end checkpoint.
+    saved.clear()
+    _fit(resume_data, tmp_path / "run2", epochs=2, checkpoint_every=2)
+    assert saved == [(0, 2, 2), (1, 4, 0), (1, 6, 2), (2, 8, 0)]
 
 
 def test_checkpoint_every_n_epochs_and_at_the_last(tmp_path, resume_data, monkeypatch):

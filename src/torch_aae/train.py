@@ -296,7 +296,10 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
                 if state.step % train.log_every == 0:
                     means = _means(distributed.average_sums(state.sums, world), state.batch, check=True)
                     bar.set_postfix(means, refresh=False)
-                if train.checkpoint_every and state.step % train.checkpoint_every == 0:
+                # (not at an epoch's last step whose epoch-end checkpoint follows at once)
+                ends_epoch = b + 1 == steps_per_epoch and ((epoch + 1) % train.checkpoint_epochs == 0
+                                                           or epoch + 1 == train.epochs)  # fmt: skip
+                if train.checkpoint_every and state.step % train.checkpoint_every == 0 and not ends_epoch:
                     _means(distributed.average_sums(state.sums, world), state.batch, check=True)
                     start = _tick(state, start)
                     checkpoint()
