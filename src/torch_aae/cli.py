@@ -346,11 +346,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .data import download_mnist
+    from .data import data_roots, download_mnist
 
     start = time.perf_counter()
-    from .data import data_roots
-
     folder = download_mnist(data_roots(args.data_dir)[0])  # where training looks first
     print(f"MNIST ready in {folder} ({time.perf_counter() - start:.1f} s)")
     return 0

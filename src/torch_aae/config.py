@@ -69,7 +69,7 @@ class ModelConfig:
         _positive(self, "prior_scale", allow_none=True)
         if not 0 <= self.dropout < 1:
             raise AAEError(f"--dropout {self.dropout}: must be in [0, 1)")
-        from .priors import PRIORS, TWO_D_PRIORS
+        from .priors import PRIORS
 
         if self.prior not in (*PRIORS, "custom"):
             raise AAEError(f"unknown prior {self.prior!r}; choose one of {', '.join(PRIORS)}")

@@ -186,7 +186,9 @@ def fit(
         with StopOnSignal() as stop:
             _train_epochs(model, variant, optimizers, data, train, state, device, writes,
                           logger, config, progress and world.main, ctx, stop, world, scaler)  # fmt: skip
-        if stop.requested:  # a signal during the last epoch's end: its checkpoint is written
+        # A signal during the last epoch's end: its checkpoint is written. (Under torchrun the
+        # ranks agree on a signal only inside the loop; there the run goes on to its summary.)
+        if stop.requested and not world.active:
             where = f"; --resume --out {run_path} evaluates it" if run_path else ""
             raise AAEError(f"interrupted after the last epoch{where}")
         summary = None
