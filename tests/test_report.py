@@ -92,6 +92,20 @@ def test_report_flags_an_eval_json_of_an_older_checkpoint(run, tmp_path):
         render_report(folder / "config.json")
 
 
+def test_report_flags_a_summary_that_a_resume_has_trained_past(run, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    meta = json.loads((folder / "checkpoints" / "latest.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["epochs"] == meta["epoch"] and "summary.json is stale" not in render_report(folder)
+    meta["epoch"] += 2  # as after an interrupted resume with more --epochs
+    (folder / "checkpoints" / "latest.json").write_text(json.dumps(meta))
+    assert (f"summary.json is stale:</b> it ended training at epoch {summary['epochs']}; a resume "
+            f"has since trained the checkpoint to epoch {meta['epoch']}") in render_report(folder)  # fmt: skip
+    (folder / "config.json").unlink()  # the checkpoint's copy stands in for it
+    assert "z_dim" in render_report(folder)
+
+
 def test_report_of_an_unfinished_run_says_what_is_missing(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_kind": "unsupervised"}))
     text = render_report(tmp_path)

@@ -125,9 +125,14 @@ def render_report(run: str | os.PathLike) -> str:
     run = Path(run)
     if run.is_file():
         raise AAEError(f"{run}: a file; give the run folder that holds it")
+    from .run_folder import recorded_config
+
     config = read_json(run / "config.json")
-    if config is None:
-        raise AAEError(f"{run}: not a run folder (no config.json)")
+    if config is None:  # gone: the checkpoint's own copy, if there is a checkpoint
+        recorded = recorded_config(run)
+        if recorded is None:
+            raise AAEError(f"{run}: not a run folder (no config.json)")
+        config = recorded.to_dict()
     summary, evaluation = read_json(run / "summary.json"), read_json(run / "eval.json")
     history = read_history(run)
     plots = sorted((run / "plots").glob("*.png"))
@@ -138,10 +143,16 @@ def render_report(run: str | os.PathLike) -> str:
              f"{stamp} from {html.escape(str(run.resolve()))}.</p>", "<h2>Final metrics</h2>"]  # fmt: skip
     if summary is None and evaluation is None:
         parts.append("<p>No summary.json or eval.json yet (an unfinished run?).</p>")
+    meta = read_json(run / "checkpoints" / "latest.json") or {}
     if summary is not None:
+        if meta.get("epoch") is not None and summary.get("epochs") is not None and meta["epoch"] > summary["epochs"]:
+            parts.append(f"<p><b>summary.json is stale:</b> it ended training at epoch "
+                         f"{summary['epochs']}; a resume has since trained the checkpoint to epoch "
+                         f"{meta['epoch']} without finishing. <code>aae train ... --resume</code> "
+                         "finishes it.</p>")  # fmt: skip
         parts.append(_table(summary, "summary.json (end of training)"))
     if evaluation is not None:
-        latest = (read_json(run / "checkpoints" / "latest.json") or {}).get("step")
+        latest = meta.get("step")
         if latest is not None and evaluation.get("checkpoint_step") != latest:
             parts.append(f"<p><b>eval.json is stale:</b> it scored the checkpoint of step "
                          f"{evaluation.get('checkpoint_step')}; the latest is of step {latest}. "
