@@ -329,3 +329,16 @@ def test_fp16_on_a_cpu_trains_with_a_one_line_warning(tmp_path, capsys, monkeypa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_precision("bf16", "cpu")
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["train", "clustering", "--lr-sup", "1e-3"], "--lr-sup 0.001: the clustering model has no supervised phase"),
+        (["bench", "clustering", "--lr-sup", "1e-3", "--seeds", "1"], "the clustering model has no supervised phase"),
+        (["bench", "parzen", "--prior-components", "10", "--seeds", "1"], "the gaussian prior does not read it"),
+    ],
+)
+def test_a_flag_given_at_its_default_to_a_model_that_does_not_read_it_is_refused(argv, fragment, capsys, tmp_path):
+    assert fragment in _main_error(capsys, [*argv, "--out", tmp_path / "out"])
+    assert not (tmp_path / "out").exists()

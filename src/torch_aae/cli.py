@@ -124,7 +124,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         seeds.add_argument("--no-progress", action="store_true", help="no progress bar")
         for section in cfg.SECTIONS.values():
             cfg.add_arguments(seeds, section, defaults=getattr(VARIANTS[kind], "CLI_DEFAULTS", {}),
-                              model_kind=kind)  # fmt: skip
+                              suppress=suppress_defaults, model_kind=kind)  # fmt: skip
 
     dl = sub.add_parser("download", help="download MNIST (md5-checked) into DATA_DIR/mnist")
     dl.add_argument("--data-dir", help="data root (default: $TORCH_AAE_DATA, else ./data)")
@@ -330,7 +330,9 @@ def cmd_bench(args) -> int:
             raise AAEError(f"--jobs {args.jobs}: must be positive")
         args.model_kind = SEED_BENCHES[args.bench]
         command = "aae " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        result = bench_seeds(_config_from_args(args), args.seeds, args.out, command,
+        config = _config_from_args(args)
+        cfg.refuse_unread(config, args.explicit)  # as `aae train` does
+        result = bench_seeds(config, args.seeds, args.out, command,
                              progress=not args.no_progress, jobs=args.jobs)  # fmt: skip
         print(bench_markdown(result))
         return 0
