@@ -39,3 +39,20 @@ def test_reduced_precision_replays_the_products_in_its_type(precision):
     cfg = ModelConfig(hidden=32, disc_hidden=32)
     r = bench.throughput("unsupervised", batch_size=20, steps=2, model_config=cfg, precision=precision)
     assert r["precision"] == precision and r["fraction_of_peak"] > 0
+
+
+@pytest.mark.parametrize(
+    "kind, data, model, expected",
+    [
+        ("semi-supervised", {"labels": "100"}, {}, ("labels", "100", (1.90, 0.10))),
+        ("semi-supervised", {"labels": "100", "dataset": "fashion-mnist"}, {}, ("labels", "100", None)),
+        ("clustering", {}, {"clusters": 16}, ("clusters", 16, (9.55, 2.05))),
+        ("clustering", {"dataset": "fashion-mnist"}, {"clusters": 16}, ("clusters", 16, None)),
+        ("unsupervised", {}, {"z_dim": 8, "prior_std": 5.0}, ("z_dim", 8, (340.0, 2.0))),
+        ("unsupervised", {"dataset": "fashion-mnist"}, {"z_dim": 8, "prior_std": 5.0}, ("z_dim", 8, None)),
+    ],
+)
+def test_the_papers_figure_is_shown_for_mnist_only(kind, data, model, expected):
+    from torch_aae.config import Config, DataConfig, ModelConfig
+
+    assert bench._setting(Config(kind, DataConfig(**data), ModelConfig(**model))) == expected
