@@ -273,6 +273,12 @@ def test_sample_on_draws_on_the_device_where_the_prior_can_and_moves_the_rest():
     assert torch.equal(a, GaussianPrior(3, 2.0).sample(4))  # the same draw, made in place
 
 
+def test_numpy_integer_counts_are_counts():
+    import numpy as np
+
+    assert MixturePrior(np.int64(5)).num_classes == 5 and CategoricalPrior(np.int32(3)).dim == 3
+
+
 def test_a_users_prior_that_draws_on_the_device_is_checked_too():
     from torch_aae.priors import sample_on
 

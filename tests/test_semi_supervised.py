@@ -347,6 +347,8 @@ def test_label_scale_and_fractional_shift_alone_are_refused():
 def test_label_elastic_sigma_is_checked_and_needs_label_elastic():
     with pytest.raises(AAEError, match="--label-elastic-sigma 0.0: must be > 0"):
         tiny_train(label_elastic=34.0, label_elastic_sigma=0.0)
-    with pytest.raises(AAEError, match="--label-elastic is 0"):
-        tiny_train(label_elastic_sigma=3.0)
+    from torch_aae.config import Config
+
+    with pytest.raises(AAEError, match="--label-elastic is 0"):  # checked with the model known
+        Config("semi-supervised", train=tiny_train(label_elastic_sigma=3.0))
     assert tiny_train(label_elastic=34.0, label_elastic_sigma=3.0).label_elastic_sigma == 3.0

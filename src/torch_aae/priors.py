@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
 from typing import Protocol
 
 import torch
@@ -217,7 +218,7 @@ def _parts(n: int, labels: torch.Tensor | None, num_classes: int, device) -> tor
 
 def _check_positive(**values) -> None:
     for name, value in values.items():
-        if name in _COUNTS and not (isinstance(value, int) and not isinstance(value, bool)):
+        if name in _COUNTS and not (isinstance(value, numbers.Integral) and not isinstance(value, bool)):
             raise AAEError(f"prior {name} {value!r}: must be an integer")
         if not (value > 0 and math.isfinite(value)):
             raise AAEError(f"prior {name} {value}: must be positive and finite")
