@@ -116,3 +116,16 @@ def test_cli_trains_caches_and_reuses(mnist, tmp_path, capsys):
                      str(tmp_path / "cache"), "--no-progress"]) == 0  # fmt: skip
     again = capsys.readouterr().out
     assert "(cached;" in again and again.split()[2] == proc.stdout.split()[2]
+
+
+@pytest.mark.parametrize("dataset, command", [("mnist", "`aae classifier train`"),
+                                              ("fashion-mnist", "`aae classifier train --dataset fashion-mnist`")])
+def test_a_missing_classifier_names_the_command_that_trains_it(tmp_path, dataset, command):
+    from conftest import synthetic_dataset
+    from torch_aae.classifier import require_classifier
+
+    data = synthetic_dataset(test=6)
+    data.source = {"dataset": dataset}
+    with pytest.raises(AAEError, match="no evaluation classifier") as err:
+        require_classifier(data, tmp_path)
+    assert f"train it first with {command} (a few CPU minutes" in str(err.value)

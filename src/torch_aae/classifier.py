@@ -197,9 +197,11 @@ def require_classifier(data: Dataset, cache: str | os.PathLike | None = None) ->
     """The path of data's cached classifier; a clear error when it has not been trained yet."""
     path = classifier_path(data, cache)
     if not path.is_file():
+        dataset = (data.source or {}).get("dataset", data.name)
+        flag = "" if dataset == "mnist" else f" --dataset {dataset}"
         raise AAEError(
             f"no evaluation classifier for {data.name} in {path.parent} (looked for {path.name}); "
-            "train it first with `aae classifier train` (a few CPU minutes; --cache-dir or "
+            f"train it first with `aae classifier train{flag}` (a few CPU minutes; --cache-dir or "
             "$TORCH_AAE_CACHE to use another folder)"
         )
     return path
