@@ -238,8 +238,8 @@ class Config:
                            f"--prior {' or '.join(TWO_D_PRIORS)}, not {m.prior}")  # fmt: skip
         if t.label_elastic_sigma != ELASTIC_SIGMA and not t.label_elastic:
             if self.model_kind not in MODEL_FIELDS["label_elastic_sigma"]:
-                raise AAEError(f"--label-elastic-sigma {t.label_elastic_sigma}: the {self.model_kind} "
-                               "model does not read it; only the semi-supervised model does")  # fmt: skip
+                raise AAEError(f"--label-elastic-sigma {t.label_elastic_sigma}: the {self.model_kind} model "
+                               f"does not read it; only {_readers(MODEL_FIELDS['label_elastic_sigma'], 'model')}")  # fmt: skip
             raise AAEError(f"--label-elastic-sigma {t.label_elastic_sigma}: it smooths --label-elastic's "
                            "field, and --label-elastic is 0")  # fmt: skip
 
@@ -284,8 +284,7 @@ def refuse_unread(config: Config, given: set[str] | frozenset = frozenset()) -> 
             if set_(config.model, name):
                 users = [p for p, fields in PRIOR_FIELDS.items() if name in fields]
                 raise AAEError(f"--{name.replace('_', '-')} {value}: the {config.model.prior} prior does "
-                               f"not read it; only the {', '.join(users)} prior{'s' if len(users) > 1 else ''} "
-                               f"{'do' if len(users) > 1 else 'does'}")  # fmt: skip
+                               f"not read it; only {_readers(users, 'prior')}")  # fmt: skip
     # The other model-specific fields (the prior's shape, --label-elastic-sigma, ...): a value
     # given to a model that never reads it is refused too. (A value other than the default of
     # --prior and --cuda-graphs has its own error first: Config, graphs.check.)
@@ -296,9 +295,13 @@ def refuse_unread(config: Config, given: set[str] | frozenset = frozenset()) -> 
                 continue
             value = getattr(section, f.name)
             if set_(section, f.name):
-                only = f"the {kinds[0]} model does" if len(kinds) == 1 else f"the {', '.join(kinds)} models do"
                 raise AAEError(f"--{f.name.replace('_', '-')} {value}: the {kind} model does not "
-                               f"read it; only {only}")  # fmt: skip
+                               f"read it; only {_readers(kinds, 'model')}")  # fmt: skip
+
+
+def _readers(names, noun: str) -> str:
+    """'the mixture prior does', 'the mixture, swiss-roll priors do'."""
+    return f"the {names[0]} {noun} does" if len(names) == 1 else f"the {', '.join(names)} {noun}s do"
 
 
 def from_dict(d: dict[str, Any]) -> Config:
