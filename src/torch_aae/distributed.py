@@ -20,6 +20,7 @@ dropout) is seeded per rank; the permutation of each epoch is a function of (see
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import weakref
 from dataclasses import dataclass
@@ -80,9 +81,13 @@ def init(device: torch.device) -> tuple[World, torch.device, bool]:
 
 
 def shutdown() -> None:
-    """Leave the process group (a process that exits with it alive can abort in gloo's threads)."""
+    """Leave the process group (a process that exits with it alive can abort in gloo's threads),
+    and free what still refers to it while the interpreter is fully alive: gloo objects released
+    during interpreter finalization can abort the process ("terminate called without an active
+    exception", seen once in CI's 2-process test)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
 
 
 def check_batch(batch_size: int, world: World) -> None:
