@@ -120,7 +120,7 @@ def write_fake_mnist(folder: Path, n_train: int = 12, n_test: int = 6, seed: int
                      n_train_labels: int | None = None, max_label: int = 9) -> dict:  # fmt: skip
     """Write four small gzipped IDX files named like MNIST's into `folder`.
 
-    Returns a files dict like data.MNIST_FILES, with the md5 sums of the files written.
+    Returns a files dict like data.MNIST_FILES, with the md5 sums of the IDX bytes written.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -135,8 +135,9 @@ def write_fake_mnist(folder: Path, n_train: int = 12, n_test: int = 6, seed: int
     files = {}
     for key, (fname, _) in MNIST_FILES.items():
         path = folder / fname
-        path.write_bytes(gzip.compress(idx_bytes(arrays[key]), mtime=0))
-        files[key] = (fname, md5_of(path))
+        raw = idx_bytes(arrays[key])
+        path.write_bytes(gzip.compress(raw, mtime=0))
+        files[key] = (fname, hashlib.md5(raw).hexdigest())
     return files
 
 

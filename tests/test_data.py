@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,8 @@ def test_read_idx_real_file_matches_dataset(mnist):
 
 def test_md5_of_real_files_matches_published():
     for fname, md5 in D.MNIST_FILES.values():
-        assert D.md5sum(MNIST_DIR / fname) == md5
+        assert hashlib.md5(D.read_idx_bytes(MNIST_DIR / fname)).hexdigest() == md5
+        assert D.md5sum(MNIST_DIR / fname) == D.MNIST_GZ_MD5[fname]  # the .gz as published
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,7 +166,7 @@ def test_read_idx_missing_file(tmp_path):
 
 def test_read_idx_dataset_on_small_fake_mnist(tmp_path):
     files = write_fake_mnist(tmp_path, n_train=12, n_test=6)
-    data = D.read_idx_dataset(tmp_path, files, False, "fake")
+    data = D.read_idx_dataset(tmp_path, files, "fake")
     assert data.train_x.shape == (12, 784) and data.test_x.shape == (6, 784)
     assert data.train_y.tolist() == [i % 10 for i in range(12)]
     assert data.image_shape == (28, 28) and data.num_classes == 10
@@ -173,20 +175,20 @@ def test_read_idx_dataset_on_small_fake_mnist(tmp_path):
 def test_image_label_count_mismatch(tmp_path):
     files = write_fake_mnist(tmp_path, n_train=12, n_train_labels=11)
     with pytest.raises(AAEError, match="train set has 12 images but 11 labels"):
-        D.read_idx_dataset(tmp_path, files, False, "fake")
+        D.read_idx_dataset(tmp_path, files, "fake")
 
 
 def test_labels_above_nine_are_refused(tmp_path):
     files = write_fake_mnist(tmp_path, n_train=12, max_label=11)
     with pytest.raises(AAEError, match="labels go up to 11"):
-        D.read_idx_dataset(tmp_path, files, False, "fake")
+        D.read_idx_dataset(tmp_path, files, "fake")
 
 
 def test_missing_file_in_dataset_folder(tmp_path):
     files = write_fake_mnist(tmp_path)
     (tmp_path / files["test_labels"][0]).unlink()
     with pytest.raises(AAEError, match="missing file .*t10k-labels"):
-        D.read_idx_dataset(tmp_path, files, False, "fake")
+        D.read_idx_dataset(tmp_path, files, "fake")
 
 
 def _regzip(path: Path, out: Path) -> None:
@@ -194,19 +196,44 @@ def _regzip(path: Path, out: Path) -> None:
     out.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()), compresslevel=1, mtime=1))
 
 
-def test_md5_mismatch_of_a_regzipped_real_file(tmp_path):
+def _real_mnist_folder(tmp_path: Path) -> Path:
+    """ROOT/mnist holding links to the real files; returns ROOT."""
     folder = tmp_path / "mnist"
     folder.mkdir()
     for fname, _ in D.MNIST_FILES.values():
         (folder / fname).symlink_to(MNIST_DIR / fname)
-    target = folder / "train-labels-idx1-ubyte.gz"
-    target.unlink()
-    _regzip(MNIST_DIR / target.name, target)
-    # Same content, different gzip bytes: the compressed md5 differs, the uncompressed one not.
-    assert D.md5sum(target) != D.MNIST_FILES["train_labels"][1]
-    assert D.md5sum(target, True) == D.md5sum(MNIST_DIR / target.name, True)
-    with pytest.raises(AAEError, match="train-labels-idx1-ubyte.gz: md5 [0-9a-f]{32} does not match"):
-        D.load_dataset("mnist", data_dir=tmp_path)
+    return tmp_path
+
+
+def test_a_regzipped_or_unpacked_real_file_is_accepted(tmp_path, mnist):
+    root = _real_mnist_folder(tmp_path)
+    regzipped = root / "mnist" / "train-labels-idx1-ubyte.gz"
+    regzipped.unlink()
+    _regzip(MNIST_DIR / regzipped.name, regzipped)
+    assert D.md5sum(regzipped) != D.MNIST_GZ_MD5[regzipped.name]  # other gzip bytes, same content
+    unpacked = root / "mnist" / "train-images-idx3-ubyte"  # unpacked: the name without .gz
+    (root / "mnist" / "train-images-idx3-ubyte.gz").unlink()
+    unpacked.write_bytes(gzip.decompress((MNIST_DIR / "train-images-idx3-ubyte.gz").read_bytes()))
+    data = D.load_dataset("mnist", data_dir=root)
+    assert torch.equal(data.train_x, mnist.train_x) and torch.equal(data.train_y, mnist.train_y)
+    assert torch.equal(data.test_x, mnist.test_x)
+
+
+def test_an_unpacked_file_with_other_content_is_named_in_the_md5_error(tmp_path):
+    root = _real_mnist_folder(tmp_path)
+    (root / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    raw = bytearray(gzip.decompress((MNIST_DIR / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10  # still a valid label file: only the md5 can tell
+    (root / "mnist" / "t10k-labels-idx1-ubyte").write_bytes(bytes(raw))
+    with pytest.raises(AAEError, match=r"mnist/t10k-labels-idx1-ubyte: md5 [0-9a-f]{32} of its IDX bytes does not match"):
+        D.load_dataset("mnist", data_dir=root)
+
+
+def test_a_missing_file_names_both_forms(tmp_path):
+    root = _real_mnist_folder(tmp_path)
+    (root / "mnist" / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(AAEError, match=r"missing file .*t10k-images-idx3-ubyte.gz \(or t10k-images-idx3-ubyte, unpacked\)"):
+        D.load_dataset("mnist", data_dir=root)
 
 
 def test_garbage_file_fails_in_load_dataset(tmp_path, monkeypatch):
@@ -230,11 +257,9 @@ def test_valid_idx_with_other_content_fails_md5(tmp_path, monkeypatch):
         D.load_dataset("mnist", data_dir=tmp_path)
 
 
-def test_md5sum_uncompressed_of_non_gzip_file_is_an_error(tmp_path):
-    path = tmp_path / "x.gz"
-    path.write_bytes(b"not gzip at all")
+def test_md5sum_of_an_unreadable_path_is_an_error(tmp_path):
     with pytest.raises(AAEError, match="cannot read"):
-        D.md5sum(path, uncompressed=True)
+        D.md5sum(tmp_path / "nope.gz")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,7 +383,7 @@ def test_download_from_file_mirror_falls_through_a_failing_one(tmp_path):
     missing = (tmp_path / "missing").as_uri() + "/"
     folder = D.download_mnist(tmp_path / "root", base_urls=(missing, good))
     assert folder == tmp_path / "root" / "mnist"
-    for fname, md5 in D.MNIST_FILES.values():
+    for fname, md5 in D.MNIST_GZ_MD5.items():
         assert (folder / fname).is_file() and not (folder / fname).is_symlink()
         assert md5_of(folder / fname) == md5
     assert _leftovers(folder) == []
@@ -376,7 +401,7 @@ def test_download_with_corrupt_mirror_leaves_no_file(tmp_path):
     assert not (folder / "t10k-labels-idx1-ubyte.gz").exists()
     assert _leftovers(folder) == []
     # The files before it were fetched and are intact.
-    assert md5_of(folder / "t10k-images-idx3-ubyte.gz") == D.MNIST_FILES["test_images"][1]
+    assert md5_of(folder / "t10k-images-idx3-ubyte.gz") == D.MNIST_GZ_MD5["t10k-images-idx3-ubyte.gz"]
 
 
 def test_download_skips_corrupt_mirror_and_replaces_corrupt_local_file(tmp_path):
@@ -386,7 +411,7 @@ def test_download_skips_corrupt_mirror_and_replaces_corrupt_local_file(tmp_path)
     folder.mkdir(parents=True)
     (folder / "train-labels-idx1-ubyte.gz").write_bytes(b"stale, corrupt")
     D.download_mnist(tmp_path / "root", base_urls=(bad, good))
-    for fname, md5 in D.MNIST_FILES.values():
+    for fname, md5 in D.MNIST_GZ_MD5.items():
         assert md5_of(folder / fname) == md5
     assert _leftovers(folder) == []
 

@@ -25,15 +25,23 @@ from .augment import elastic_field, random_affine, random_shift, random_thicknes
 from .checkpoint import create_temp_file
 from .errors import AAEError
 
-# name -> (file name, md5 of the file as published). MNIST's md5 sums are those of the .gz files.
+# name -> (file name, md5 of the file's uncompressed bytes). A file is read gzipped (the name as
+# published) or plain (the name without .gz), and checked by the md5 of its IDX bytes, so that a
+# file unpacked or gzipped again by another tool is still recognized.
 MNIST_FILES = {
-    "train_images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-    "train_labels": ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-    "test_images": ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-    "test_labels": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+    "train_images": ("train-images-idx3-ubyte.gz", "6bbc9ace898e44ae57da46a324031adb"),
+    "train_labels": ("train-labels-idx1-ubyte.gz", "a25bea736e30d166cdddb491f175f624"),
+    "test_images": ("t10k-images-idx3-ubyte.gz", "2646ac647ad5339dbf082846283269ea"),
+    "test_labels": ("t10k-labels-idx1-ubyte.gz", "27ae3e4e09519cfbb04c329615203637"),
 }
-# Fashion-MNIST: Debian re-compresses the files, so these are the md5 sums of the *uncompressed*
-# bytes, which are Zalando's official ones.
+# The md5 sums of MNIST's published .gz files, which a download is checked against.
+MNIST_GZ_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+# Fashion-MNIST: Zalando's md5 sums of the uncompressed files (Debian re-compresses them).
 FASHION_MNIST_FILES = {
     "train_images": ("train-images-idx3-ubyte.gz", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
     "train_labels": ("train-labels-idx1-ubyte.gz", "9018921c3c673c538a1fc5bad174d6f9"),
@@ -112,15 +120,14 @@ class Dataset:
 # IDX files
 
 
-def md5sum(path: Path, uncompressed: bool = False) -> str:
-    """md5 of a file's bytes, or of its gunzipped bytes when `uncompressed`."""
+def md5sum(path: Path) -> str:
+    """md5 of a file's bytes."""
     digest = hashlib.md5()
-    opener = gzip.open if uncompressed else open
     try:
-        with opener(path, "rb") as f:
+        with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
-    except (OSError, EOFError, zlib.error) as e:
+    except OSError as e:
         raise AAEError(f"cannot read {path}: {e}") from None
     return digest.hexdigest()
 
@@ -146,8 +153,8 @@ def parse_idx(raw: bytes, ndim: int, source: str = "IDX data") -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """Read a gzipped (or plain) unsigned-byte IDX file."""
+def read_idx_bytes(path: Path) -> bytes:
+    """The IDX bytes of a gzipped or plain file (told apart by gzip's magic bytes)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -156,28 +163,34 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
             raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise AAEError(f"{path}: not a readable gzip IDX file ({e})") from None
-    return parse_idx(raw, ndim, source=str(path))
+    return raw
 
 
-def _check_md5(path: Path, expected: str, uncompressed: bool) -> None:
-    actual = md5sum(path, uncompressed=uncompressed)
-    if actual != expected:
-        what = "uncompressed md5" if uncompressed else "md5"
-        raise AAEError(
-            f"{path}: {what} {actual} does not match the published {expected}; "
-            "the file is corrupt or not the original (delete it and download again)"
-        )
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Read a gzipped (or plain) unsigned-byte IDX file."""
+    return parse_idx(read_idx_bytes(path), ndim, source=str(path))
 
 
-def read_idx_dataset(folder: Path, files: dict, md5_uncompressed: bool, name: str) -> Dataset:
-    """Read the four IDX files of an MNIST-format dataset from `folder`, checking md5 sums."""
+def idx_path(folder: Path, fname: str) -> Path | None:
+    """The file `fname` (a name ending in .gz) in `folder`, gzipped or, failing that, unpacked
+    (the name without .gz); None if neither is there."""
+    for path in (folder / fname, folder / fname.removesuffix(".gz")):
+        if path.is_file():
+            return path
+    return None
+
+
+def read_idx_dataset(folder: Path, files: dict, name: str) -> Dataset:
+    """Read the four IDX files of an MNIST-format dataset from `folder`, checking the md5 sums
+    of their uncompressed bytes."""
     # Structure first (magic, dimensions, counts: the most specific message), then md5 sums.
-    arrays = {}
+    raws, arrays = {}, {}
     for key, (fname, _) in files.items():
-        path = folder / fname
-        if not path.is_file():
-            raise AAEError(f"{name}: missing file {path}")
-        arrays[key] = read_idx(path, ndim=3 if key.endswith("images") else 1)
+        path = idx_path(folder, fname)
+        if path is None:
+            raise AAEError(f"{name}: missing file {folder / fname} (or {fname.removesuffix('.gz')}, unpacked)")
+        raws[key] = (path, read_idx_bytes(path))
+        arrays[key] = parse_idx(raws[key][1], ndim=3 if key.endswith("images") else 1, source=str(path))
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if len(images) != len(labels):
@@ -186,8 +199,13 @@ def read_idx_dataset(folder: Path, files: dict, md5_uncompressed: bool, name: st
             )
         if labels.size and labels.max() > 9:
             raise AAEError(f"{name}: {split} labels go up to {labels.max()}, expected 0..9")
-    for fname, md5 in files.values():
-        _check_md5(folder / fname, md5, md5_uncompressed)
+    for key, (path, raw) in raws.items():
+        actual, expected = hashlib.md5(raw).hexdigest(), files[key][1]
+        if actual != expected:
+            raise AAEError(
+                f"{path}: md5 {actual} of its IDX bytes does not match the published {expected}; "
+                "the file is corrupt or not the original (delete it and download again)"
+            )
     shape = tuple(arrays["train_images"].shape[1:])
     return Dataset(
         name=name,
@@ -235,8 +253,9 @@ def find_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Pa
     )
     other = []  # folders holding the other dataset's files, which have the same names
     for folder in candidates:
-        if (folder / first).is_file():
-            if not _is_other_dataset(folder / first, name):
+        path = idx_path(folder, first)
+        if path is not None:
+            if not _is_other_dataset(path, name):
                 return folder
             other.append(str(folder))
     if other:
@@ -244,24 +263,20 @@ def find_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Pa
         raise AAEError(f"{name}: {', '.join(other)} hold{'s' if len(other) == 1 else ''} {theirs}'s "
                        f"files, not {name}'s (the two share file names); {hint}")  # fmt: skip
     looked = ", ".join(str(c) for c in candidates)
-    raise AAEError(f"{name}: no {first} in {looked}; {hint}")
+    raise AAEError(f"{name}: no {first} (or {first.removesuffix('.gz')}) in {looked}; {hint}")
 
 
 def _is_other_dataset(path: Path, name: str) -> bool:
     """Whether `path`, a training-images file found for `name`, is the other dataset's (MNIST and
-    Fashion-MNIST use the same file names). By md5; a file that is neither is left to the
-    reader, whose checks say what is wrong with it."""
-    if name == "mnist":  # Fashion-MNIST's md5 is of the uncompressed bytes
-        expected = FASHION_MNIST_FILES["train_images"][1]
-        return md5sum(path) != MNIST_FILES["train_images"][1] and _uncompressed_md5(path) == expected
-    return md5sum(path) == MNIST_FILES["train_images"][1]
-
-
-def _uncompressed_md5(path: Path) -> str | None:
+    Fashion-MNIST use the same file names). By md5; a file that is neither, or that cannot be
+    read, is left to the reader, whose checks say what is wrong with it."""
+    if name == "mnist" and path.name in MNIST_GZ_MD5 and md5sum(path) == MNIST_GZ_MD5[path.name]:
+        return False  # MNIST as published: no need to unpack it
+    other = FASHION_MNIST_FILES if name == "mnist" else MNIST_FILES
     try:
-        return md5sum(path, uncompressed=True)
-    except AAEError:  # not a gzip file
-        return None
+        return hashlib.md5(read_idx_bytes(path)).hexdigest() == other["train_images"][1]
+    except AAEError:
+        return False
 
 
 def download_mnist(
@@ -282,7 +297,7 @@ def download_mnist(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file where a folder should be, no permission, ...
         raise AAEError(f"cannot make {folder}: {e.strerror or e}") from None
-    for fname, md5 in MNIST_FILES.values():
+    for fname, md5 in MNIST_GZ_MD5.items():
         target = folder / fname
         if target.is_file() and md5sum(target) == md5:
             continue
@@ -443,7 +458,7 @@ def load_dataset(
     elif dataset in DATASETS:
         folder = find_dataset_dir(dataset, data_dir)
         files = MNIST_FILES if dataset == "mnist" else FASHION_MNIST_FILES
-        data = read_idx_dataset(folder, files, dataset == "fashion-mnist", dataset)
+        data = read_idx_dataset(folder, files, dataset)
         data_dir = folder  # recorded: the run finds its files again from any folder
     else:
         raise AAEError(
