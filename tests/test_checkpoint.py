@@ -155,17 +155,29 @@ def test_checkpoint_with_corrupt_pickle(tmp_path, good_checkpoint_bytes, offset)
         load_checkpoint(path)
 
 
-def test_any_single_byte_corruption_is_an_aae_error_or_loads(tmp_path, good_checkpoint_bytes):
+def test_a_changed_byte_inside_a_tensor_is_found_by_its_crc(tmp_path, good_checkpoint_bytes):
+    # torch.load itself loads such a file, with the changed value in the tensor.
+    raw = good_checkpoint_bytes
+    _, pickle_end = _pickle_span(raw)
+    pos = pickle_end + (len(raw) - pickle_end) // 2  # inside the tensors' records
+    path = tmp_path / "latest.pt"
+    path.write_bytes(_corrupted(raw, pos, [raw[pos] ^ 0x10]))
+    assert isinstance(torch.load(path, weights_only=True), dict)
+    with pytest.raises(AAEError, match=r"latest.pt: damaged: its record \S+/data/\d+ does not match its CRC-32"):
+        load_checkpoint(path)
+
+
+def test_any_single_byte_change_in_the_pickle_is_an_aae_error(tmp_path, good_checkpoint_bytes):
     start, end = _pickle_span(good_checkpoint_bytes)
     rng = np.random.default_rng(0)
     path = tmp_path / "latest.pt"
     for _ in range(150):
         pos, value = int(rng.integers(start, end)), int(rng.integers(0, 256))
+        if value == good_checkpoint_bytes[pos]:
+            continue
         path.write_bytes(_corrupted(good_checkpoint_bytes, pos, [value]))
-        try:
+        with pytest.raises(AAEError, match="latest.pt"):
             load_checkpoint(path)
-        except AAEError:
-            pass
 
 
 @pytest.mark.parametrize(

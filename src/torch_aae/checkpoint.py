@@ -15,6 +15,7 @@ import pickle
 import random
 import re
 import secrets
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,8 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     if len(head) == 4 and not (head == b"PK\x03\x04" or head.startswith(b"\x80")):
         raise AAEError(f"{path}: not a checkpoint (not a file written by torch.save; a run's "
                        "checkpoint is RUN/checkpoints/latest.pt)")  # fmt: skip
+    if head == b"PK\x03\x04":
+        _check_records(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -163,6 +166,21 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         if key not in ckpt:
             raise AAEError(f"{path}: checkpoint lacks {key!r}")
     return ckpt
+
+
+def _check_records(path: Path) -> None:
+    """Check the CRC-32 of every record of a checkpoint's zip archive. torch.save writes them, but
+    torch.load does not check them, so a changed byte inside a tensor would load unseen."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise AAEError(f"{path}: not a readable checkpoint (truncated or corrupt?): {e}") from None
+    if bad is not None:
+        raise AAEError(f"{path}: damaged: its record {bad} does not match its CRC-32 (a byte changed "
+                       "since it was written); start again from an earlier checkpoint that "
+                       "--keep-checkpoints kept (--branch-from RUN/checkpoints/epoch-NNNN.pt), or "
+                       "train again")  # fmt: skip
 
 
 def load_state(module: torch.nn.Module, state: dict, what: str) -> None:
