@@ -66,6 +66,14 @@ def test_a_resume_brings_the_files_written_after_a_checkpoint_level_with_it(data
     assert (run / "checkpoints" / "epoch-0002.pt").is_file()
 
 
+def test_evaluate_names_the_step_of_the_checkpoint_it_scored_not_that_of_latest_json(data, tmp_path):
+    run = tmp_path / "run"
+    _fit(data, run, epochs=2)
+    meta = run / "checkpoints" / "latest.json"  # as if killed between latest.pt and latest.json
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "step": 4, "epoch": 1}))
+    assert evaluate_run(run)["checkpoint_step"] == 8
+
+
 def test_a_lost_config_json_is_taken_from_the_checkpoint_and_still_guards_the_resume(data, tmp_path):
     run = tmp_path / "run"
     _fit(data, run, epochs=1)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write_json, load_model, read_json
+from .checkpoint import atomic_write_json, load_checkpoint, load_model, model_from_checkpoint, read_json, resolve_checkpoint
 from .config import Config
 from .data import Dataset, load_dataset, split_validation
 from .errors import AAEError, AAEWarning
@@ -64,9 +64,10 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
     """
     device = resolve_device(device)
     data = _run_data(run, data_dir)  # first: it refuses what is not a run folder
-    model = load_model(run, device, prior)
+    ckpt = load_checkpoint(resolve_checkpoint(run))
+    model = model_from_checkpoint(ckpt, run, device, prior)
     metrics = get_variant(model.kind).evaluate(model, data, device)
-    step = _checkpoint_step(run)
+    step = ckpt["state"]["step"]  # the checkpoint's own, not latest.json's, which a crash can leave behind
     if parzen:
         metrics.update(sample_metrics(model, data, device, n_samples, seed, cache_dir, note,
                                       sigmas=sigmas, progress=progress,
@@ -93,10 +94,6 @@ def _held_out_images(run, data: Dataset):
         return None
     held = split_validation(dataclasses.replace(data), config.data.val_size, config.data_draw_seed)
     return held.val_x[:VAL_SIZE]
-
-
-def _checkpoint_step(run) -> int | None:
-    return (read_json(Path(run) / "checkpoints" / "latest.json") or {}).get("step")
 
 
 def plot_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, prior=None) -> list[Path]:

@@ -209,12 +209,16 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", prio
     Args:
         prior: the prior object, required when the model was trained with a custom prior.
     """
+    return model_from_checkpoint(load_checkpoint(resolve_checkpoint(path)), path, device, prior)
+
+
+def model_from_checkpoint(ckpt: dict, path, device: str | torch.device = "cpu", prior=None):
+    """`load_model` on a checkpoint already loaded from `path` (named in errors)."""
     from .variants import get_variant
 
     from .train import resolve_device
 
     device = resolve_device(device) if isinstance(device, str) else device
-    ckpt = load_checkpoint(resolve_checkpoint(path))
     args = dict(ckpt["model_args"])
     if args.get("prior") == "custom":
         if prior is None:
