@@ -7,6 +7,7 @@ import torch
 from conftest import subset_of, tiny_train
 
 from torch_aae import dim_reduction
+from torch_aae.api import evaluate_run
 from torch_aae.config import Config, DataConfig, ModelConfig
 from torch_aae.errors import AAEError
 from torch_aae.train import fit
@@ -52,9 +53,15 @@ def test_unsupervised_and_semi_supervised_runs(mnist, tmp_path):
     summary = fit(model, data, tiny_train(), out=tmp_path / "u", config=_config(), progress=False)
     assert 0 <= summary["test_cluster_error"] <= 1 and "test_error" not in summary
     assert (tmp_path / "u" / "plots" / "representation.png").is_file()
+    # One cluster per class, without labels: clusters, not a classifier, so no test_error.
+    summary = fit(tiny(n_classes=10), data, tiny_train(), out=tmp_path / "u10", config=_config(clusters=10),
+                  progress=False)  # fmt: skip
+    assert "test_cluster_error" in summary and "test_error" not in summary
     model = tiny(n_classes=10)
     summary = fit(model, data, tiny_train(), out=tmp_path / "s", config=_config("100", 10), progress=False)
     assert 0 <= summary["test_error"] <= 1
+    # The checkpoints record which: a later evaluation tells the two apart too.
+    assert "test_error" not in evaluate_run(tmp_path / "u10") and "test_error" in evaluate_run(tmp_path / "s")
     assert (tmp_path / "s" / "labeled_indices.json").is_file()
 
 

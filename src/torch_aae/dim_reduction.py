@@ -36,12 +36,17 @@ class DimReductionAAE(SemiSupervisedAAE):
 
     def __init__(self, in_dim: int = 784, image_shape=(28, 28), n_classes: int = 20, z_dim: int = 2,
                  hidden: int = 1000, depth: int = 2, disc_hidden: int = 1000, disc_depth: int = 2,
-                 dropout: float = 0.2, prior_std: float = 1.0, head_distance: float = 6.0):  # fmt: skip
+                 dropout: float = 0.2, prior_std: float = 1.0, head_distance: float = 6.0,
+                 labeled: bool | None = None):  # fmt: skip
+        """`labeled`: whether q(y|x) was trained on labeled images (--labels), so that it is a
+        classifier with a test error; set by `setup` (None: a checkpoint older than the flag)."""
         super().__init__(in_dim, image_shape, n_classes, z_dim, hidden, depth, disc_hidden,
                          disc_depth, dropout, prior_std)  # fmt: skip
         if head_distance < 0:
             raise AAEError(f"--head-distance {head_distance}: must be >= 0")
         self.model_args["head_distance"] = head_distance
+        if labeled is not None:
+            self.model_args["labeled"] = labeled
         self.decoder = Decoder(z_dim, in_dim, [hidden] * depth)  # reads the n-D representation
         # Heads start spread out (a scaled Gaussian draw) so that the penalty starts small.
         self.heads = nn.Parameter(max(head_distance, 1.0) * torch.randn(n_classes, z_dim))  # (m, n)
@@ -86,6 +91,7 @@ def make_optimizers(model: DimReductionAAE, cfg) -> dict:
 
 def setup(model, data, config, device, run_path) -> dict:
     """With --labels: the labeled images (as the semi-supervised model); else no labels at all."""
+    model.model_args["labeled"] = config.data.labels is not None  # saved with the checkpoints
     if config.data.labels is None:
         return {"x": None, "input_noise": config.train.input_noise, "code_noise": config.train.code_noise,
                 "cat_noise": config.train.cat_noise, "view": config.train.view}
@@ -109,11 +115,13 @@ epoch_metrics = clustering.epoch_metrics  # the validation cluster error
 
 
 def evaluate(model, data, device) -> dict:
-    """Both errors: q(y|x) as a classifier (meaningful with labels, m = classes) and the cluster
-    error (the unsupervised setting); the head spacing; the style code's prior match."""
+    """The cluster errors; with labels (--labels, m = classes) also q(y|x)'s error as a classifier,
+    which means nothing for clusters learnt without labels; the head spacing; the style code's
+    prior match."""
     out = clustering.evaluate(model, data, device)
     split, x, y = data.eval_split()
-    if model.n_classes == data.num_classes:
+    labeled = model.model_args.get("labeled", model.n_classes == data.num_classes)  # (older runs)
+    if labeled and model.n_classes == data.num_classes:
         out[f"{split}_error"] = semi_supervised.classification_error(model, x, y, device)
     dist = torch.cdist(model.heads.detach(), model.heads.detach())
     out["head_distance_min"] = float(dist[~torch.eye(len(dist), dtype=torch.bool)].min())
