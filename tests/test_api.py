@@ -51,6 +51,28 @@ def test_fit_takes_the_train_section_of_a_config_and_records_the_models_own_argu
         fit(tiny_model(), loaded, {"epochs": 1}, progress=False)
 
 
+def test_a_config_whose_data_seed_did_not_draw_the_split_is_refused(loaded, tmp_path):
+    # loaded's validation split was drawn with seed 5: a run recording data_seed 1 would be
+    # resumed and evaluated on another split, its validation images counted as held out.
+    config = Config("unsupervised", DataConfig(data_seed=1), train=tiny_train())
+    with pytest.raises(AAEError, match="validation split was drawn with seed 5 .*data_seed is 1"):
+        fit(tiny_model(), loaded, config=config, out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    fit(tiny_model(), loaded, config=Config("unsupervised", DataConfig(data_seed=5), train=tiny_train()),
+        out=tmp_path / "run", progress=False)  # fmt: skip
+    assert load_run_config(tmp_path / "run").data_draw_seed == 5
+
+
+def test_evaluate_scores_clusters_on_the_split_that_training_scored(loaded, tmp_path):
+    torch.manual_seed(0)
+    model = ClusteringAAE(784, (28, 28), n_classes=4, z_dim=2, hidden=32, disc_hidden=32)
+    summary = fit(model, loaded, tiny_train(), out=tmp_path / "run", progress=False)
+    again = evaluate_run(tmp_path / "run")
+    # The training summary's test set is loaded's (the full test set); the paper's rule reads the
+    # same 100 validation images in both, so the figures agree.
+    assert again["test_cluster_error_paper_rule"] == summary["test_cluster_error_paper_rule"]
+
+
 def test_a_clustering_run_from_python_records_its_clusters(loaded, tmp_path):
     torch.manual_seed(0)
     model = ClusteringAAE(784, (28, 28), n_classes=4, z_dim=2, hidden=32, disc_hidden=32)

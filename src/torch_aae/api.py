@@ -3,7 +3,6 @@ evaluate or plot a finished run folder."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import os
 import sys
@@ -15,7 +14,7 @@ import torch
 
 from .checkpoint import atomic_write_json, load_checkpoint, load_model, model_from_checkpoint, read_json, resolve_checkpoint
 from .config import Config
-from .data import Dataset, load_dataset, split_validation
+from .data import Dataset, load_dataset
 from .errors import AAEError, AAEWarning
 from .logger import read_history
 from .run_folder import recorded_config
@@ -46,9 +45,11 @@ def load_run_config(run: str | os.PathLike) -> Config:
 
 
 def _run_data(run, data_dir) -> Dataset:
-    """The run's dataset with its test split (no --subset: metrics use the full test set)."""
-    d = load_run_config(run).data
-    return load_dataset(d.dataset, data_dir or d.data_dir)
+    """The run's dataset with its test split and its validation split, as in training (no
+    --subset: the training set's other images are not held out from the metrics)."""
+    config = load_run_config(run)
+    d = config.data
+    return load_dataset(d.dataset, data_dir or d.data_dir, val_size=d.val_size, seed=config.data_draw_seed)
 
 
 def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, parzen: bool = False,
@@ -71,7 +72,7 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
     if parzen:
         metrics.update(sample_metrics(model, data, device, n_samples, seed, cache_dir, note,
                                       sigmas=sigmas, progress=progress,
-                                      val=_held_out_images(run, data)))  # fmt: skip
+                                      val=_held_out_images(data)))  # fmt: skip
     else:  # keep the sample metrics an earlier --parzen evaluation made of this same checkpoint
         previous = read_json(Path(run) / "eval.json") or {}
         if previous.get("checkpoint_step") == step:
@@ -84,16 +85,14 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
     return metrics
 
 
-def _held_out_images(run, data: Dataset):
-    """The run's validation split, which its training never saw, when it holds enough images
-    for the Parzen width search (`parzen.VAL_SIZE`); else None."""
+def _held_out_images(data: Dataset):
+    """The run's validation split (never seen in training), when it holds enough images for the
+    Parzen width search (`parzen.VAL_SIZE`); else None."""
     from .parzen import VAL_SIZE
 
-    config = load_run_config(run)
-    if config.data.val_size < VAL_SIZE:
+    if data.val_x is None or len(data.val_x) < VAL_SIZE:
         return None
-    held = split_validation(dataclasses.replace(data), config.data.val_size, config.data_draw_seed)
-    return held.val_x[:VAL_SIZE]
+    return data.val_x[:VAL_SIZE]
 
 
 def plot_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, prior=None) -> list[Path]:

@@ -6,9 +6,11 @@ a categorical discriminator pushes softmax(y) towards one-hot vectors drawn unif
 clusters, a Gaussian one pushes z towards N(0, std^2 I); the decoder reconstructs x from
 (softmax(y), z). Per mini-batch: reconstruction, both discriminators, generator.
 
-`cluster_error` is the paper's metric: each cluster takes the most frequent *training* label of
-the training images it holds (labels are read only here, after training); the error is that
-assignment's error on the test set.
+Two errors score the clusters on the test set (labels are read only there, after training):
+- `cluster_error`, by majority: each cluster takes the most frequent label of the training images
+  it holds (`test_cluster_error`). The usual clustering metric, and the most lenient labeling.
+- `paper_cluster_error`, the paper's rule (section 6): each cluster i takes the label of the one
+  validation image x_n that maximizes q(y_i|x_n) (`test_cluster_error_paper_rule`).
 """
 
 from __future__ import annotations
@@ -83,6 +85,44 @@ def cluster_error(train_clusters, train_labels, test_clusters, test_labels, n_cl
     return float((cluster_label[test_clusters] != test_labels).mean())
 
 
+def log_probabilities(logits) -> np.ndarray:
+    """log q(y|x) from logits (n, K), in float64 and without rounding to 0 near certainty:
+    log q_i = -log1p(sum_{j != i} exp(l_j - l_i)), so that images whose q(y_i|x) all round to
+    1.0 in float32 are still ranked (as the paper's rule must rank them)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    k = logits.shape[1]
+    out = np.empty_like(logits)
+    for start in range(0, len(logits), 2048):  # (chunk, K, K) at a time
+        chunk = logits[start : start + 2048]
+        diff = chunk[:, None, :] - chunk[:, :, None]  # (n, i, j): l_j - l_i
+        diff[:, np.arange(k), np.arange(k)] = -np.inf  # leave out j = i
+        top = diff.max(2, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)  # K = 1: nothing left
+        others = top[..., 0] + np.log(np.exp(diff - top).sum(2))  # log sum_{j != i} exp(l_j - l_i)
+        out[start : start + 2048] = -np.logaddexp(0.0, others)  # -log(1 + exp(others))
+    return out
+
+
+def paper_cluster_error(ref_log_probs, ref_labels, test_clusters, test_labels) -> float:
+    """The paper's clustering error (section 6): each cluster i takes the label of the one
+    reference image x_n (the paper: a validation image) that maximizes q(y_i|x_n); the error of
+    that labeling on the test set.
+
+    Args:
+        ref_log_probs: (n, K) log q(y|x) of the reference images (`log_probabilities`; any
+            increasing function of q ranks alike); ref_labels: (n,) their labels.
+        test_clusters, test_labels: (m,) cluster index and label of each test image.
+    """
+    ref_probs, ref_labels = np.asarray(ref_log_probs), np.asarray(ref_labels)
+    test_clusters, test_labels = np.asarray(test_clusters), np.asarray(test_labels)
+    if len(ref_probs) != len(ref_labels) or len(test_clusters) != len(test_labels):
+        raise AAEError("paper_cluster_error: probabilities, clusters and labels differ in length")
+    if len(ref_probs) == 0 or len(test_labels) == 0:
+        raise AAEError("paper_cluster_error: no reference or no test images")
+    cluster_label = ref_labels[ref_probs.argmax(0)]  # (K,) the label of each cluster's most confident image
+    return float((cluster_label[test_clusters] != test_labels).mean())
+
+
 def _clusters(model, x, device) -> np.ndarray:
     from .metrics import collect
 
@@ -101,8 +141,9 @@ def epoch_metrics(model, data, device) -> dict[str, float]:
 
 
 def evaluate(model, data, device) -> dict[str, float]:
-    """Cluster error on the evaluation split (when the data has labels to score it with),
-    clusters in use, and the style code's prior match."""
+    """Both cluster errors on the evaluation split (when the data has labels to score it with),
+    clusters in use, and the style code's prior match. The paper's rule reads the validation
+    split, or the training images when there is none (or when it is the evaluation split)."""
     from .metrics import collect, prior_match, recon_bce
 
     split, x, y = data.eval_split()
@@ -112,6 +153,13 @@ def evaluate(model, data, device) -> dict[str, float]:
         held_out = _clusters(model, x, device)
         out[f"{split}_cluster_error"] = cluster_error(train, data.train_y.numpy(), held_out, y.numpy(),
                                                       model.n_classes)  # fmt: skip
+        has_val = data.val_x is not None and data.val_y is not None and split != "val"
+        ref_x, ref_y = (data.val_x, data.val_y) if has_val else (data.train_x, data.train_y)
+        model.eval()
+        with torch.no_grad():
+            logits = collect(model.encoder.classify, ref_x, device, 1000).float().numpy()
+        out[f"{split}_cluster_error_paper_rule"] = paper_cluster_error(log_probabilities(logits), ref_y.numpy(),
+                                                                       held_out, y.numpy())  # fmt: skip
     model.eval()
     out[f"{split}_recon_bce"] = recon_bce(model, x, device)
     out.update(prior_match(collect(model.encode, x, device).numpy(), model.prior.std))

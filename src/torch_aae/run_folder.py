@@ -120,6 +120,11 @@ def run_config(config: Config, model, data: Dataset, train: TrainConfig) -> Conf
         raise AAEError(f"config is for the {config.model_kind} model, not {model.kind}")
     data_cfg, src = config.data, data.source
     if src is not None:  # the validation split's seed is the data seed where it is not --seed
+        if src["val_size"] and data_cfg.data_seed not in (None, src["seed"]):
+            raise AAEError(f"the data's validation split was drawn with seed {src['seed']} "
+                           f"(load_dataset(..., seed={src['seed']})), the config's data_seed is "
+                           f"{data_cfg.data_seed}: a resume or an evaluation would split otherwise; "
+                           "make them agree")  # fmt: skip
         seed = src["seed"] if src["val_size"] and src["seed"] != train.seed else None
         data_cfg = dataclasses.replace(data_cfg, dataset=src["dataset"], data_dir=src["data_dir"],
                                        subset=src["subset"], val_size=src["val_size"],
