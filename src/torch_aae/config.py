@@ -57,7 +57,7 @@ class ModelConfig:
     depth: int = _f(2, "hidden layers of the encoder and decoder")
     disc_hidden: int = _f(1000, "units per hidden layer of the discriminator(s)")
     disc_depth: int = _f(2, "hidden layers of the discriminator(s)")
-    dropout: float = _f(0.2, "dropout after each hidden layer of the encoder")
+    dropout: float = _f(0.2, "dropout in the encoder: after each hidden layer (unsupervised, supervised), after the last one, which the class and style heads share (semi-supervised, clustering, dim-reduction)")
 
     def __post_init__(self):
         _check_field_types(self)
