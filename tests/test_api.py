@@ -68,9 +68,10 @@ def test_evaluate_scores_clusters_on_the_split_that_training_scored(loaded, tmp_
     model = ClusteringAAE(784, (28, 28), n_classes=4, z_dim=2, hidden=32, disc_hidden=32)
     summary = fit(model, loaded, tiny_train(), out=tmp_path / "run", progress=False)
     again = evaluate_run(tmp_path / "run")
-    # The training summary's test set is loaded's (the full test set); the paper's rule reads the
-    # same 100 validation images in both, so the figures agree.
-    assert again["test_cluster_error_paper_rule"] == summary["test_cluster_error_paper_rule"]
+    # The same data as in training: the clusters are labeled from the same 200 training images
+    # (majority vote) and the same 100 validation images (the paper's rule); the full test set.
+    for key in ("test_cluster_error", "test_cluster_error_paper_rule", "clusters_used"):
+        assert again[key] == summary[key], key
 
 
 def test_a_clustering_run_from_python_records_its_clusters(loaded, tmp_path):

@@ -44,12 +44,15 @@ def load_run_config(run: str | os.PathLike) -> Config:
     return config
 
 
-def _run_data(run, data_dir) -> Dataset:
-    """The run's dataset with its test split and its validation split, as in training (no
-    --subset: the training set's other images are not held out from the metrics)."""
+def _run_data(run, data_dir, as_trained: bool = True) -> Dataset:
+    """The run's data as its training loaded it (validation split, --subset), so that an
+    evaluation scores what the training summary scored (the test set is never cut); with
+    `as_trained` False, the whole dataset, as the Parzen protocol reads it."""
     config = load_run_config(run)
     d = config.data
-    return load_dataset(d.dataset, data_dir or d.data_dir, val_size=d.val_size, seed=config.data_draw_seed)
+    if not as_trained:
+        return load_dataset(d.dataset, data_dir or d.data_dir)
+    return load_dataset(d.dataset, data_dir or d.data_dir, d.subset, d.val_size, config.data_draw_seed)
 
 
 def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, parzen: bool = False,
@@ -69,10 +72,11 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
     model = model_from_checkpoint(ckpt, run, device, prior)
     metrics = get_variant(model.kind).evaluate(model, data, device)
     step = ckpt["state"]["step"]  # the checkpoint's own, not latest.json's, which a crash can leave behind
-    if parzen:
-        metrics.update(sample_metrics(model, data, device, n_samples, seed, cache_dir, note,
-                                      sigmas=sigmas, progress=progress,
-                                      val=_held_out_images(data)))  # fmt: skip
+    if parzen:  # the width is chosen on the run's validation split, else on the Parzen protocol's
+        # training images (parzen.validation_images of the whole training set)
+        metrics.update(sample_metrics(model, _run_data(run, data_dir, as_trained=False), device,
+                                      n_samples, seed, cache_dir, note, sigmas=sigmas,
+                                      progress=progress, val=_held_out_images(data)))  # fmt: skip
     else:  # keep the sample metrics an earlier --parzen evaluation made of this same checkpoint
         previous = read_json(Path(run) / "eval.json") or {}
         if previous.get("checkpoint_step") == step:
