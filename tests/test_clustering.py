@@ -180,11 +180,18 @@ def test_the_cluster_plot_has_one_row_per_cluster(mnist, tmp_path, monkeypatch):
     from torch_aae import plots
 
     grids = []
-    monkeypatch.setattr(plots, "save_image_grid", lambda images, shape, nrow, path, title=None:
-                        grids.append((path.name, len(images), nrow)))  # fmt: skip
+    monkeypatch.setattr(plots, "save_image_rows", lambda images, shape, labels, path, title=None:
+                        grids.append((path.name, len(images), labels, title)))  # fmt: skip
+    torch.manual_seed(0)
     model = clustering.ClusteringAAE.from_config(_config().model, 784, (28, 28))  # 4 clusters
-    clustering.make_plots(model, subset_of(mnist, 300, 100), tmp_path, "cpu")
-    assert ("clusters.png", 40, 4) in grids  # 10 images per cluster, a row each
+    data = subset_of(mnist, 300, 100)
+    clustering.make_plots(model, data, tmp_path, "cpu")
+    sizes = model.class_probabilities(data.train_x).argmax(1).bincount(minlength=4)
+    used = [k for k in range(4) if sizes[k]]
+    name, n_images, labels, title = grids[-1]
+    assert name == "clusters.png" and n_images == 10 * len(used)  # 10 images per used cluster, a row each
+    assert labels == [f"{k}: {int(sizes[k])}" for k in used] and sum(sizes) == 300
+    assert ("empty clusters left out" in title) == (len(used) < 4)
 
 
 def test_with_a_view_the_reconstruction_reads_y_from_the_copy_and_z_from_the_image(monkeypatch):

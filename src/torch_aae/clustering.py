@@ -166,9 +166,10 @@ def evaluate(model, data, device) -> dict[str, float]:
     return out
 
 
-def top_images(model, x: torch.Tensor, device, per_cluster: int = 10) -> torch.Tensor:
+def top_images(model, x: torch.Tensor, device, per_cluster: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """For each cluster, the images of `x` it holds with the highest probability (paper Fig. 8):
-    (K * per_cluster, features), row k = cluster k; blank where a cluster holds fewer images."""
+    (K * per_cluster, features), row k = cluster k, blank where a cluster holds fewer images;
+    and the number of images of `x` each cluster holds, (K,)."""
     from .metrics import collect
 
     model.eval()
@@ -181,15 +182,27 @@ def top_images(model, x: torch.Tensor, device, per_cluster: int = 10) -> torch.T
         row = torch.zeros(per_cluster, x.shape[1])
         row[: len(best)] = x[best]
         rows.append(row)
-    return torch.cat(rows)
+    return torch.cat(rows), assigned.bincount(minlength=model.n_classes)
+
+
+def save_cluster_rows(model, x: torch.Tensor, device, path, per_cluster: int = 10) -> None:
+    """clusters.png: a row for each cluster that holds images of `x` (the empty ones are left
+    out), its most confident images, named by the cluster's number and size."""
+    from . import plots
+
+    images, sizes = top_images(model, x, device, per_cluster)
+    used = sizes.nonzero().squeeze(1).tolist()
+    rows = images.view(model.n_classes, per_cluster, -1)[used].reshape(-1, x.shape[1])
+    empty = model.n_classes - len(used)
+    plots.save_image_rows(rows.numpy(), model.image_shape, [f"{k}: {int(sizes[k])}" for k in used], path,
+                          "each row: a cluster's most confident training images"
+                          + (f" ({empty} empty clusters left out)" if empty else ""))  # fmt: skip
 
 
 def make_plots(model, data, folder, device) -> list:
-    from . import plots
     from .semi_supervised import plot_codes_and_samples
 
     written = plot_codes_and_samples(model, data, folder, device, 10 * model.n_classes)
     written.append(folder / "clusters.png")
-    plots.save_image_grid(top_images(model, data.train_x, device).numpy(), model.image_shape,
-                          model.n_classes, written[-1], "each row: a cluster's most confident training images")  # fmt: skip
+    save_cluster_rows(model, data.train_x, device, written[-1])
     return written

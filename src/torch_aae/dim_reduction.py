@@ -138,6 +138,5 @@ def make_plots(model, data, folder, device) -> list:
     written = [folder / "representation.png", folder / "clusters.png"]
     plots.save_latent_scatter(rep, None if y is None else y.numpy(), written[0],
                               f"{split} images: {model.z_dim}-D representation W'y + z")  # fmt: skip
-    plots.save_image_grid(clustering.top_images(model, data.train_x, device).numpy(), model.image_shape,
-                          model.n_classes, written[1], "each row: a cluster's most confident training images")  # fmt: skip
+    clustering.save_cluster_rows(model, data.train_x, device, written[1])
     return written

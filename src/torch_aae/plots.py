@@ -35,6 +35,24 @@ def save_image_grid(images, image_shape, nrow: int, path: Path, title: str | Non
     _save(fig, path)
 
 
+def save_image_rows(images, image_shape, row_labels: list[str], path: Path, title: str | None = None):
+    """Images (rows * per_row, features) tiled one row per label, each row named on the left
+    (e.g. "cluster: size")."""
+    nrow = len(row_labels)
+    grid = image_grid(images, image_shape, nrow)
+    fig, ax = plt.subplots(figsize=(grid.shape[1] / 56 + 1.5, grid.shape[0] / 56 + 0.8))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
+    height = grid.shape[0] / nrow
+    ax.set_yticks([height * (i + 0.5) for i in range(nrow)], row_labels, fontsize=8)
+    ax.set_xticks([])
+    ax.set_ylabel("cluster: training images it holds")
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    _save(fig, path)
+
+
 def pca_2d(codes: np.ndarray) -> np.ndarray:
     """Project codes (n, d) on their first two principal components (identity for d = 2)."""
     codes = np.asarray(codes, dtype=np.float64)
@@ -58,25 +76,54 @@ def save_latent_scatter(codes, labels, path: Path, title: str = "test codes", pr
     panels = 2 if prior is not None and prior[1] is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 6), squeeze=False)
     ax = axes[0, -1]
-    if prior is not None:
-        ax.scatter(prior[0][:, 0], prior[0][:, 1], s=1, c="k", alpha=0.15, label="prior samples")
+    if prior is not None:  # light grey, a colour no class has (see class_colours)
+        ax.scatter(prior[0][:, 0], prior[0][:, 1], s=1, c=PRIOR_COLOUR, label="prior samples")
+    principal = np.asarray(codes).shape[1] > 2
     if panels == 2:
-        _scatter(axes[0, 0], fig, prior[0], prior[1], "prior samples of each class's part")
-    xy = pca_2d(codes)
-    _scatter(ax, fig, xy, labels, title + ("" if np.asarray(codes).shape[1] <= 2
-                                           else " (first two principal components)"))
+        _scatter(axes[0, 0], fig, prior[0], prior[1], "prior samples of each class's part", False)
+    _scatter(ax, fig, pca_2d(codes), labels,
+             title + (" (first two principal components)" if principal else ""), principal)
     if prior is not None:
         ax.legend(loc="upper right", fontsize=8, markerscale=5)
+    if panels == 2:  # both panels over the same square, so that the two can be compared
+        lo = min(min(a.get_xlim()[0], a.get_ylim()[0]) for a in axes[0])
+        hi = max(max(a.get_xlim()[1], a.get_ylim()[1]) for a in axes[0])
+        for a in axes[0]:
+            a.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal", adjustable="box")
     _save(fig, path)
 
 
-def _scatter(ax, fig, xy, labels, title):
+PRIOR_COLOUR = "#d0d0d0"
+
+
+def class_colours(k: int) -> list:
+    """k distinct colours for classes 0..k-1, none of them grey (the prior's): tab10 with its
+    grey replaced by black, tab20 with its greys replaced likewise, else a rainbow."""
+    if k <= 10:
+        colours = list(plt.get_cmap("tab10").colors)
+        colours[7] = "#000000"
+    elif k <= 20:
+        colours = list(plt.get_cmap("tab20").colors)
+        colours[14], colours[15] = "#000000", "#555500"
+    else:
+        colours = [plt.get_cmap("hsv")(i / k) for i in range(k)]
+    return colours[:k]
+
+
+def _scatter(ax, fig, xy, labels, title, principal: bool):
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=2, alpha=0.5)
     else:
-        sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=2, alpha=0.6)
-        fig.colorbar(sc, ax=ax, ticks=np.unique(labels))
+        k = int(np.max(labels)) + 1
+        norm = BoundaryNorm(np.arange(k + 1) - 0.5, k)  # one band per class, its tick in the middle
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap=ListedColormap(class_colours(k)), norm=norm,
+                        s=2, alpha=0.6)  # fmt: skip
+        fig.colorbar(sc, ax=ax, ticks=np.unique(labels), label="class")
     ax.set_title(title)
+    ax.set_xlabel("first principal component" if principal else "code dimension 1")
+    ax.set_ylabel("second principal component" if principal else "code dimension 2")
     ax.set_aspect("equal", adjustable="datalim")
 
 

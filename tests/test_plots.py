@@ -1,0 +1,43 @@
+"""What the plots draw: class colours that no prior sample shares, rows named by cluster."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.colors import to_rgb
+
+from torch_aae import plots
+
+
+@pytest.mark.parametrize("k", [2, 10, 16, 20, 30])
+def test_class_colours_are_distinct_and_none_is_the_priors_grey(k):
+    colours = [to_rgb(c) for c in plots.class_colours(k)]
+    assert len(colours) == k and len(set(colours)) == k
+    # A grey has equal channels; black (0, 0, 0) stands out from the light grey prior.
+    greys = [c for c in colours if max(c) - min(c) < 0.05 and max(c) > 0.1]
+    assert greys == []
+    assert to_rgb(plots.PRIOR_COLOUR) not in colours
+
+
+def test_the_scatter_colour_bar_has_a_tick_in_the_middle_of_each_class_band(tmp_path, monkeypatch):
+    bars = []
+    original = plots.plt.Figure.colorbar
+
+    def spy(fig, mappable, **kw):
+        bars.append((mappable.norm, kw.get("ticks")))
+        return original(fig, mappable, **kw)
+
+    monkeypatch.setattr(plots.plt.Figure, "colorbar", spy)
+    labels = np.arange(300) % 10
+    plots.save_latent_scatter(np.random.default_rng(0).normal(size=(300, 2)), labels, tmp_path / "l.png")
+    norm, ticks = bars[0]
+    assert list(ticks) == list(range(10))
+    assert list(norm.boundaries) == [k - 0.5 for k in range(11)]  # class k's band: [k - 0.5, k + 0.5]
+    assert (tmp_path / "l.png").is_file()
+
+
+def test_image_rows_are_named(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: calls.append([t.get_text() for t in fig.axes[0].get_yticklabels()]))
+    plots.save_image_rows(np.zeros((3 * 4, 16)), (4, 4), ["0: 5", "2: 7", "3: 1"], tmp_path / "r.png")
+    assert calls == [["0: 5", "2: 7", "3: 1"]]
