@@ -12,7 +12,7 @@ from conftest import REPO_ROOT, synthetic_dataset, tiny_model, tiny_train
 
 from torch_aae import (
     AAEError, ClusteringAAE, Config, DataConfig, ModelConfig, SemiSupervisedAAE, build_model,
-    evaluate_run, fit, load_dataset, load_run_config,
+    defaults, evaluate_run, fit, load_dataset, load_run_config,
 )  # fmt: skip
 from torch_aae import cli
 
@@ -49,6 +49,29 @@ def test_fit_takes_the_train_section_of_a_config_and_records_the_models_own_argu
         fit(tiny_model(), loaded, config=Config("semi-supervised", DataConfig(labels="100")), progress=False)
     with pytest.raises(AAEError, match="train must be a TrainConfig, not dict"):
         fit(tiny_model(), loaded, {"epochs": 1}, progress=False)
+
+
+@pytest.mark.parametrize("kind", ["unsupervised", "supervised", "semi-supervised", "clustering", "dim-reduction"])
+def test_defaults_are_the_command_lines(kind):
+    args = cli.build_parser().parse_args(["train", kind, "--out", "x"])
+    assert defaults(kind) == cli._config_from_args(args)
+    assert defaults(kind, epochs=3, labels="1000" if kind != "unsupervised" else None).train.epochs == 3
+
+
+def test_defaults_refuse_an_unknown_setting_or_model():
+    with pytest.raises(AAEError, match="defaults: no setting named lr, zdim"):
+        defaults("semi-supervised", zdim=3, lr=1e-3)
+    with pytest.raises(AAEError, match="unknown model 'vae'"):
+        defaults("vae")
+
+
+def test_fit_without_a_config_trains_as_the_command_line_would(loaded, tmp_path):
+    torch.manual_seed(0)
+    model = SemiSupervisedAAE(784, (28, 28), hidden=32, disc_hidden=32)
+    fit(model, loaded, tiny_train(), out=tmp_path / "run", progress=False)
+    recorded = load_run_config(tmp_path / "run")
+    assert recorded.data.labels == "100"  # the command line's, not every label
+    assert (tmp_path / "run" / "labeled_indices.json").is_file()
 
 
 def test_a_config_whose_data_seed_did_not_draw_the_split_is_refused(loaded, tmp_path):

@@ -116,6 +116,10 @@ def test_cli_trains_caches_and_reuses(mnist, tmp_path, capsys):
                      str(tmp_path / "cache"), "--no-progress"]) == 0  # fmt: skip
     again = capsys.readouterr().out
     assert "(cached;" in again and again.split()[2] == proc.stdout.split()[2]
+    # Asked for other epochs than it was trained with: reused, and the difference said.
+    assert cli.main(["classifier", "train", "--dataset", str(npz), "--cache-dir",
+                     str(tmp_path / "cache"), "--epochs", "4", "--no-progress"]) == 0  # fmt: skip
+    assert "(cached, trained with --epochs 1, not --epochs 4: --retrain trains it again;" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("dataset, command", [("mnist", "`aae classifier train`"),

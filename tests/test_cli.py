@@ -40,7 +40,7 @@ def test_train_prints_the_summary_and_writes_the_run(cli_run):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["epochs"] == 1 and 0 < summary["test_recon_bce"] < 1
-    assert json.loads((run / "summary.json").read_text()) == summary
+    assert cli._shown(json.loads((run / "summary.json").read_text())) == summary  # printed: 6 digits
     config = C.from_dict(json.loads((run / "config.json").read_text()))
     assert (config.data.subset, config.model.hidden, config.train.epochs) == (300, 32, 1)
     ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
@@ -53,7 +53,7 @@ def test_evaluate(cli_run):
     proc = run_cli("evaluate", run)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(proc.stdout)
-    assert json.loads((run / "eval.json").read_text()) == metrics
+    assert cli._shown(json.loads((run / "eval.json").read_text())) == metrics
     # The same weights on the same (full) test set as the training summary.
     assert metrics["test_recon_bce"] == pytest.approx(json.loads(train.stdout)["test_recon_bce"], rel=1e-5)
     assert {"prior_mean_abs_max", "prior_std_ratio_min", "prior_std_ratio_max"} <= set(metrics)

@@ -707,8 +707,9 @@ def test_balanced_label_indices_deterministic_by_seed():
         (LABELS, -10, "must be positive"),
         (LABELS, 210, "only 200 labeled"),
         (LABELS, 25, "divisible by the 10 classes"),
-        (torch.cat([LABELS, torch.zeros(50, dtype=torch.int64)]), 250, "class 1 has only 20"),
-        (torch.arange(100) % 5, 20, "class 5 has only 0"),
+        (torch.cat([LABELS, torch.zeros(50, dtype=torch.int64)]), 250,
+         r"class 1 has only 20 images, and a balanced draw takes 25 of each; give at most 200 or --labels all"),  # fmt: skip
+        (torch.arange(100) % 5, 20, "class 5 has only 0 images, .* give at most 0"),
     ],
 )
 def test_balanced_label_indices_errors(labels, n, message):

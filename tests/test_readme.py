@@ -22,6 +22,11 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     # The example trains, samples, saves and reloads: its names must hold what it says.
     assert namespace["images"].shape == (16, 784)
     assert (tmp_path / "runs" / "demo" / "summary.json").is_file()
+    # The semi-supervised example trains as the command line would: its labels, its rates.
+    from torch_aae import load_run_config
+
+    recorded = load_run_config(tmp_path / "runs" / "semi-py")
+    assert recorded.data.labels == "100" and recorded.train.lr_recon == 1e-3 and 0 <= namespace["semi"]["test_error"] <= 1
 
 
 def test_ci_runs_the_readme_test_command():

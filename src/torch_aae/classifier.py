@@ -128,7 +128,7 @@ def train_classifier(data: Dataset, epochs: int = DEFAULT_EPOCHS, batch_size: in
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     x, y = data.train_x.to(device), data.train_y.to(device)
     steps = epochs * -(-len(x) // batch_size)
-    bar = tqdm(total=steps, desc="classifier", disable=not progress, dynamic_ncols=True,
+    bar = tqdm(total=steps, desc="classifier", disable=None if progress else True, dynamic_ncols=True,
                leave=False)  # fmt: skip
     model.train()
     for epoch in range(epochs):
@@ -201,8 +201,8 @@ def require_classifier(data: Dataset, cache: str | os.PathLike | None = None) ->
         flag = "" if dataset == "mnist" else f" --dataset {dataset}"
         raise AAEError(
             f"no evaluation classifier for {data.name} in {path.parent} (looked for {path.name}); "
-            f"train it first with `aae classifier train{flag}` (a few CPU minutes; --cache-dir or "
-            "$TORCH_AAE_CACHE to use another folder)"
+            f"train it first with `aae classifier train{flag}` (a few CPU minutes; its --cache-dir, "
+            "or $TORCH_AAE_CACHE for every command, to use another folder)"
         )
     return path
 

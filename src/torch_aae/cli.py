@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -58,7 +59,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                             "RUN/checkpoints/epoch-0040.pt, kept by --keep-checkpoints): its "
                             "settings, weights, optimizer states, history and random state; only "
                             "the flags --resume may change can differ")  # fmt: skip
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none anyway when stderr is not a terminal)")
         for section in cfg.SECTIONS.values():
             cfg.add_arguments(p, section, getattr(module, "CLI_DEFAULTS", {}), suppress_defaults, kind)
 
@@ -76,7 +77,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                     help="the --parzen window widths searched: N values log-spaced over [LO, HI] "
                          "(default: 0.1 1 10, the protocol of the paper's Table 1)")  # fmt: skip
     ev.add_argument("--cache-dir", default=None, help="classifier cache (default: $TORCH_AAE_CACHE, else ~/.cache/torch_aae)")
-    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar (there is none anyway when stderr is not a terminal)")
 
     rep = sub.add_parser("report", help="write a run's self-contained HTML report")
     rep.add_argument("run", help="run folder")
@@ -121,7 +122,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         seeds.add_argument("--seeds", type=int, default=5, help="number of seeds: --seed, --seed+1, ... (default: 5)")
         seeds.add_argument("--jobs", type=int, default=1,
                            help="seeds trained at once, in separate processes sharing the threads (default: 1)")
-        seeds.add_argument("--no-progress", action="store_true", help="no progress bar")
+        seeds.add_argument("--no-progress", action="store_true", help="no progress bar (there is none anyway when stderr is not a terminal)")
         for section in cfg.SECTIONS.values():
             cfg.add_arguments(seeds, section, defaults=getattr(VARIANTS[kind], "CLI_DEFAULTS", {}),
                               suppress=suppress_defaults, model_kind=kind)  # fmt: skip
@@ -135,11 +136,12 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     ct.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist or a .npz with test arrays (default: mnist)")
     ct.add_argument("--data-dir", default=None, help="data root (default: $TORCH_AAE_DATA, else ./data)")
     ct.add_argument("--cache-dir", default=None, help="classifier cache (default: $TORCH_AAE_CACHE, else ~/.cache/torch_aae)")
-    ct.add_argument("--epochs", type=int, default=4, help="passes over the training set (default: 4)")
-    ct.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    given = argparse.SUPPRESS if suppress_defaults else None  # (args.explicit: the flags given)
+    ct.add_argument("--epochs", type=int, default=given or 4, help="passes over the training set (default: 4)")
+    ct.add_argument("--seed", type=int, default=given or 0, help="random seed (default: 0)")
     ct.add_argument("--retrain", action="store_true", help="train again even if a cached classifier exists")
     ct.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    ct.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ct.add_argument("--no-progress", action="store_true", help="no progress bar (there is none anyway when stderr is not a terminal)")
     return parser
 
 
@@ -174,6 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aae: interrupted", file=sys.stderr)
         return 130
+
+
+def _shown(metrics: dict) -> dict:
+    """Metrics as printed: 6 significant digits (float32 values carry noise beyond them) and
+    whole numbers without a decimal point; the files keep the full values."""
+    def one(v):
+        if not isinstance(v, float) or not math.isfinite(v):
+            return v
+        return int(v) if v.is_integer() and abs(v) < 2**53 else float(f"{v:.6g}")
+
+    return {k: one(v) for k, v in metrics.items()}
 
 
 def cmd_train(args) -> int:
@@ -211,7 +224,7 @@ def cmd_train(args) -> int:
     from .distributed import world_from_env
 
     if world_from_env().main:  # under torchrun, one summary
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(_shown(summary), indent=2))
     return 0
 
 
@@ -280,7 +293,7 @@ def cmd_evaluate(args) -> int:
                            n_samples=10000 if args.samples is None else args.samples,
                            seed=args.seed or 0, cache_dir=args.cache_dir, sigmas=sigmas,
                            progress=not args.no_progress)  # fmt: skip
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps(_shown(metrics), indent=2))
     return 0
 
 
@@ -343,7 +356,7 @@ def cmd_bench(args) -> int:
     result = throughput(args.model, args.batch_size, args.steps, args.device, args.z_dim,
                         precision=args.precision, compile=args.compile,
                         cuda_graphs=args.cuda_graphs)  # fmt: skip
-    print(json.dumps(result, indent=2))
+    print(json.dumps(_shown(result), indent=2))
     return 0
 
 
@@ -365,6 +378,11 @@ def cmd_classifier(args) -> int:
     _, info = train_and_cache(data, args.cache_dir, args.epochs, args.seed,
                               resolve_device(args.device), args.retrain, not args.no_progress)  # fmt: skip
     how = "cached" if info["cached"] else f"trained in {info['train_seconds']} s"
+    asked = {k: getattr(args, k) for k in ("epochs", "seed") if k in args.explicit}
+    other = {k: info.get(k) for k, v in asked.items() if info.get(k) != v}
+    if info["cached"] and other:  # flags the cached classifier was not trained with
+        how += (f", trained with {' '.join(f'--{k} {v}' for k, v in other.items())}, not "
+                f"{' '.join(f'--{k} {asked[k]}' for k in other)}: --retrain trains it again")  # fmt: skip
     print(f"test accuracy {info['test_accuracy']:.4f} ({how}; {info['path']})")
     return 0
 

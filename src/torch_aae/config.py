@@ -26,7 +26,10 @@ class DataConfig:
     data_dir: str | None = _f(None, "data root (default: $TORCH_AAE_DATA, else ./data)")
     subset: int | None = _f(None, "use only the first N training images left after the validation split, for quick runs (default: all)")
     val_size: int = _f(0, "carve a validation split of this many training images (by --data-seed)")
-    labels: str | None = _f(None, "labeled training images for the models that use labels: N (class-balanced, by --data-seed) or all; none: the dim-reduction model then trains without labels")
+    labels: str | None = _f(None, "labeled training images for the models that use labels: N (class-balanced, by --data-seed) or all; none: the dim-reduction model then trains without labels",
+                            help_for={"supervised": "labeled training images: N (class-balanced, by --data-seed) or all",
+                                      "semi-supervised": "labeled training images for the supervised phase: N (class-balanced, by --data-seed) or all",
+                                      "dim-reduction": "labeled training images for a supervised phase: N (class-balanced, by --data-seed) or all; none: it trains without labels"})  # fmt: skip
     data_seed: int | None = _f(None, "seed of the data's draws: the validation split, the labeled images, the images whose labels condition the prior (default: --seed; fixed, it keeps them while --seed, or a bench's seeds, vary the rest)")
 
     def __post_init__(self):
@@ -379,17 +382,18 @@ def add_arguments(
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         default = (defaults or {}).get(f.name, f.default)
+        text = f.metadata.get("help_for", {}).get(model_kind, f.metadata["help"])  # a model's own words
         hidden = model_kind is not None and model_kind not in MODEL_FIELDS.get(f.name, (model_kind,))
         if hint is bool:  # a switch: --flag turns it on, --no-flag off (e.g. on --resume)
-            help = f"{f.metadata['help']} (default: {'on' if default else 'off'})"
+            help = f"{text} (default: {'on' if default else 'off'})"
             group.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS if suppress else default,
                                help=argparse.SUPPRESS if hidden else help)  # fmt: skip
             continue
         kind = next(t for t in (int, float, str) if hint in (t, t | None))
         # A help line that says its default in words, or whose default None (unset) it explains
-        said = "(default" in f.metadata["help"] or default is None
-        help = f.metadata["help"] if said else f"{f.metadata['help']} (default: {default})"
+        said = "(default" in text or default is None
+        help = text if said else f"{text} (default: {default})"
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             type=kind,

@@ -528,12 +528,15 @@ def balanced_label_indices(labels: torch.Tensor, n: int, num_classes: int, seed:
             f"{flag} {n}: must be divisible by the {num_classes} classes for a balanced draw"
         )
     per_class = n // num_classes
+    fewest = int(torch.bincount(labels, minlength=num_classes).min())
     gen = torch.Generator().manual_seed(seed)
     picked = []
     for c in range(num_classes):
         members = (labels == c).nonzero().squeeze(1)
         if len(members) < per_class:
-            raise AAEError(f"{flag} {n}: class {c} has only {len(members)} images")
+            every = " or --labels all" if flag == "--labels" else ""
+            raise AAEError(f"{flag} {n}: class {c} has only {len(members)} images, and a balanced "
+                           f"draw takes {per_class} of each; give at most {fewest * num_classes}{every}")  # fmt: skip
         picked.append(members[torch.randperm(len(members), generator=gen)[:per_class]])
     return torch.cat(picked).sort().values
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from .checkpoint import atomic_write_json, load_checkpoint, read_json
-from .config import RESUMABLE, SECTIONS, Config, DataConfig, ModelConfig, TrainConfig, from_dict
+from .config import RESUMABLE, SECTIONS, Config, ModelConfig, TrainConfig, from_dict
 from .data import Dataset
 from .errors import AAEError
 
@@ -88,7 +88,7 @@ class RunFolder:
         if exists and not (resume or overwrite):
             raise AAEError(
                 f"{path} already holds a run; pass --resume to continue it or --overwrite "
-                "to replace it"
+                "to replace it (from Python: fit(..., resume=True) or overwrite=True)"
             )
         return exists
 
@@ -107,9 +107,14 @@ def model_fields(model) -> dict:
 
 
 def default_config(model, data: Dataset, train: TrainConfig) -> Config:
-    """The config of a run made from Python: the model's arguments, how `load_dataset` made the
-    data (a hand-built Dataset: its name only) and `train`."""
-    return run_config(Config(model.kind, DataConfig(dataset=data.name)), model, data, train)
+    """The config of a run made from Python without one: the command line's defaults for the
+    model (`api.defaults`: e.g. the labels it trains on), its own arguments, how `load_dataset`
+    made the data (a hand-built Dataset: its name only) and `train`."""
+    from .api import defaults
+
+    base = defaults(model.kind)
+    return run_config(dataclasses.replace(base, data=dataclasses.replace(base.data, dataset=data.name)),
+                      model, data, train)  # fmt: skip
 
 
 def run_config(config: Config, model, data: Dataset, train: TrainConfig) -> Config:

@@ -92,18 +92,19 @@ def fit(
 
     Args:
         model: an AAE variant (e.g. `UnsupervisedAAE`); trained in place.
-        train: optimisation settings (default: `config.train`, else `TrainConfig()`).
+        train: optimisation settings (default: `config.train`, else those of `aae train KIND`
+            given no flag, `defaults(model.kind).train`: each model's own epochs and rates).
         out: run folder for config, metrics, checkpoints and plots (None: keep nothing on disk).
         resume: continue the run in `out` from its latest checkpoint, under its own settings
             (only those that `aae train --resume` may change can differ).
         overwrite: replace an existing run in `out`.
         config: the run's model kind and data section, recorded in `out` with the model's own
-            arguments and `train` (default: built from the model, how `load_dataset` made
-            `data`, and `train`). Its data section holds what the model's setup reads: `labels`
-            (the labeled images of the supervised, semi-supervised and dim-reduction models:
-            N, or None for all of them) and `data_seed`; e.g.
-            `config=Config("semi-supervised", DataConfig(labels="100"))` for the paper's 100.
-        progress: a progress bar (one line per epoch is printed to stderr either way).
+            arguments and `train` (default: `defaults(model.kind)`, with how `load_dataset` made
+            `data`). Its data section holds what the model's setup reads: `labels` (the labeled
+            images of the supervised, semi-supervised and dim-reduction models: N, or None for
+            all of them; by default the command line's: 10000, 100 and none) and `data_seed`;
+            e.g. `config=defaults("semi-supervised", labels="1000")`.
+        progress: a progress bar, on a terminal (one line per epoch is printed to stderr either way).
         branch_from: a checkpoint of another run (e.g. one kept by `keep_checkpoints`) to start
             this new run from: its weights, optimizer states, history and random state, so
             that the new run continues that trajectory under its own schedule.
@@ -111,8 +112,10 @@ def fit(
         The summary: final evaluation metrics plus epochs, train_seconds, samples_per_second.
     """
     variant = get_variant(model.kind)
-    if train is None:
-        train = config.train if config is not None else TrainConfig()
+    if train is None:  # else the command line's defaults for the model (`api.defaults`)
+        from .api import defaults
+
+        train = config.train if config is not None else defaults(model.kind).train
     if not isinstance(train, TrainConfig):
         raise AAEError(f"train must be a TrainConfig, not {type(train).__name__}")
     config = default_config(model, data, train) if config is None else run_config(config, model, data, train)
@@ -273,7 +276,7 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
         inputs = {k: v.to(device) for k, v in inputs.items()}
         if graphed is not None:
             state.sums = graphed.start_epoch(state.sums)
-        bar = tqdm(total=steps_per_epoch, initial=state.batch, disable=not progress,
+        bar = tqdm(total=steps_per_epoch, initial=state.batch, disable=None if progress else True,  # None: a terminal only
                    desc=f"epoch {epoch + 1}/{train.epochs}", leave=False, dynamic_ncols=True)  # fmt: skip
         set_learning_rates(optimizers, epoch, train.lr_step)
         model.train()  # the epoch-end metrics below switch to eval mode
@@ -333,7 +336,9 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
                 kept = run_path / CHECKPOINT.parent / f"epoch-{state.epoch:04d}.pt"
                 keep_file(run_path / CHECKPOINT, kept)
         logger.write_epoch(state.history)
-        shown = " ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in row.items() if k != "epoch")
+        # Losses and evaluations by their names alone; accuracies keep their family (acc/).
+        shown = " ".join(f"{k if k.startswith('acc/') else k.split('/')[-1]}={v:.4g}"
+                         for k, v in row.items() if k != "epoch")  # fmt: skip
         if world.main:
             tqdm.write(f"epoch {epoch + 1}/{train.epochs} {shown}", file=sys.stderr)
 
