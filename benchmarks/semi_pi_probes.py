@@ -1,7 +1,8 @@
 """The README's permutation-invariant 100-label probes that ran outside the package's flags.
 
 The semi-supervised model trained by `aae train semi-supervised ...` (every flag passes through),
-with phase 4 (supervised) changed according to SEMI_PROBE; phases 1-3 are the package's. Each
+with phase 4 (supervised) changed according to SEMI_PROBE; phases 1-3 are the package's (but
+for eval-adv, which changes phases 2-3 instead). Each
 extra term is added to the supervised loss and stepped by the supervised optimizer (trunk and
 class head). None of them uses the pixels' layout, and none helped (the README's table).
 
@@ -20,6 +21,9 @@ class head). None of them uses the pixels' layout, and none helped (the README's
   swap-prior  the same with z drawn from the prior.
   label-noise the labeled images get Gaussian noise of std W instead of --input-noise's.
   label-mask  each pixel of each labeled image is zeroed with probability W, before the noise.
+  eval-adv    phase 4 unchanged; phases 2-3 (discriminators, generator) read the codes of the
+              encoder with its dropout off (eval mode; the input noise stays), as the blog's
+              discriminator phase does, instead of the package's train-mode codes.
 
     SEMI_PROBE=pi-kl PROBE_W=1 python benchmarks/semi_pi_probes.py train semi-supervised \\
         --labels 100 --input-noise 0.3 --val-size 10000 --epochs 100 --lr-step 70 \\
@@ -43,7 +47,8 @@ from torch_aae.augment import random_affine
 from torch_aae.data import cycled_batch
 from torch_aae.networks import Dropout, gaussian_noise
 
-PROBES = ("pi-kl", "pi-mse", "vat", "vat-masked", "mixup", "swap-data", "swap-prior", "label-noise", "label-mask")
+PROBES = ("pi-kl", "pi-mse", "vat", "vat-masked", "mixup", "swap-data", "swap-prior", "label-noise", "label-mask",
+          "eval-adv")
 PROBE = os.environ.get("SEMI_PROBE", "")
 W = float(os.environ.get("PROBE_W", "1"))
 XI = float(os.environ.get("PROBE_XI", "1"))
@@ -64,10 +69,36 @@ def _vat(classify, x0):
     return _kl(classify(x0 + r.detach()).log_softmax(1), target)
 
 
+def _eval_adversarial_phases(model, *args):
+    """Phases 1-3 with the encoder's second pass (phases 2-3) in eval mode: dropout off."""
+    enc = model.encoder
+    forward, calls = enc.forward, []
+
+    def second_pass_in_eval_mode(x_in):
+        calls.append(1)
+        if len(calls) == 1:
+            return forward(x_in)
+        drops = [m for m in enc.modules() if isinstance(m, Dropout)]
+        for m in drops:
+            m.train(False)
+        try:
+            return forward(x_in)
+        finally:
+            for m in drops:
+                m.train(True)
+
+    enc.forward = second_pass_in_eval_mode
+    try:
+        return semi_supervised.adversarial_autoencoder_phases(model, *args)
+    finally:
+        del enc.forward
+        assert len(calls) == 2, calls
+
+
 def probe_step(model, opt, x, y=None, ctx=None, step=0):
-    """`semi_supervised.train_step` with the probe's change to phase 4."""
-    logs = semi_supervised.adversarial_autoencoder_phases(model, opt, x, ctx["input_noise"], ctx["code_noise"],
-                                                          ctx["cat_noise"], ctx["view"])  # fmt: skip
+    """`semi_supervised.train_step` with the probe's change to phase 4 (eval-adv: to phases 2-3)."""
+    phases = _eval_adversarial_phases if PROBE == "eval-adv" else semi_supervised.adversarial_autoencoder_phases
+    logs = phases(model, opt, x, ctx["input_noise"], ctx["code_noise"], ctx["cat_noise"], ctx["view"])
     enc, noise = model.encoder, ctx["input_noise"]
     idx = ctx.get("labeled_idx")
     if idx is None:
