@@ -59,10 +59,13 @@ def test_report_holds_config_metrics_curves_and_every_plot(run, capsys):
     text = (run / "report.html").read_text()
     pngs = embedded_pngs(text)
     plots = sorted((run / "plots").glob("*.png"))
-    assert len(plots) >= 2
-    # every plot byte for byte, plus the curves and the class histogram
-    assert [p.read_bytes() in pngs for p in plots] == [True] * len(plots)
-    assert len(pngs) == len(plots) + 2 and all(png.startswith(PNG_MAGIC) for png in pngs)
+    assert len(plots) >= 3 and (run / "plots" / "losses.png") in plots
+    # every plot byte for byte but losses.png (the curves, by family), plus the curves of each
+    # key and the class histogram
+    shown = [p for p in plots if p.name != "losses.png"]
+    assert [p.read_bytes() in pngs for p in shown] == [True] * len(shown)
+    assert (run / "plots" / "losses.png").read_bytes() not in pngs
+    assert len(pngs) == len(shown) + 2 and all(png.startswith(PNG_MAGIC) for png in pngs)
     for fragment in ("parzen_ll", "123.4", "test_recon_bce", "loss/recon", "z_dim",
                      "plots/samples.png", "Per-epoch curves"):  # fmt: skip
         assert fragment in text, fragment
@@ -130,3 +133,16 @@ def test_chromium_renders_the_report_with_its_figures(run, tmp_path):
     # The figures show: many grey levels and a good share of non-white pixels (text alone
     # covers a few percent of a page).
     assert len(np.unique(pixels)) > 50 and (pixels < 200).mean() > 0.05
+
+
+def test_the_config_tables_leave_out_what_the_model_does_not_read():
+    from torch_aae.config import Config, ModelConfig
+    from torch_aae.report import _read_by
+
+    semi = Config("semi-supervised").to_dict()
+    shown = _read_by(semi["train"], semi)
+    assert "view_rotate" not in shown and "lr_sup" in shown and "label_elastic" in shown
+    assert "prior_std" in _read_by(semi["model"], semi) and "clusters" not in _read_by(semi["model"], semi)
+    mixture = Config("unsupervised", model=ModelConfig(prior="mixture", prior_components=10)).to_dict()
+    model = _read_by(mixture["model"], mixture)
+    assert model["prior_components"] == 10 and "prior_std_along" in model and "prior_std" not in model

@@ -413,6 +413,11 @@ def _train_seed(config_dict: dict, run: str, progress: bool, threads: int | None
                progress=progress)  # fmt: skip
 
 
+def _minutes(seconds: float) -> str:
+    """Minutes to one decimal, or to two significant digits under a minute (not 0.0)."""
+    return f"{seconds / 60:.1f}" if seconds >= 60 else f"{seconds / 60:.2g}"
+
+
 def bench_markdown(r: dict) -> str:
     """A Markdown table of a `bench_seeds` result, next to the paper's number."""
     metric = r.get("metric", "test_error")  # bench.json files written before "metric" existed
@@ -436,7 +441,7 @@ def bench_markdown(r: dict) -> str:
         "|---|---|---|---|---|---|---|",
         f"| {r['model']} | {r[setting]} | {len(r['seeds'])} | {mean}{spread} | {paper_txt} | "
         f"{r['runs'][0]['epochs']} | "
-        f"{sum(x['train_seconds'] for x in r['runs']) / 60 / len(r['runs']):.1f} |",
+        f"{_minutes(sum(x['train_seconds'] for x in r['runs']) / len(r['runs']))} |",
         "",
         "Per seed: " + ", ".join(one(x) for x in r["runs"]),
         "",

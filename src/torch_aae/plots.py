@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -160,10 +161,13 @@ def save_loss_curves(history: list[dict], path: Path):
     fig, axes = plt.subplots(1, max(len(families), 1), figsize=(5 * max(len(families), 1), 4))
     axes = np.atleast_1d(axes)
     epochs = [h["epoch"] for h in history]
+    names = {"loss": "loss", "acc": "accuracy", "eval": "evaluation", "time": "seconds"}
     for ax, (family, keys) in zip(axes, families.items()):
         for key in keys:
             ax.plot(epochs, [h.get(key, np.nan) for h in history], label=key, marker=".")
         ax.set_xlabel("epoch")
+        ax.set_ylabel(names.get(family, family))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # whole epochs
         ax.set_title(family)
         ax.legend(fontsize=8)
     _save(fig, path)

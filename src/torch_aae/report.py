@@ -83,6 +83,8 @@ def _png(fig) -> bytes:
 
 def curves_png(history: list[dict]) -> bytes | None:
     """One panel per logged key (loss/..., acc/..., eval/..., time/...) against the epoch."""
+    from matplotlib.ticker import MaxNLocator
+
     from .plots import plt
 
     keys = sorted({k for row in history for k in row if "/" in k})
@@ -96,6 +98,7 @@ def curves_png(history: list[dict]) -> bytes | None:
         ax.plot(epochs, [row.get(key, math.nan) for row in history], marker=".")
         ax.set_title(key, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     for ax in axes.flat[len(keys) :]:
         ax.axis("off")
     return _png(fig)
@@ -168,15 +171,29 @@ def render_report(run: str | os.PathLike) -> str:
     if history:
         parts.append(_history_table(history))
     parts.append("<h2>Plots</h2>")
-    parts += [_img(p.read_bytes(), f"plots/{p.name}") for p in plots] or ["<p>No plots.</p>"]
+    # (plots/losses.png: the per-epoch curves above, by family)
+    parts += [_img(p.read_bytes(), f"plots/{p.name}") for p in plots if p.name != "losses.png"] or ["<p>No plots.</p>"]
     parts.append("<h2>Config</h2>")
     for section, values in config.items():
-        parts.append(_table(values, section) if isinstance(values, dict)
+        parts.append(_table(_read_by(values, config), section) if isinstance(values, dict)
                      else _table({section: values}))  # fmt: skip
     body = "\n".join(parts)
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>AAE run {name}</title><style>{STYLE}</style></head>\n<body>\n{body}\n"
             "</body></html>\n")  # fmt: skip
+
+
+def _read_by(values: dict, config: dict) -> dict:
+    """A config section without the settings its model (and prior) does not read, which are
+    only their defaults (`config.MODEL_FIELDS`, `config.PRIOR_FIELDS`)."""
+    from .config import MODEL_FIELDS, PRIOR_FIELDS
+
+    kind = config.get("model_kind")
+    prior = config.get("model", {}).get("prior", "gaussian")
+    prior_fields = {f for fields in PRIOR_FIELDS.values() for f in fields}
+    return {k: v for k, v in values.items()
+            if kind in MODEL_FIELDS.get(k, (kind,))
+            and not (kind == "unsupervised" and k in prior_fields and k not in PRIOR_FIELDS.get(prior, (k,)))}  # fmt: skip
 
 
 def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
