@@ -13,6 +13,7 @@ import time
 import warnings
 
 import pytest
+import torch
 
 from conftest import PNG_MAGIC, REPO_ROOT, assert_one_line_error, run_cli, tiny_model
 from torch_aae import cli
@@ -342,3 +343,28 @@ def test_fp16_on_a_cpu_trains_with_a_one_line_warning(tmp_path, capsys, monkeypa
 def test_a_flag_given_at_its_default_to_a_model_that_does_not_read_it_is_refused(argv, fragment, capsys, tmp_path):
     assert fragment in _main_error(capsys, [*argv, "--out", tmp_path / "out"])
     assert not (tmp_path / "out").exists()
+
+
+def test_sample_of_one_class(tmp_path, capsys):
+    from torch_aae import SemiSupervisedAAE, UnsupervisedAAE, save_model
+
+    torch.manual_seed(0)
+    semi = SemiSupervisedAAE(hidden=16, disc_hidden=16)
+    seen = []
+    decode = semi.decode
+    semi.decode = lambda y, z: seen.append(y) or decode(y, z)
+    assert semi.sample(4, torch.full((4,), 3)).shape == (4, 784)
+    assert seen[0].argmax(1).tolist() == [3, 3, 3, 3] and seen[0].sum().item() == 4
+    del semi.decode
+    save_model(semi, tmp_path / "semi.pt")
+    assert cli.main(["sample", str(tmp_path / "semi.pt"), "-n", "4", "--class", "3",
+                     "--out", str(tmp_path / "s.png")]) == 0  # fmt: skip
+    assert (tmp_path / "s.png").is_file()
+    assert cli.main(["sample", str(tmp_path / "semi.pt"), "-n", "4", "--class", "10",
+                     "--out", str(tmp_path / "t.png")]) == 1  # fmt: skip
+    assert "--class 10: the semi-supervised model has classes 0..9" in capsys.readouterr().err
+    save_model(UnsupervisedAAE(z_dim=2, hidden=16, disc_hidden=16), tmp_path / "u.pt")
+    assert cli.main(["sample", str(tmp_path / "u.pt"), "-n", "4", "--class", "1",
+                     "--out", str(tmp_path / "u.png")]) == 1  # fmt: skip
+    assert "a model trained with --condition-labels has" in capsys.readouterr().err
+    assert not (tmp_path / "t.png").exists() and not (tmp_path / "u.png").exists()

@@ -90,6 +90,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True,
                         help=f"image file to write: {', '.join(IMAGE_SUFFIXES)}")  # fmt: skip
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sample.add_argument("--class", dest="cls", type=int, default=None, metavar="K",
+                        help="every sample of class (or cluster) K: the supervised, semi-supervised, "
+                             "clustering and dim-reduction models, and a model trained with "
+                             "--condition-labels (default: the model's own mix)")  # fmt: skip
     sample.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
 
     plot = sub.add_parser("plot", help="(re)draw a run's plots into RUN/plots")
@@ -318,9 +322,19 @@ def cmd_sample(args) -> int:
         raise AAEError(f"--out {args.out}: give a file name ending in {', '.join(IMAGE_SUFFIXES)}")
     model = load_model(args.run, device=resolve_device(args.device))
     torch.manual_seed(args.seed)
-    images = model.sample(args.n).cpu().numpy()
+    title = f"{args.n} samples"
+    if args.cls is None:
+        images = model.sample(args.n)
+    else:
+        classes = getattr(model, "condition_classes", None) or getattr(model, "n_classes", 0)
+        if not 0 <= args.cls < classes:
+            what = (f"classes 0..{classes - 1}" if classes
+                    else "no classes (a model trained with --condition-labels has)")  # fmt: skip
+            raise AAEError(f"--class {args.cls}: the {model.kind} model has {what}")
+        images = model.sample(args.n, torch.full((args.n,), args.cls, dtype=torch.long))
+        title += f" of class {args.cls}"
     nrow = max(1, int(round(args.n**0.5)))
-    plots.save_image_grid(images, model.image_shape, nrow, out, f"{args.n} samples")
+    plots.save_image_grid(images.cpu().numpy(), model.image_shape, nrow, out, title)
     print(f"wrote {args.out}")
     return 0
 

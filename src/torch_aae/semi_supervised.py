@@ -124,10 +124,13 @@ class SemiSupervisedAAE(nn.Module):
         return self.decoder(self.decoder_input(logits.softmax(1), z))
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        """Decode n draws of (uniform one-hot y, z from the prior)."""
+    def sample(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode n draws of (one-hot y, z from the prior): y uniform, or `labels` (n,)."""
         device = next(self.parameters()).device
-        y = F.one_hot(torch.randint(self.n_classes, (n,)), self.n_classes).float()
+        if labels is not None and len(labels) != n:
+            raise AAEError(f"{n} samples but {len(labels)} labels")
+        k = torch.randint(self.n_classes, (n,)) if labels is None else torch.as_tensor(labels).cpu()
+        y = F.one_hot(k.long(), self.n_classes).float()
         return self.decode(y.to(device), self.prior.sample(n).to(device))
 
 
@@ -358,8 +361,8 @@ def make_plots(model, data, folder, device) -> list:
     split, x, y = data.eval_split()
     model.eval()
     written = [folder / "style_grid.png", folder / "confusion.png"]
-    plots.save_image_grid(style_grid(model, x[:10], device).numpy(), model.image_shape, 10, written[0],
-                          "style grid: input, then its z decoded with y = 0..9")  # fmt: skip
+    plots.save_image_grid(style_grid(model, x[:10], device).numpy(), model.image_shape, min(10, len(x)), written[0],
+                          f"style grid: {split} image, then its z with y = 0..{model.n_classes - 1}")  # fmt: skip
     plots.save_confusion(confusion_matrix(model, x, y, device).numpy(), written[1],
                          f"{split} set: true class (rows) against q(y|x)'s argmax (columns)")  # fmt: skip
     return [*plot_codes_and_samples(model, data, folder, device, 100), *written]

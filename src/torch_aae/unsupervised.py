@@ -116,10 +116,18 @@ class UnsupervisedAAE(nn.Module):
         return self.decoder(self.encoder(x))
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        """Decode `n` prior samples: (n, in_dim) pixel probabilities."""
+    def sample(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode `n` prior samples: (n, in_dim) pixel probabilities; with `labels` (n,), of a
+        model trained with --condition-labels, each drawn from its class's part of the prior."""
         device = next(self.parameters()).device
-        return self.decode(sample_on(self.prior, n, device))
+        if labels is None:
+            return self.decode(sample_on(self.prior, n, device))
+        if not self.condition_classes:
+            raise AAEError("this model was not trained with --condition-labels: its prior has no "
+                           "part per class to draw from")  # fmt: skip
+        if len(labels) != n:
+            raise AAEError(f"{n} samples but {len(labels)} labels")
+        return self.decode(sample_on(self.prior, n, device, torch.as_tensor(labels).to(device)))
 
 
 MODEL = UnsupervisedAAE  # the variant registry's entry point
