@@ -39,6 +39,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+NO_PROGRESS = "no progress bar (there is none anyway when stderr is not a terminal)"
+
+
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="aae", description="Adversarial Autoencoders (Makhzani et al., 2015) on PyTorch."
@@ -59,7 +62,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                             "RUN/checkpoints/epoch-0040.pt, kept by --keep-checkpoints): its "
                             "settings, weights, optimizer states, history and random state; only "
                             "the flags --resume may change can differ")  # fmt: skip
-        p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none anyway when stderr is not a terminal)")
+        p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
         for section in cfg.SECTIONS.values():
             cfg.add_arguments(p, section, getattr(module, "CLI_DEFAULTS", {}), suppress_defaults, kind)
 
@@ -77,7 +80,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                     help="the --parzen window widths searched: N values log-spaced over [LO, HI] "
                          "(default: 0.1 1 10, the protocol of the paper's Table 1)")  # fmt: skip
     ev.add_argument("--cache-dir", default=None, help="classifier cache (default: $TORCH_AAE_CACHE, else ~/.cache/torch_aae)")
-    ev.add_argument("--no-progress", action="store_true", help="no progress bar (there is none anyway when stderr is not a terminal)")
+    ev.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
 
     rep = sub.add_parser("report", help="write a run's self-contained HTML report")
     rep.add_argument("run", help="run folder")
@@ -126,7 +129,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         seeds.add_argument("--seeds", type=int, default=5, help="number of seeds: --seed, --seed+1, ... (default: 5)")
         seeds.add_argument("--jobs", type=int, default=1,
                            help="seeds trained at once, in separate processes sharing the threads (default: 1)")
-        seeds.add_argument("--no-progress", action="store_true", help="no progress bar (there is none anyway when stderr is not a terminal)")
+        seeds.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
         for section in cfg.SECTIONS.values():
             cfg.add_arguments(seeds, section, defaults=getattr(VARIANTS[kind], "CLI_DEFAULTS", {}),
                               suppress=suppress_defaults, model_kind=kind)  # fmt: skip
@@ -145,7 +148,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     ct.add_argument("--seed", type=int, default=given or 0, help="random seed (default: 0)")
     ct.add_argument("--retrain", action="store_true", help="train again even if a cached classifier exists")
     ct.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    ct.add_argument("--no-progress", action="store_true", help="no progress bar (there is none anyway when stderr is not a terminal)")
+    ct.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     return parser
 
 

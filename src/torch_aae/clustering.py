@@ -113,13 +113,13 @@ def paper_cluster_error(ref_log_probs, ref_labels, test_clusters, test_labels) -
             increasing function of q ranks alike); ref_labels: (n,) their labels.
         test_clusters, test_labels: (m,) cluster index and label of each test image.
     """
-    ref_probs, ref_labels = np.asarray(ref_log_probs), np.asarray(ref_labels)
+    ref_log_probs, ref_labels = np.asarray(ref_log_probs), np.asarray(ref_labels)
     test_clusters, test_labels = np.asarray(test_clusters), np.asarray(test_labels)
-    if len(ref_probs) != len(ref_labels) or len(test_clusters) != len(test_labels):
+    if len(ref_log_probs) != len(ref_labels) or len(test_clusters) != len(test_labels):
         raise AAEError("paper_cluster_error: probabilities, clusters and labels differ in length")
-    if len(ref_probs) == 0 or len(test_labels) == 0:
+    if len(ref_log_probs) == 0 or len(test_labels) == 0:
         raise AAEError("paper_cluster_error: no reference or no test images")
-    cluster_label = ref_labels[ref_probs.argmax(0)]  # (K,) the label of each cluster's most confident image
+    cluster_label = ref_labels[ref_log_probs.argmax(0)]  # (K,) the label of each cluster's most confident image
     return float((cluster_label[test_clusters] != test_labels).mean())
 
 
