@@ -352,3 +352,22 @@ def test_label_elastic_sigma_is_checked_and_needs_label_elastic():
     with pytest.raises(AAEError, match="--label-elastic is 0"):  # checked with the model known
         Config("semi-supervised", train=tiny_train(label_elastic_sigma=3.0))
     assert tiny_train(label_elastic=34.0, label_elastic_sigma=3.0).label_elastic_sigma == 3.0
+
+
+@pytest.mark.parametrize("eval_codes", [False, True])
+def test_adv_eval_codes_turns_dropout_off_for_the_discriminator_and_generator_phases(eval_codes):
+    model = tiny_semi()
+    opt = semi.make_optimizers(model, tiny_train())
+    drop = [m for m in model.encoder.modules() if isinstance(m, semi.Dropout)][0]
+    seen = []
+    forward = model.encoder.forward
+    model.encoder.forward = lambda x: seen.append(drop.training) or forward(x)
+    semi.adversarial_autoencoder_phases(model, opt, torch.rand(8, 784), 0.3, eval_codes=eval_codes)
+    assert seen == [True, not eval_codes]  # reconstruction pass, then phases 2-3's pass
+    assert drop.training  # back on for the next step's reconstruction
+
+
+def test_adv_eval_codes_is_refused_by_the_models_without_a_categorical_code():
+    with pytest.raises(AAEError, match="--adv-eval-codes: the unsupervised model does not take it"):
+        Config("unsupervised", train=tiny_train(adv_eval_codes=True))
+    assert semi_config(adv_eval_codes=True).train.adv_eval_codes

@@ -97,6 +97,7 @@ MODEL_FIELDS = {
     "prior_std_across": ("unsupervised",), "disc_noise": ("unsupervised",),
     "clusters": _CLUSTER_MODELS, "head_distance": ("dim-reduction",),
     "input_noise": ("unsupervised", *CATEGORICAL_MODELS), "cat_noise": CATEGORICAL_MODELS,
+    "adv_eval_codes": CATEGORICAL_MODELS,
     "lr_sup": ("semi-supervised", "dim-reduction"), "cuda_graphs": CATEGORICAL_MODELS,
     **{f"label_{kind}": ("semi-supervised",) for kind in ("shift", "rotate", "scale", "elastic", "elastic_sigma")},
     **{f"view_{kind}": _CLUSTER_MODELS for kind in ("rotate", "scale", "shift", "elastic", "thickness")},
@@ -122,6 +123,7 @@ class TrainConfig:
     code_noise: float = _f(0.0, "std of Gaussian noise added to the code z in training: q(z|x) = N(encoder(x), s^2 I) (every model)")
     optimizer: str = _f("adam", "adam, or sgd (with momentum 0.9, and --beta1-reg as the regularization phases' momentum: the paper's choice)")
     cat_noise: float = _f(0.0, "std of Gaussian noise on the categorical discriminator's inputs, prior and encoder alike (semi-supervised, clustering, dim-reduction)")
+    adv_eval_codes: bool = _f(False, "the discriminator and generator phases read the encoder's codes with its dropout off (eval mode; the input noise stays), as the blog's discriminator phase does, not the training-mode codes (semi-supervised, clustering, dim-reduction)")
     disc_noise: float = _f(0.0, "std of Gaussian noise added to both inputs of the latent discriminator, prior samples and codes alike (instance noise), falling linearly to 0 by the last step (unsupervised model)")
     label_shift: float = _f(0.0, "move each labeled image of the supervised phase by a random offset of up to N pixels along each axis (semi-supervised model; these label-* flags use the pixels' layout, so a run with them is not permutation-invariant)")
     label_rotate: float = _f(0.0, "rotate each labeled image of the supervised phase by a random angle of up to N degrees either way (semi-supervised model)")
@@ -205,13 +207,15 @@ class Config:
             raise AAEError(f"unknown model kind {self.model_kind!r}; choose one of {', '.join(MODEL_KINDS)}")
         # Fields that only some models read: refuse them elsewhere rather than ignore them.
         t = self.train
-        switched = ("input_noise", "cat_noise", "disc_noise", *(f"label_{k}" for k in ("shift", "rotate", "scale", "elastic")),
+        switched = ("input_noise", "cat_noise", "disc_noise", "adv_eval_codes",
+                    *(f"label_{k}" for k in ("shift", "rotate", "scale", "elastic")),
                     *(f"view_{k}" for k in ("rotate", "scale", "shift", "elastic", "thickness")))  # fmt: skip
         for name in switched:  # off at 0: a value other than 0 is refused by the others
             kinds = MODEL_FIELDS[name]
-            if getattr(t, name) and self.model_kind not in kinds:
-                raise AAEError(f"--{name.replace('_', '-')} {getattr(t, name)}: the "
-                               f"{self.model_kind} model does not take it ({', '.join(kinds)} do)")  # fmt: skip
+            value = getattr(t, name)
+            if value and self.model_kind not in kinds:
+                flag = f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")
+                raise AAEError(f"{flag}: the {self.model_kind} model does not take it ({', '.join(kinds)} do)")
         # Only the unsupervised model builds its prior from these fields.
         m = self.model
         if m.clusters < 0:

@@ -94,7 +94,8 @@ def setup(model, data, config, device, run_path) -> dict:
     model.model_args["labeled"] = config.data.labels is not None  # saved with the checkpoints
     if config.data.labels is None:
         return {"x": None, "input_noise": config.train.input_noise, "code_noise": config.train.code_noise,
-                "cat_noise": config.train.cat_noise, "view": config.train.view}
+                "cat_noise": config.train.cat_noise, "view": config.train.view,
+                "eval_codes": config.train.adv_eval_codes}
     if data.num_classes != model.n_classes:
         raise AAEError(f"--labels with --clusters {model.n_classes}: the semi-supervised setting "
                        f"needs one cluster per class, --clusters {data.num_classes}")  # fmt: skip
@@ -107,7 +108,7 @@ def train_step(model: DimReductionAAE, opt: dict, x, y=None, ctx=None, step: int
     if ctx["x"] is not None:
         return semi_supervised.train_step(model, opt, x, None, ctx, step)
     return adversarial_autoencoder_phases(model, opt, x, ctx["input_noise"], ctx["code_noise"],
-                                          ctx["cat_noise"], ctx["view"])  # fmt: skip
+                                          ctx["cat_noise"], ctx["view"], ctx["eval_codes"])  # fmt: skip
 
 
 step_inputs = semi_supervised.step_inputs  # with --labels: the labeled batches, drawn ahead

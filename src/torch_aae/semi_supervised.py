@@ -14,6 +14,8 @@ included, serve as unlabeled data) and of labeled images (cycled through):
 
 from __future__ import annotations
 
+import contextlib
+
 
 import torch
 import torch.nn.functional as F
@@ -177,6 +179,7 @@ def setup(model, data, config, device, run_path) -> dict:
                           config.train.label_elastic),
         "label_elastic_sigma": config.train.label_elastic_sigma,
         "view": config.train.view,  # the dim-reduction model's; the semi-supervised model refuses them
+        "eval_codes": config.train.adv_eval_codes,
         "image_shape": model.image_shape,
     }
 
@@ -195,7 +198,7 @@ def step_inputs(ctx: dict, first_step: int, count: int) -> dict[str, torch.Tenso
 def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: int = 0) -> dict:
     """The four phases on one batch of training images (labels unused) and one labeled batch."""
     logs = adversarial_autoencoder_phases(model, opt, x, ctx["input_noise"], ctx["code_noise"],
-                                          ctx["cat_noise"], ctx["view"])  # fmt: skip
+                                          ctx["cat_noise"], ctx["view"], ctx["eval_codes"])  # fmt: skip
 
     # 4. Supervised: min cross-entropy(q(y|x_labeled), label) on the logits (no double softmax).
     # The labeled set is cycled, one fresh permutation per pass: batch `step` is a pure function
@@ -215,9 +218,24 @@ def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: i
     return logs
 
 
+@contextlib.contextmanager
+def dropout_off(module: nn.Module, off: bool = True):
+    """Within the block, `module`'s dropout layers are in eval mode (when `off`); gradients flow
+    as ever."""
+    drops = [m for m in module.modules() if isinstance(m, (Dropout, nn.Dropout)) and m.training] if off else []
+    for m in drops:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m in drops:
+            m.train(True)
+
+
 def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise: float,
                                    code_noise: float = 0.0, cat_noise: float = 0.0,
-                                   view: tuple[float, ...] = (0, 0, 0, 0, 0)) -> dict:  # fmt: skip
+                                   view: tuple[float, ...] = (0, 0, 0, 0, 0),
+                                   eval_codes: bool = False) -> dict:  # fmt: skip
     """Phases 1-3 on a batch of images, no labels: reconstruction, both discriminators, generator.
     Shared by the semi-supervised model and the clustering model (which has no phase 4).
 
@@ -234,6 +252,8 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
             decodes x from y of a copy of x so transformed and z of x itself (one encoder pass
             over both), so that y cannot carry what the transformation changes (slant, size,
             position, thickness) and z must. Phases 2 and 3 encode x.
+        eval_codes: phases 2 and 3 read the codes of the encoder with its dropout off (the
+            blog's discriminator phase does), not the training-mode codes.
     """
     enc, dec = model.encoder, model.decoder
     cat_disc, gauss_disc = model.label_discriminator, model.latent_discriminator
@@ -259,7 +279,8 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
     # 2. Discriminators: one-hot prior samples vs softmax(y); N(0, std^2) samples vs z.
     # One encoder pass after the reconstruction update, reused by the generator phase (the
     # encoder does not change in between).
-    logits, z = encode(x_in)
+    with dropout_off(enc, eval_codes):
+        logits, z = encode(x_in)
     y_fake = logits.softmax(1)  # (batch, n_classes)
     y_real = sample_one_hot(len(x), model.n_classes, x.device)
     z_real = model.prior.sample(len(x), device=x.device)
