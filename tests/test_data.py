@@ -416,6 +416,20 @@ def test_download_skips_corrupt_mirror_and_replaces_corrupt_local_file(tmp_path)
     assert _leftovers(folder) == []
 
 
+def test_download_counts_an_unpacked_or_regzipped_file_as_present(tmp_path):
+    folder = tmp_path / "root" / "mnist"
+    folder.mkdir(parents=True)
+    for fname in D.MNIST_GZ_MD5:
+        if fname.startswith("train-images"):  # unpacked
+            (folder / fname.removesuffix(".gz")).write_bytes(gzip.decompress((MNIST_DIR / fname).read_bytes()))
+        else:  # gzipped again, other bytes
+            _regzip(MNIST_DIR / fname, folder / fname)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
+    missing = (tmp_path / "nowhere").as_uri() + "/"
+    assert D.download_mnist(tmp_path / "root", base_urls=(missing,)) == folder  # nothing fetched
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
+
+
 def test_download_with_only_failing_mirrors_lists_every_error(tmp_path):
     urls = ((tmp_path / "a").as_uri() + "/", (tmp_path / "b").as_uri() + "/")
     with pytest.raises(AAEError) as err:

@@ -65,7 +65,7 @@ def train_step(model: ClusteringAAE, opt: dict, x, y=None, ctx=None, step: int =
 
 
 def cluster_error(train_clusters, train_labels, test_clusters, test_labels, n_clusters: int) -> float:
-    """The paper's clustering error: each cluster is labeled with the most frequent training
+    """The clustering error by majority vote: each cluster is labeled with the most frequent training
     label among its training members; the error of that labeling on the test set. A test image
     in a cluster that holds no training image counts as an error.
 

@@ -266,6 +266,14 @@ def find_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Pa
     raise AAEError(f"{name}: no {first} (or {first.removesuffix('.gz')}) in {looked}; {hint}")
 
 
+def _idx_md5(path: Path) -> str | None:
+    """md5 of the IDX bytes of a gzipped or plain file; None if it cannot be read."""
+    try:
+        return hashlib.md5(read_idx_bytes(path)).hexdigest()
+    except AAEError:
+        return None
+
+
 def _is_other_dataset(path: Path, name: str) -> bool:
     """Whether `path`, a training-images file found for `name`, is the other dataset's (MNIST and
     Fashion-MNIST use the same file names). By md5; a file that is neither, or that cannot be
@@ -273,16 +281,14 @@ def _is_other_dataset(path: Path, name: str) -> bool:
     if name == "mnist" and path.name in MNIST_GZ_MD5 and md5sum(path) == MNIST_GZ_MD5[path.name]:
         return False  # MNIST as published: no need to unpack it
     other = FASHION_MNIST_FILES if name == "mnist" else MNIST_FILES
-    try:
-        return hashlib.md5(read_idx_bytes(path)).hexdigest() == other["train_images"][1]
-    except AAEError:
-        return False
+    return _idx_md5(path) == other["train_images"][1]
 
 
 def download_mnist(
     root: str | os.PathLike, base_urls: tuple[str, ...] = MNIST_URLS, timeout: float = 60.0
 ) -> Path:
-    """Fetch the missing MNIST files into ROOT/mnist, md5-checked, each written atomically.
+    """Fetch the missing MNIST files into ROOT/mnist, md5-checked, each written atomically (a
+    file there unpacked or gzipped again, with the right IDX bytes, counts as present).
 
     Args:
         root: data root; files go to root/mnist.
@@ -297,9 +303,13 @@ def download_mnist(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file where a folder should be, no permission, ...
         raise AAEError(f"cannot make {folder}: {e.strerror or e}") from None
+    raw_md5 = dict(MNIST_FILES.values())  # file name -> md5 of its IDX bytes
     for fname, md5 in MNIST_GZ_MD5.items():
         target = folder / fname
         if target.is_file() and md5sum(target) == md5:
+            continue
+        present = idx_path(folder, fname)  # unpacked, or gzipped again: as good, if its bytes are
+        if present is not None and _idx_md5(present) == raw_md5[fname]:
             continue
         errors = []
         for base in base_urls:

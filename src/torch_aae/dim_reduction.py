@@ -8,8 +8,8 @@ a plot). Each cluster k has a learned "cluster head" w_k, an n-D vector; the rep
 and the decoder reconstructs x from r alone. A categorical discriminator pushes y towards
 one-hot vectors, a Gaussian one pushes z towards N(0, std^2 I); the reconstruction phase also
 pays `sum_{i<j} relu(eta - ||w_i - w_j||)`, which keeps every two heads at least eta apart so that
-clusters do not overlap in the representation. Without labels y clusters the data (error: the
-paper's cluster error); with `--labels N` a supervised phase trains q(y|x) on the labeled images
+clusters do not overlap in the representation. Without labels y clusters the data (errors: the
+clustering model's two cluster errors); with `--labels N` a supervised phase trains q(y|x) on the labeled images
 (m must then be the number of classes; error: the test classification error).
 """
 
