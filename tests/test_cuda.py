@@ -70,13 +70,13 @@ def test_the_unsupervised_step_makes_no_host_sync(mnist):
     assert all(torch.isfinite(v) for v in logs.values())
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "tf32"])
-def test_graphed_training_learns_as_eager_training(mnist, tmp_path, precision):
+@pytest.mark.parametrize("precision, eval_codes", [("fp32", False), ("bf16", False), ("tf32", False), ("tf32", True)])
+def test_graphed_training_learns_as_eager_training(mnist, tmp_path, precision, eval_codes):
     data = subset_of(mnist, 2000, 500)
     results = {}
     for graphed in (False, True):
         train = tiny_train(device="cuda", epochs=3, batch_size=50, input_noise=0.3, lr_step=2,
-                           precision=precision, cuda_graphs=graphed)  # fmt: skip
+                           precision=precision, cuda_graphs=graphed, adv_eval_codes=eval_codes)  # fmt: skip
         config = Config("semi-supervised", DataConfig(labels="100"), ModelConfig(z_dim=2), train)
         out = tmp_path / f"graphed-{graphed}"
         summary = fit(tiny_semi(), data, train, out=out, config=config, progress=False)
