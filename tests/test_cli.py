@@ -356,6 +356,8 @@ def test_sample_of_one_class(tmp_path, capsys):
     assert semi.sample(4, torch.full((4,), 3)).shape == (4, 784)
     assert seen[0].argmax(1).tolist() == [3, 3, 3, 3] and seen[0].sum().item() == 4
     del semi.decode
+    with pytest.raises(AAEError, match=r"labels must be in 0\.\.9"):
+        semi.sample(2, torch.tensor([0, 10]))
     save_model(semi, tmp_path / "semi.pt")
     assert cli.main(["sample", str(tmp_path / "semi.pt"), "-n", "4", "--class", "3",
                      "--out", str(tmp_path / "s.png")]) == 0  # fmt: skip

@@ -132,6 +132,8 @@ class SemiSupervisedAAE(nn.Module):
         if labels is not None and len(labels) != n:
             raise AAEError(f"{n} samples but {len(labels)} labels")
         k = torch.randint(self.n_classes, (n,)) if labels is None else torch.as_tensor(labels).cpu()
+        if labels is not None and not ((k >= 0) & (k < self.n_classes)).all():
+            raise AAEError(f"labels must be in 0..{self.n_classes - 1}")
         y = F.one_hot(k.long(), self.n_classes).float()
         return self.decode(y.to(device), self.prior.sample(n).to(device))
 
