@@ -1,6 +1,6 @@
 """torch-aae: Adversarial Autoencoders (Makhzani et al., arXiv 1511.05644) on PyTorch."""
 
-from .api import build_model, defaults, evaluate_run, load_run_config, plot_run
+from .api import build_model, evaluate_run, load_run_config, plot_run
 from .classifier import Classifier, classifier_accuracy, features, predict, train_classifier
 from .checkpoint import load_model, save_model
 from .config import Config, DataConfig, ModelConfig, TrainConfig
@@ -18,6 +18,7 @@ from .dim_reduction import DimReductionAAE
 from .semi_supervised import SemiSupervisedAAE
 from .supervised import SupervisedAAE
 from .unsupervised import UnsupervisedAAE
+from .variants import defaults
 
 __version__ = "0.1.0"
 

@@ -22,27 +22,6 @@ from .train import make_plots, resolve_device
 from .variants import get_variant
 
 
-def defaults(kind: str, **fields) -> Config:
-    """The settings of `aae train KIND` given no flag: each model's own defaults (e.g. the
-    semi-supervised model's 100 labels, 100 epochs and learning rates) over the dataclasses',
-    with `fields` (names of any section's fields) set on top, e.g.
-    `defaults("semi-supervised", epochs=10, input_noise=0.3)`."""
-    import dataclasses
-
-    from .config import SECTIONS
-
-    own = {**getattr(get_variant(kind), "CLI_DEFAULTS", {}), **fields}
-    sections, known = {}, set()
-    for name, cls in SECTIONS.items():
-        names = {f.name for f in dataclasses.fields(cls)}
-        known |= names
-        sections[name] = cls(**{k: v for k, v in own.items() if k in names})
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise AAEError(f"defaults: no setting named {', '.join(unknown)} (see `aae train {kind} --help`)")
-    return Config(kind, **sections)
-
-
 def build_model(config: Config, data: Dataset):
     """A fresh model of `config.model_kind`, shaped for `data`."""
     model_cls = get_variant(config.model_kind).MODEL

@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .config import Config, ModelConfig, TrainConfig
 from .data import Dataset
 from .train import resolve_device
-from .variants import get_variant
+from .variants import defaults, get_variant
 
 aten = torch.ops.aten
 
@@ -127,9 +127,7 @@ def throughput(
     check_precision(precision, dev)
     variant = get_variant(model_kind)
     if model_config is None:  # the model's own CLI defaults for its structure (e.g. clusters)
-        names = {f.name for f in dataclasses.fields(ModelConfig)} - {"z_dim"}
-        own = {k: v for k, v in getattr(variant, "CLI_DEFAULTS", {}).items() if k in names}
-        model_config = ModelConfig(z_dim=z_dim, **own)
+        model_config = defaults(model_kind, z_dim=z_dim).model
     mcfg = model_config
     torch.manual_seed(0)
     model = variant.MODEL.from_config(mcfg, 784, (28, 28)).to(dev)

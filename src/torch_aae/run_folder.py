@@ -20,6 +20,7 @@ from .checkpoint import atomic_write_json, load_checkpoint, read_json
 from .config import RESUMABLE, SECTIONS, Config, ModelConfig, TrainConfig, from_dict
 from .data import Dataset
 from .errors import AAEError
+from .variants import defaults
 
 CHECKPOINT = Path("checkpoints") / "latest.pt"
 
@@ -108,10 +109,8 @@ def model_fields(model) -> dict:
 
 def default_config(model, data: Dataset, train: TrainConfig) -> Config:
     """The config of a run made from Python without one: the command line's defaults for the
-    model (`api.defaults`: e.g. the labels it trains on), its own arguments, how `load_dataset`
+    model (`variants.defaults`: e.g. the labels it trains on), its own arguments, how `load_dataset`
     made the data (a hand-built Dataset: its name only) and `train`."""
-    from .api import defaults
-
     base = defaults(model.kind)
     return run_config(dataclasses.replace(base, data=dataclasses.replace(base.data, dataset=data.name)),
                       model, data, train)  # fmt: skip

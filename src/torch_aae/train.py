@@ -46,7 +46,7 @@ from .run_folder import (  # noqa: F401  (RunFolder, RESUMES: torch_aae.train's 
     CHECKPOINT, RESUMES, RunFolder, check_epochs_left, check_resumable, default_config, record_resume,
     recorded_config, run_config,
 )  # fmt: skip
-from .variants import get_variant
+from .variants import defaults, get_variant
 
 def resolve_device(name: str) -> torch.device:
     """The torch device of --device auto, cpu or cuda[:N], refused where it does not exist."""
@@ -112,9 +112,7 @@ def fit(
         The summary: final evaluation metrics plus epochs, train_seconds, samples_per_second.
     """
     variant = get_variant(model.kind)
-    if train is None:  # else the command line's defaults for the model (`api.defaults`)
-        from .api import defaults
-
+    if train is None:  # else the command line's defaults for the model
         train = config.train if config is not None else defaults(model.kind).train
     if not isinstance(train, TrainConfig):
         raise AAEError(f"train must be a TrainConfig, not {type(train).__name__}")

@@ -17,9 +17,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import ModuleType
 
 from . import clustering, dim_reduction, semi_supervised, supervised, unsupervised
+from .config import SECTIONS, Config
 from .errors import AAEError
 
 VARIANTS: dict[str, ModuleType] = {
@@ -35,3 +37,20 @@ def get_variant(kind: str) -> ModuleType:
     if kind not in VARIANTS:
         raise AAEError(f"unknown model {kind!r}; choose one of {', '.join(VARIANTS)}")
     return VARIANTS[kind]
+
+
+def defaults(kind: str, **fields) -> Config:
+    """The settings of `aae train KIND` given no flag: each model's own defaults (e.g. the
+    semi-supervised model's 100 labels, 100 epochs and learning rates) over the dataclasses',
+    with `fields` (names of any section's fields) set on top, e.g.
+    `defaults("semi-supervised", epochs=10, input_noise=0.3)`."""
+    own = {**getattr(get_variant(kind), "CLI_DEFAULTS", {}), **fields}
+    sections, known = {}, set()
+    for name, cls in SECTIONS.items():
+        names = {f.name for f in dataclasses.fields(cls)}
+        known |= names
+        sections[name] = cls(**{k: v for k, v in own.items() if k in names})
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise AAEError(f"defaults: no setting named {', '.join(unknown)} (see `aae train {kind} --help`)")
+    return Config(kind, **sections)
