@@ -1,4 +1,4 @@
-"""The README's clustering exploration rows that ran outside the package's flags.
+"""The clustering exploration rows of docs/results.md that ran outside the package's flags.
 
 The clustering model trained by `aae train clustering ...` (every flag passes through), with its
 step replaced according to CLUSTER_MODE:

@@ -4,7 +4,7 @@
 # 100-epoch run takes about a minute on an H200, so one call can try several changes that take
 # 35 minutes or more each on the 2-core CPU.
 #   bash benchmarks/gpu_sweep.sh          (from the repo root; writes into $OUT or ./gpu-out)
-# Each line of PROBES is the flags added to the base recipe (the README's semi-supervised
+# Each line of PROBES is the flags added to the base recipe (docs/results.md's semi-supervised
 # lead command, less its schedule and seed); edit the list for the question at hand.
 source "$(dirname "$0")/gpu_common.sh"
 WORK=${WORK:-/tmp/gpu-sweep}
@@ -14,7 +14,7 @@ BASE=(--labels 100 --input-noise 0.3 --val-size 10000 --label-rotate 25 --label-
       --label-shift 3 --label-elastic 34 --checkpoint-epochs 1000 --no-progress)
 # On a GPU: graphed, in tf32 (the fastest graphed step on an H200); elsewhere bf16.
 if [ "$DEV" = cuda ]; then STEP=(--cuda-graphs --precision tf32); else STEP=(--precision bf16); fi
-# The default probes: the README's lead recipe (1.43% over five seeds on CPU, never run graphed),
+# The default probes: the lead recipe of docs/results.md (1.43% over five seeds on CPU, never run graphed),
 # with seed 10 and seed 14 (once the outlier); then larger batches, for the 500-epoch speed target.
 # About 75 s each on an H200 (100 epochs).
 PROBES=${PROBES:-"--epochs 100 --lr-step 70 --seed 10

@@ -1,10 +1,11 @@
-"""The README's permutation-invariant 100-label probes that ran outside the package's flags.
+"""The permutation-invariant 100-label probes of docs/results.md that ran outside the package's flags.
 
 The semi-supervised model trained by `aae train semi-supervised ...` (every flag passes through),
 with phase 4 (supervised) changed according to SEMI_PROBE; phases 1-3 are the package's (but
 for eval-adv, which changes phases 2-3 instead). Each
 extra term is added to the supervised loss and stepped by the supervised optimizer (trunk and
-class head). None of them uses the pixels' layout, and none helped (the README's table).
+class head). None of them uses the pixels' layout. None of the supervised-phase probes helped;
+eval-adv led on validation and is now the flag --adv-eval-codes (the table in docs/results.md).
 
   pi-kl       + W * KL(q(y|x') || q(y|x'')) on the unlabeled batch: two draws of the input noise
               and dropout, the first held fixed (a Pi-model / Gamma-model consistency).

@@ -1,10 +1,15 @@
-"""The README's code cannot rot: its Python example runs, and CI runs its test command."""
+"""The README's code cannot rot: its Python example runs, CI runs its test command, the docs name
+every flag and their links lead somewhere."""
 
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+USAGE = (ROOT / "docs" / "usage.md").read_text()
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def python_blocks(text: str) -> list[str]:
@@ -37,6 +42,41 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_names_every_flag_a_resume_may_change():
     from torch_aae.cli import RESUMABLE
 
-    sentence = re.search(r"only (`--epochs`.*?) may\s+change on resume", README, flags=re.S).group(1)
+    sentence = re.search(r"only (`--epochs`.*?) may\s+change on resume", USAGE, flags=re.S).group(1)
     named = set(re.findall(r"`--([a-z-]+)", sentence))
     assert named - {"no-cuda-graphs"} == {name.replace("_", "-") for name in RESUMABLE}
+
+
+def test_usage_names_every_flag_of_aae_train(capsys, monkeypatch):
+    from torch_aae.cli import build_parser
+    from torch_aae.variants import VARIANTS
+
+    monkeypatch.setenv("COLUMNS", "10000")  # argparse would wrap "--branch-from" at its hyphen
+    flags = set()
+    for kind in VARIANTS:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["train", kind, "--help"])
+        flags |= set(re.findall(r"(?<![\w-])--[a-z0-9-]+", capsys.readouterr().out))
+    flags -= {"--help"} | {f for f in flags if f.startswith("--no-") and "--" + f[5:] in flags}
+    assert len(flags) > 40
+    missing = sorted(f for f in flags if not re.search(re.escape(f) + r"(?![\w-])", USAGE))
+    assert not missing, f"docs/usage.md does not name {missing}"
+
+
+def github_anchor(heading: str) -> str:
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_links_between_the_docs_lead_somewhere(doc):
+    text = doc.read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    local = [link for link in links if not re.match(r"[a-z]+:", link)]
+    assert local, f"{doc.name} links to nothing in the repository"
+    for link in local:
+        path, _, fragment = link.partition("#")
+        target = (doc.parent / path).resolve() if path else doc
+        assert target.exists(), f"{doc.name}: {link} leads to no file"
+        if fragment:
+            headings = re.findall(r"^#+ (.+)$", target.read_text(), flags=re.M)
+            assert fragment in {github_anchor(h) for h in headings}, f"{doc.name}: no heading #{fragment}"
