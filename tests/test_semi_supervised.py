@@ -276,6 +276,24 @@ def test_bench_seeds_refuses_a_folder_holding_another_config(tmp_path):
     assert (tmp_path / "seed-0" / "summary.json").read_bytes() == before
 
 
+@pytest.mark.parametrize("content, message", [
+    ({"config.json": "{}", "metrics.jsonl": ""}, r"holds a training run"),
+    ({"notes.txt": "mine"}, r"holds 'notes.txt', which no bench writes"),
+])
+def test_bench_seeds_refuses_a_folder_that_is_not_a_benchs(tmp_path, content, message):
+    # A bench written into a training run's folder would be deleted with it by --overwrite.
+    from torch_aae import bench
+    from torch_aae.errors import AAEError
+
+    for name, text in content.items():
+        (tmp_path / name).write_text(text)
+    config = Config("semi-supervised", DataConfig(labels="100", subset=600),
+                    ModelConfig(z_dim=2, hidden=32, disc_hidden=32), tiny_train(epochs=1))  # fmt: skip
+    with pytest.raises(AAEError, match=message):
+        bench.bench_seeds(config, 1, tmp_path, "aae bench ...", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(content)
+
+
 def test_bench_seeds_accepts_a_run_saved_before_a_field_existed(tmp_path):
     # A finished run whose config.json lacks a field added later (here: precision) counts as
     # that field's default, so the benchmark collects it instead of refusing it.

@@ -290,6 +290,7 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
                        f"(choose {', '.join(BENCH_METRIC)})")  # fmt: skip
     metric = BENCH_METRIC[config.model_kind]
     out = Path(out)
+    _check_bench_folder(out)
     todo, summaries = [], {}
     for k in range(seeds):
         seed = config.train.seed + k
@@ -358,6 +359,26 @@ def _also(model_kind: str, runs: list) -> dict:
     values = np.array([r[also] for r in runs])
     return {"also": also, also: values.tolist(), f"{also}_mean": float(values.mean()),
             f"{also}_std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}  # fmt: skip
+
+
+def _check_bench_folder(out) -> None:
+    """Refuse an OUT that is not a bench's: a training run's folder (whose --overwrite would then
+    delete the bench's seeds) or a folder of other files."""
+    from .errors import AAEError
+    from .run_folder import RUN_MARKERS
+
+    if out.exists() and not out.is_dir():
+        raise AAEError(f"{out} is a file, not a bench folder")
+    if not out.is_dir():
+        return
+    if any((out / name).exists() for name in RUN_MARKERS):
+        raise AAEError(f"{out} holds a training run; a bench writes OUT/seed-K runs and "
+                       f"OUT/bench.json: give a new or empty folder")  # fmt: skip
+    others = sorted(p.name for p in out.iterdir()
+                    if p.name not in ("bench.json", "bench.md") and not p.name.startswith("."))
+    others = [name for name in others if not (name.startswith("seed-") and (out / name).is_dir())]
+    if others:
+        raise AAEError(f"{out} holds {others[0]!r}, which no bench writes: give a new or empty folder")
 
 
 def _check_same_config(run, cfg) -> None:
