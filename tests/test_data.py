@@ -307,12 +307,15 @@ def test_a_folder_holding_the_other_dataset_is_passed_over_or_named(tmp_path, mo
     from conftest import MNIST_DIR
 
     monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
+    monkeypatch.setenv("TORCH_AAE_DATA", str(MNIST_DIR))
     with pytest.raises(AAEError) as err:  # MNIST's files where Fashion-MNIST's are looked for
-        D.find_dataset_dir("fashion-mnist", MNIST_DIR)
+        D.find_dataset_dir("fashion-mnist")
     assert f"{MNIST_DIR} holds mnist's files, not fashion-mnist's (the two share file names)" in str(err.value)
     assert "delete" not in str(err.value)
     write_fake_mnist(tmp_path / "debian", n_train=10)  # neither dataset's: tried, left to the reader
-    assert D.find_dataset_dir("fashion-mnist", MNIST_DIR) == tmp_path / "debian"
+    assert D.find_dataset_dir("fashion-mnist") == tmp_path / "debian"
+    with pytest.raises(AAEError, match="holds mnist's files"):  # a data_dir given is searched alone
+        D.find_dataset_dir("fashion-mnist", MNIST_DIR)
 
 
 def test_files_directly_in_the_root_are_found(tmp_path):
@@ -347,8 +350,17 @@ def test_missing_dataset_says_where_it_looked(tmp_path, monkeypatch, how):
 
 def test_fashion_mnist_missing_mentions_debian_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
-    with pytest.raises(AAEError, match="fashion-mnist.*debian"):
+    monkeypatch.setenv("TORCH_AAE_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(AAEError, match=f"fashion-mnist.*{tmp_path / 'debian'}"):
+        D.load_dataset("fashion-mnist")
+
+
+def test_fashion_mnist_with_a_wrong_data_dir_is_an_error_not_debians_files(tmp_path, monkeypatch):
+    write_fake_mnist(tmp_path / "debian", n_train=10)  # were they read, the typo would go unseen
+    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
+    with pytest.raises(AAEError) as err:
         D.load_dataset("fashion-mnist", data_dir=tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere") in str(err.value) and str(tmp_path / "debian") not in str(err.value)
 
 
 @pytest.mark.parametrize("name", ["nope", "MNIST", "mnist.npy", ""])

@@ -238,13 +238,14 @@ def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
 
 def find_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     """The folder holding `name`'s IDX files: ROOT/NAME (or ROOT itself if the files are there);
-    for Fashion-MNIST, Debian's /usr/share/datasets/fashion-mnist is tried last."""
+    for Fashion-MNIST without an explicit `data_dir`, Debian's /usr/share/datasets/fashion-mnist
+    is tried last (a `data_dir` given is searched alone, so that a wrong one is an error)."""
     files = MNIST_FILES if name == "mnist" else FASHION_MNIST_FILES
     first = next(iter(files.values()))[0]
     candidates = []
     for root in data_roots(data_dir):
         candidates += [root / name, root]
-    if name == "fashion-mnist":
+    if name == "fashion-mnist" and data_dir is None:
         candidates.append(DEBIAN_FASHION_MNIST_DIR)
     hint = (
         "run `aae download --data-dir DIR` when online"
