@@ -17,7 +17,7 @@ from conftest import subset_of, tiny_model, tiny_train
 from torch_aae import checkpoint as ck
 from torch_aae import unsupervised
 from torch_aae.checkpoint import load_checkpoint, load_model, load_state, save_model
-from torch_aae.errors import AAEError
+from torch_aae.errors import AAEError, Interrupted
 from torch_aae.train import CHECKPOINT, RunFolder, check_compatible, fit
 
 # ----------------------------------------------------------------------------------------------
@@ -502,7 +502,7 @@ def test_interrupt_mid_epoch_then_resume_is_bitwise_equal(tmp_path, resume_data,
 
     monkeypatch.setattr(unsupervised, "train_step", interrupted_step)
     run = tmp_path / "run"
-    with pytest.raises(AAEError, match=r"interrupted at epoch 2, step 6; resume with --resume"):
+    with pytest.raises(Interrupted, match=r"interrupted at epoch 2, step 6; continue with `aae train unsupervised --out .* --resume`"):
         _fit(resume_data, run, epochs=3)
     monkeypatch.setattr(unsupervised, "train_step", original)
     meta = json.loads((run / "checkpoints" / "latest.json").read_text())
@@ -676,3 +676,22 @@ def test_fit_into_an_existing_run_without_flags(tmp_path, resume_data):
 def test_resume_without_run_folder_is_an_aae_error(resume_data):
     with pytest.raises(AAEError):
         fit(tiny_model(), resume_data, tiny_train(), out=None, resume=True, progress=False)
+
+
+def test_a_run_with_a_summary_has_its_plots(tmp_path, resume_data, monkeypatch):
+    # summary.json is written after the plots: a bench takes a seed with a summary as finished,
+    # so a run stopped while plotting must not have one; its resume plots and summarizes.
+    import torch_aae.train as train_module
+
+    def plots_interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    original = train_module.make_plots
+    monkeypatch.setattr(train_module, "make_plots", plots_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(resume_data, run, epochs=1)
+    assert not (run / "summary.json").exists()
+    monkeypatch.setattr(train_module, "make_plots", original)
+    _fit(resume_data, run, epochs=1, resume=True)
+    assert (run / "summary.json").is_file() and (run / "plots" / "losses.png").is_file()

@@ -90,3 +90,27 @@ def test_sigkill_mid_epoch_and_mid_write_then_resume_is_bitwise_equal(tmp_path, 
         assert torch.equal(resumed[name], tensor), name
     assert not writing_checkpoint(run)  # stale temporary files are cleaned on resume
 
+
+
+def test_ctrl_c_on_a_parallel_bench_checkpoints_each_seed_without_a_traceback(tmp_path):
+    # Ctrl-C reaches every process of the foreground group; `timeout -s INT` does the same here.
+    out = tmp_path / "bench"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    bench = ["bench", "semi-supervised", "--labels", "100", "--subset", "400", "--hidden", "64",
+             "--disc-hidden", "32", "--epochs", "50", "--batch-size", "20", "--checkpoint-every", "1",
+             "--seeds", "2", "--jobs", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "torch_aae", *bench], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    seeds = [out / "seed-0", out / "seed-1"]
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and min(map(step_of, seeds)) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # the whole group, as a terminal's Ctrl-C
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("aae: error: interrupted; each unfinished seed keeps its "
+                                            "last checkpoint: run the same `aae bench` command again to continue")
+    for seed in seeds:
+        assert step_of(seed) >= 2 and not (seed / "summary.json").exists()

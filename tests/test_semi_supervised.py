@@ -294,6 +294,22 @@ def test_bench_seeds_refuses_a_folder_that_is_not_a_benchs(tmp_path, content, me
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(content)
 
 
+def test_an_interrupted_bench_says_to_run_it_again(tmp_path, monkeypatch):
+    # A seed's training stopped by a signal says "aae train ... --resume"; a bench has no
+    # --resume: its own command, run again, continues.
+    from torch_aae import bench
+    from torch_aae.errors import Interrupted
+
+    def interrupted(config, run, progress, threads=None):
+        raise Interrupted(f"interrupted at epoch 1, step 3; continue with `aae train ... --out {run} --resume`")
+
+    monkeypatch.setattr(bench, "_train_seed", interrupted)
+    config = Config("semi-supervised", DataConfig(labels="100", subset=600),
+                    ModelConfig(z_dim=2, hidden=32, disc_hidden=32), tiny_train(epochs=1))  # fmt: skip
+    with pytest.raises(Interrupted, match=r"^interrupted; .* run the same `aae bench` command again"):
+        bench.bench_seeds(config, 2, tmp_path, "aae bench ...", progress=False)
+
+
 def test_bench_seeds_accepts_a_run_saved_before_a_field_existed(tmp_path):
     # A finished run whose config.json lacks a field added later (here: precision) counts as
     # that field's default, so the benchmark collects it instead of refusing it.

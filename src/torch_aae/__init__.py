@@ -5,7 +5,7 @@ from .classifier import Classifier, classifier_accuracy, features, predict, trai
 from .checkpoint import load_model, save_model
 from .config import Config, DataConfig, ModelConfig, TrainConfig
 from .data import Dataset, download_mnist, load_dataset
-from .errors import AAEError, AAEWarning
+from .errors import AAEError, AAEWarning, Interrupted
 from .metrics import class_histogram, frechet_distance
 from .parzen import parzen_evaluate
 from .priors import (
@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AAEError", "AAEWarning", "CategoricalPrior", "Classifier", "ClusteringAAE", "Config", "DataConfig", "Dataset",
-    "DimReductionAAE", "GaussianPrior", "MixturePrior", "ModelConfig", "SemiSupervisedAAE", "SupervisedAAE",
+    "DimReductionAAE", "GaussianPrior", "Interrupted", "MixturePrior", "ModelConfig", "SemiSupervisedAAE", "SupervisedAAE",
     "SwissRollPrior", "TrainConfig", "UniformPrior", "UnsupervisedAAE", "build_model", "defaults",
     "class_histogram", "classifier_accuracy", "download_mnist", "evaluate_run", "features", "fit",
     "frechet_distance", "load_dataset", "load_model", "load_run_config", "make_prior",

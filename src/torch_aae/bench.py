@@ -276,14 +276,12 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
         The content of OUT/bench.json (also written, with OUT/bench.md).
     """
     import json
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
     from pathlib import Path
 
     import numpy as np
 
     from .checkpoint import atomic_write_bytes, atomic_write_json
-    from .errors import AAEError
+    from .errors import AAEError, Interrupted
 
     if config.model_kind not in BENCH_METRIC:
         raise AAEError(f"bench: no test score to report for the {config.model_kind} model "
@@ -301,16 +299,15 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
             summaries[seed] = json.loads((run / "summary.json").read_text())
         else:
             todo.append((seed, cfg, run))
-    if jobs > 1 and len(todo) > 1:
-        threads = max(1, torch.get_num_threads() // jobs)
-        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=get_context("spawn")) as pool:
-            futures = {seed: pool.submit(_train_seed, cfg.to_dict(), str(run), False, threads)
-                       for seed, cfg, run in todo}  # fmt: skip
-            for seed, future in futures.items():
-                summaries[seed] = future.result()
-    else:
-        for seed, cfg, run in todo:
-            summaries[seed] = _train_seed(cfg.to_dict(), str(run), progress)
+    try:
+        if jobs > 1 and len(todo) > 1:
+            summaries.update(_train_in_parallel(todo, jobs))
+        else:
+            for seed, cfg, run in todo:
+                summaries[seed] = _train_seed(cfg.to_dict(), str(run), progress)
+    except Interrupted:
+        raise Interrupted("interrupted; each unfinished seed keeps its last checkpoint: run the same "
+                          "`aae bench` command again to continue") from None  # fmt: skip
     runs = []
     for seed in sorted(summaries):
         summary = _scored(out / f"seed-{seed}", summaries[seed], metric, config.train.device,
@@ -359,6 +356,40 @@ def _also(model_kind: str, runs: list) -> dict:
     values = np.array([r[also] for r in runs])
     return {"also": also, also: values.tolist(), f"{also}_mean": float(values.mean()),
             f"{also}_std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}  # fmt: skip
+
+
+def _train_in_parallel(todo: list, jobs: int) -> dict:
+    """Train the seeds of `todo` in `jobs` worker processes; their summaries by seed.
+
+    Ctrl-C reaches the main process alone (the workers start with SIGINT ignored, so none dies
+    in a traceback): it sends each worker SIGTERM, on which a training stops at its next step
+    and checkpoints, waits for them, and raises Interrupted."""
+    import multiprocessing
+    import signal
+    import threading
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .errors import Interrupted
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:  # the workers are started by submit(), and inherit the ignored SIGINT
+        pool = ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"))
+        futures = {seed: pool.submit(_train_seed, cfg.to_dict(), str(run), False, threads)
+                   for seed, cfg, run in todo}  # fmt: skip
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    with pool:
+        try:
+            return {seed: future.result() for seed, future in futures.items()}
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            for worker in multiprocessing.active_children():
+                worker.terminate()  # SIGTERM
+            pool.shutdown(wait=True)
+            raise Interrupted("interrupted") from None
 
 
 def _check_bench_folder(out) -> None:

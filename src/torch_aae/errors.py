@@ -8,5 +8,9 @@ class AAEError(Exception):
     """A problem with the user's input, files or configuration, explained in one line."""
 
 
+class Interrupted(AAEError):
+    """Training stopped by a signal (Ctrl-C, SIGTERM) after a checkpoint: the run can continue."""
+
+
 class AAEWarning(UserWarning):
     """A request that runs but probably not as the user meant, explained in one line."""

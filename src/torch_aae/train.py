@@ -40,7 +40,7 @@ from .checkpoint import (
 )
 from .config import Config, TrainConfig, refuse_unread
 from .data import Dataset
-from .errors import AAEError, AAEWarning
+from .errors import AAEError, AAEWarning, Interrupted
 from .logger import RunLogger
 from .run_folder import (  # noqa: F401  (RunFolder, RESUMES: torch_aae.train's names too)
     CHECKPOINT, RESUMES, RunFolder, check_epochs_left, check_resumable, default_config, record_resume,
@@ -190,8 +190,8 @@ def fit(
         # A signal during the last epoch's end: its checkpoint is written. (Under torchrun the
         # ranks agree on a signal only inside the loop; there the run goes on to its summary.)
         if stop.requested and not world.active:
-            where = f"; --resume --out {run_path} evaluates it" if run_path else ""
-            raise AAEError(f"interrupted after the last epoch{where}")
+            where = f"; {_resume_command(model.kind, run_path)} evaluates it" if run_path else ""
+            raise Interrupted(f"interrupted after the last epoch{where}")
         summary = None
         if world.main:
             summary = variant.evaluate(model, data, device)
@@ -202,9 +202,9 @@ def fit(
             )
             if world.active:
                 summary["processes"] = world.size
-            if run_path is not None:
-                atomic_write_json(run_path / "summary.json", summary)
+            if run_path is not None:  # summary.json last: a run with one has its plots too
                 make_plots(model, data, run_path, device, state.history)
+                atomic_write_json(run_path / "summary.json", summary)
         return distributed.broadcast_object(summary, world)
     finally:
         logger.close()
@@ -212,6 +212,10 @@ def fit(
             folder.close()
         if joined:
             distributed.shutdown()
+
+
+def _resume_command(kind: str, run_path: Path) -> str:
+    return f"`aae train {kind} --out {run_path} --resume`"
 
 
 class StopOnSignal:
@@ -313,8 +317,8 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
                     bar.close()
                     _means(distributed.average_sums(state.sums, world), state.batch, check=True)
                     checkpoint()
-                    where = f"; resume with --resume --out {run_path}" if run_path else ""
-                    raise AAEError(f"interrupted at epoch {epoch + 1}, step {state.step}{where}")
+                    where = f"; continue with {_resume_command(model.kind, run_path)}" if run_path else ""
+                    raise Interrupted(f"interrupted at epoch {epoch + 1}, step {state.step}{where}")
         except KeyboardInterrupt:  # inside a step: its updates are partial, do not save them
             bar.close()
             kept = f"; the checkpoint of step {_saved_step(run_path)} is kept" if run_path else ""
