@@ -54,6 +54,8 @@ CASES = {
                             "is a unsupervised model"),  # fmt: skip
     "zero epochs": (["train", "unsupervised", "--out", "{run}", "--resume", "--epochs", "0"],
                     "--epochs 0: must be positive"),  # fmt: skip
+    "batch larger than the data": (["train", "unsupervised", "--out", "{new}", *TINY, "--batch-size", "101"],
+                                   "--batch-size 101 is larger than the 100 training images"),  # fmt: skip
     "negative lr": (["train", "unsupervised", "--out", "{new}", *TINY, "--lr-recon", "-1"],
                     "--lr-recon -1.0: must be positive"),  # fmt: skip
     "NaN in .npz": (["train", "unsupervised", "--out", "{new}", *TINY, "--dataset", "{root}/nan.npz"],

@@ -118,6 +118,9 @@ def fit(
         raise AAEError(f"train must be a TrainConfig, not {type(train).__name__}")
     config = default_config(model, data, train) if config is None else run_config(config, model, data, train)
     data.check()
+    if train.batch_size > len(data.train_x):  # not shrunk without a word: config.json would lie
+        raise AAEError(f"--batch-size {train.batch_size} is larger than the {len(data.train_x)} "
+                       "training images")  # fmt: skip
     if resume and out is None:
         raise AAEError("resume needs the run folder to resume from (out=...)")
     branch_ckpt = None
@@ -255,8 +258,6 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
     n, bs = len(train_x), train.batch_size
     # Several processes split each global batch evenly: an incomplete last batch is dropped.
     steps_per_epoch = n // bs if world.active else math.ceil(n / bs)
-    if steps_per_epoch == 0:
-        raise AAEError(f"{n} training images make no batch of {bs} (--batch-size)")
 
     def checkpoint():
         _check_weights(model)  # also without a run folder: nothing is evaluated from NaN weights
