@@ -51,7 +51,7 @@ CASES = {
     "resume, other shape": (["train", "unsupervised", "--out", "{run}", "--resume", "--z-dim", "3"],
                             "was made with --z-dim 2, not 3"),  # fmt: skip
     "resume, other model": (["train", "semi-supervised", "--out", "{run}", "--resume"],
-                            "is a unsupervised model"),  # fmt: skip
+                            "the run's model is unsupervised, not semi-supervised"),  # fmt: skip
     "zero epochs": (["train", "unsupervised", "--out", "{run}", "--resume", "--epochs", "0"],
                     "--epochs 0: must be positive"),  # fmt: skip
     "batch larger than the data": (["train", "unsupervised", "--out", "{new}", *TINY, "--batch-size", "101"],

@@ -259,7 +259,7 @@ def test_check_compatible():
     check_compatible(ckpt, model)  # same model: fine
     with pytest.raises(AAEError, match=r"differs.*'z_dim': \(2, 3\)"):
         check_compatible(ckpt, tiny_model(z_dim=3))
-    with pytest.raises(AAEError, match="is a supervised model, not unsupervised"):
+    with pytest.raises(AAEError, match="the checkpoint's model is supervised, not unsupervised"):
         check_compatible({**ckpt, "model_kind": "supervised"}, model)
 
 

@@ -75,6 +75,14 @@ def test_cache_round_trip_is_keyed_by_the_test_split(clf, data, tmp_path):
     assert (tmp_path / classifier_path(data).name).with_suffix(".json").is_file()
 
 
+def test_zero_epochs_are_refused_with_a_cached_classifier_too(clf, data, tmp_path):
+    from torch_aae.classifier import train_and_cache
+
+    save_classifier(clf, classifier_path(data, tmp_path), {"test_accuracy": 0.9})
+    with pytest.raises(AAEError, match="--epochs 0: must be positive"):
+        train_and_cache(data, tmp_path, epochs=0)
+
+
 def test_checksum_identifies_the_test_split(data):
     assert data_checksum(data) == data_checksum(subset_of(data, 10, 500))
     assert data_checksum(data) != data_checksum(subset_of(data, 10, 499))

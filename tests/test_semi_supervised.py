@@ -294,6 +294,17 @@ def test_bench_seeds_refuses_a_folder_that_is_not_a_benchs(tmp_path, content, me
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(content)
 
 
+def test_a_bench_folder_of_another_model_is_named_as_such(tmp_path):
+    from torch_aae import bench
+    from torch_aae.errors import AAEError
+
+    (tmp_path / "seed-0").mkdir()
+    (tmp_path / "seed-0" / "config.json").write_text(json.dumps({"model_kind": "clustering", "data": {}}))
+    config = Config("semi-supervised", DataConfig(labels="100"), ModelConfig(), tiny_train(epochs=1))
+    with pytest.raises(AAEError, match=r"seed-0 holds a run of the clustering model, not semi-supervised"):
+        bench.bench_seeds(config, 1, tmp_path, "aae bench ...", progress=False)
+
+
 def test_an_interrupted_bench_says_to_run_it_again(tmp_path, monkeypatch):
     # A seed's training stopped by a signal says "aae train ... --resume"; a bench has no
     # --resume: its own command, run again, continues.

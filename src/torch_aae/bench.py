@@ -424,6 +424,9 @@ def _check_same_config(run, cfg) -> None:
     from .config import SECTIONS
 
     saved, wanted = json.loads(saved_path.read_text()), cfg.to_dict()
+    if saved.get("model_kind") != wanted["model_kind"]:  # before its settings, which differ anyway
+        raise AAEError(f"{run} holds a run of the {saved.get('model_kind')} model, not "
+                       f"{wanted['model_kind']}: use another --out")  # fmt: skip
     for section, cls in SECTIONS.items():
         # A key the saved run lacks predates its field: that run had the field's default.
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
@@ -434,8 +437,6 @@ def _check_same_config(run, cfg) -> None:
             if a != b:
                 raise AAEError(f"{run} holds a run with {section}.{key}={a!r}, not {b!r}: "
                                f"use another --out, or delete that run")  # fmt: skip
-    if saved.get("model_kind") != wanted["model_kind"]:
-        raise AAEError(f"{run} holds a {saved.get('model_kind')} run, not {wanted['model_kind']}")
 
 
 def _train_seed(config_dict: dict, run: str, progress: bool, threads: int | None = None) -> dict:

@@ -223,6 +223,8 @@ def train_and_cache(data: Dataset, cache: str | os.PathLike | None = None,
         The classifier and its info: path, test_accuracy, cached (bool), epochs, seed, dataset,
         checksum, train_seconds.
     """
+    if epochs <= 0:  # refused with a cached classifier too, as without one
+        raise AAEError(f"--epochs {epochs}: must be positive")
     path = classifier_path(data, cache)
     if path.is_file() and not retrain:
         model = load_classifier(path, device)

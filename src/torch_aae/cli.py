@@ -259,7 +259,7 @@ def _resumed_config(saved: cfg.Config, given: cfg.Config, explicit: set | None =
         flag: the flag that continues a saved run (--resume, --branch-from), for the errors.
     """
     if saved.model_kind != given.model_kind:
-        raise AAEError(f"{flag}: the run is a {saved.model_kind} model, not {given.model_kind}")
+        raise AAEError(f"{flag}: the run's model is {saved.model_kind}, not {given.model_kind}")
     if explicit is None:
         default = _config_from_args(build_parser().parse_args(["train", given.model_kind, "--out", "-"]))
         explicit = {name for section in cfg.SECTIONS

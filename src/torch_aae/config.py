@@ -215,7 +215,8 @@ class Config:
             value = getattr(t, name)
             if value and self.model_kind not in kinds:
                 flag = f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")
-                raise AAEError(f"{flag}: the {self.model_kind} model does not take it ({', '.join(kinds)} do)")
+                takers = f"only the {kinds[0]} model does" if len(kinds) == 1 else f"{', '.join(kinds)} do"
+                raise AAEError(f"{flag}: the {self.model_kind} model does not take it ({takers})")
         # Only the unsupervised model builds its prior from these fields.
         m = self.model
         if m.clusters < 0:

@@ -536,7 +536,7 @@ def _restore_loaded(ckpt: dict, path: Path, model, optimizers, device, scaler=No
 
 def check_compatible(ckpt: dict, model) -> None:
     if ckpt["model_kind"] != model.kind:
-        raise AAEError(f"checkpoint is a {ckpt['model_kind']} model, not {model.kind}")
+        raise AAEError(f"the checkpoint's model is {ckpt['model_kind']}, not {model.kind}")
     if ckpt["model_args"] != model.model_args:
         diff = {k: (v, model.model_args.get(k)) for k, v in ckpt["model_args"].items()
                 if model.model_args.get(k) != v}  # fmt: skip
