@@ -244,6 +244,29 @@ def test_usage_errors_exit_2(argv, capsys, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("argv, prog", [
+    (["train", "unsupervised", "--out", "x", "--bogus"], "aae train unsupervised"),
+    (["bench", "throughput", "--bogus", "3"], "aae bench throughput"),
+    (["classifier", "train", "--bogus"], "aae classifier train"),
+    (["download", "--bogus"], "aae download"),
+])
+def test_an_unknown_flag_points_to_its_commands_help(argv, prog, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{prog}: error: unrecognized arguments: --bogus") and f"(see `{prog} --help`)" in err
+
+
+def test_version(capsys):
+    from torch_aae import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"torch-aae {__version__}"
+
+
 def test_resumed_config_takes_the_saved_run_and_resumable_flags():
     saved = C.Config(model=C.ModelConfig(hidden=32, z_dim=3), train=C.TrainConfig(epochs=2, seed=4))
     # Flags left at their defaults keep the saved values; resumable ones may change.

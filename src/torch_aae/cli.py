@@ -38,6 +38,17 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown flag is reported by the subcommand it was given to
+        (argparse leaves it to the top parser, whose help does not list that command's flags)."""
+        known, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            words = [w for w in (getattr(known, d, None) for d in ("command", "model_kind", "bench", "classifier"))
+                     if isinstance(w, str)]  # fmt: skip
+            prog = " ".join([self.prog, *words])
+            self.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see `{prog} --help`)\n")
+        return known
+
 
 NO_PROGRESS = "no progress bar (there is none anyway when stderr is not a terminal)"
 
@@ -46,6 +57,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="aae", description="Adversarial Autoencoders (Makhzani et al., 2015) on PyTorch."
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"torch-aae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train a model into a run folder")
