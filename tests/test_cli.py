@@ -224,6 +224,13 @@ def test_sample_errors_in_process(capsys, tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.parametrize("command", ["evaluate", "plot", "report"])
+def test_commands_on_a_run_say_the_same_of_a_missing_folder_or_a_file(command, capsys, tmp_path):
+    (tmp_path / "file.pt").write_bytes(b"")
+    assert _main_error(capsys, [command, tmp_path / "nope"]).endswith("nope: no such run folder")
+    assert _main_error(capsys, [command, tmp_path / "file.pt"]).endswith("file.pt: a file; give the run folder that holds it")
+
+
 def test_evaluate_needs_a_run_folder_not_just_a_checkpoint(capsys, tmp_path):
     save_model(tiny_model(), tmp_path / "run" / "checkpoints" / "latest.pt")
     assert "not a run folder" in _main_error(capsys, ["evaluate", tmp_path / "run"])

@@ -103,8 +103,8 @@ def plot_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, prior=N
     """Redraw the run's plots from its latest checkpoint and metrics history (`prior`: that of a
     model trained with a custom prior)."""
     device = resolve_device(device)
-    model = load_model(run, device, prior)
-    return make_plots(model, _run_data(run, data_dir), Path(run), device, read_history(run))
+    data = _run_data(run, data_dir)  # first: it refuses what is not a run folder, as evaluate does
+    return make_plots(load_model(run, device, prior), data, Path(run), device, read_history(run))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -126,6 +126,8 @@ def histogram_png(metrics: dict) -> bytes | None:
 def render_report(run: str | os.PathLike) -> str:
     """The HTML text of the report of run folder `run`."""
     run = Path(run)
+    if not run.exists():
+        raise AAEError(f"{run}: no such run folder")
     if run.is_file():
         raise AAEError(f"{run}: a file; give the run folder that holds it")
     from .run_folder import recorded_config
