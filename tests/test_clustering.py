@@ -131,6 +131,9 @@ def test_bench_seeds_reports_the_cluster_error_over_seeds(mnist, tmp_path, monke
     markdown = (tmp_path / "bench.md").read_text()
     assert "| clustering | 16 | 2 |" in markdown
     assert f"test cluster error, by majority vote (each cluster takes the most frequent label of its training images): {50 * sum(majority):.2f}" in markdown
+    assert "label of the training image (the run has no validation split) it is most confident of" in markdown
+    with_split = {**result, "config": {**result["config"], "data": {**result["config"]["data"], "val_size": 1000}}}
+    assert "label of the validation image it is most confident of" in bench.bench_markdown(with_split)
 
 
 def test_bench_rescores_a_clustering_run_finished_before_the_papers_rule(mnist, tmp_path, monkeypatch):

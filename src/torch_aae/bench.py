@@ -501,8 +501,10 @@ def bench_markdown(r: dict) -> str:
         lines += ["The spread is over seeds; each seed's standard error (se) is over the test "
                   "images, which every seed shares.", ""]  # fmt: skip
     if metric == "test_cluster_error_paper_rule":
-        lines += ["The paper's rule: each cluster takes the label of the validation image it is "
-                  "most confident of.", ""]  # fmt: skip
+        held_out = r.get("config", {}).get("data", {}).get("val_size")
+        images = "validation image" if held_out else "training image (the run has no validation split)"
+        lines += [f"The paper's rule: each cluster takes the label of the {images} it is most "
+                  "confident of.", ""]  # fmt: skip
     also = r.get("also")
     if also is not None:
         spread = f" ± {scale * r[f'{also}_std']:.{digits}f}" if len(r["seeds"]) > 1 else ""
