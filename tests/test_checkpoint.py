@@ -331,7 +331,7 @@ def test_retry_after_a_run_that_failed_at_once(tmp_path, monkeypatch):
     data = synthetic_dataset(20, shape=(4, 4))
     model = tiny_model(in_dim=16, image_shape=(4, 4))
     with pytest.raises(AAEError, match="CUDA is not available"):
-        fit(model, data, tiny_train(device="cuda"), out=tmp_path / "run", progress=False)
+        fit(model, data, tiny_train(device="cuda", batch_size=20), out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()  # refused before the folder was made
     fit(model, data, tiny_train(device="cpu", batch_size=20), out=tmp_path / "run", progress=False)
 

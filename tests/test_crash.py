@@ -99,9 +99,11 @@ def test_ctrl_c_on_a_parallel_bench_checkpoints_each_seed_without_a_traceback(tm
     bench = ["bench", "semi-supervised", "--labels", "100", "--subset", "400", "--hidden", "64",
              "--disc-hidden", "32", "--epochs", "50", "--batch-size", "20", "--checkpoint-every", "1",
              "--seeds", "2", "--jobs", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+    # A background job (pytest run with `&`, some CI runners) starts with SIGINT ignored, which
+    # its children inherit: the bench is given the terminal's default, as a user's command has.
     proc = subprocess.Popen([sys.executable, "-m", "torch_aae", *bench], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     seeds = [out / "seed-0", out / "seed-1"]
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline and min(map(step_of, seeds)) < 2:
