@@ -1,6 +1,6 @@
 """torch-aae: Adversarial Autoencoders (Makhzani et al., arXiv 1511.05644) on PyTorch."""
 
-from .api import build_model, evaluate_run, load_run_config, plot_run
+from .api import build_model, encode_images, encode_run, evaluate_run, load_run_config, plot_run
 from .classifier import Classifier, classifier_accuracy, features, predict, train_classifier
 from .checkpoint import load_model, save_model
 from .config import Config, DataConfig, ModelConfig, TrainConfig
@@ -26,7 +26,7 @@ __all__ = [
     "AAEError", "AAEWarning", "CategoricalPrior", "Classifier", "ClusteringAAE", "Config", "DataConfig", "Dataset",
     "DimReductionAAE", "GaussianPrior", "Interrupted", "MixturePrior", "ModelConfig", "SemiSupervisedAAE", "SupervisedAAE",
     "SwissRollPrior", "TrainConfig", "UniformPrior", "UnsupervisedAAE", "build_model", "defaults",
-    "class_histogram", "classifier_accuracy", "download_mnist", "evaluate_run", "features", "fit",
+    "class_histogram", "classifier_accuracy", "download_mnist", "encode_images", "encode_run", "evaluate_run", "features", "fit",
     "frechet_distance", "load_dataset", "load_model", "load_run_config", "make_prior",
     "parzen_evaluate", "plot_run", "predict", "save_model", "train_classifier", "write_report",
 ]  # fmt: skip

@@ -108,6 +108,70 @@ def plot_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, prior=N
 
 
 # ----------------------------------------------------------------------------------------------
+# Codes of images: the learned representation, for use outside the library
+
+ENCODE_SPLITS = ("test", "train", "val")
+
+
+@torch.no_grad()
+def encode_images(model, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
+    """What the trained encoder makes of images `x` (n, features) in [0, 1], in eval mode (no
+    dropout, no input noise), run on the model's device; CPU tensors:
+
+    - `z` (n, z_dim): the code (the style code of the models that have a class y);
+    - `probs` (n, K) and `pred` (n,): q(y|x) and its argmax, for the semi-supervised (classes),
+      clustering and dim-reduction (clusters) models;
+    - `representation` (n, z_dim): the dim-reduction model's W^T softmax(y) + z.
+    """
+    features = model.model_args["in_dim"]
+    if x.dim() != 2 or x.shape[1] != features:
+        got = f"{x.shape[1]} values" if x.dim() == 2 else f"shape {tuple(x.shape)}"
+        raise AAEError(f"images of {got}; the {model.kind} model reads images of "
+                       f"{'x'.join(map(str, model.image_shape))} ({features} values)")  # fmt: skip
+    model.eval()
+    device = next(model.parameters()).device
+    out = {"z": [], "probs": [], "representation": []}
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device, torch.float32)
+        if hasattr(model, "class_probabilities"):
+            logits, z = model.encoder(xb)
+            out["probs"].append(logits.float().softmax(1).cpu())
+            if hasattr(model, "represent"):
+                out["representation"].append(model.decoder_input(logits.softmax(1), z).float().cpu())
+        else:
+            z = model.encode(xb)
+        out["z"].append(z.float().cpu())
+    codes = {k: torch.cat(v) for k, v in out.items() if v}
+    if "probs" in codes:
+        codes["pred"] = codes["probs"].argmax(1)
+    return codes
+
+
+def encode_run(run: str | os.PathLike, split: str = "test", device: str = "cpu", data_dir=None,
+               prior=None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """`encode_images` of the run's latest checkpoint on one split of its data, as its training
+    loaded it ("val": its validation split), with that split's labels as `labels` (n,). (Other
+    images: `encode_images(load_model(run), x)`.)
+
+    Args:
+        prior: the prior object of a model trained with a custom prior (see `load_model`).
+    """
+    if split not in ENCODE_SPLITS:
+        raise AAEError(f"split {split!r}: choose {', '.join(ENCODE_SPLITS)}")
+    device = resolve_device(device)
+    data = _run_data(run, data_dir)  # first: it refuses what is not a run folder
+    x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+    if x is None:
+        why = ("the run has no validation split (it trained without --val-size)" if split == "val"
+               else f"{data.name} has no test split")  # fmt: skip
+        raise AAEError(f"--split {split}: {why}")
+    codes = encode_images(load_model(run, device, prior), x)
+    if y is not None:
+        codes["labels"] = y.clone()
+    return codes
+
+
+# ----------------------------------------------------------------------------------------------
 # Sample evaluation: Parzen log-likelihood (paper's Table 1) and classifier-based sample quality
 
 

@@ -1,4 +1,4 @@
-"""The `aae` command line: train, evaluate, report, sample, plot, bench, download, classifier.
+"""The `aae` command line: train, evaluate, report, sample, encode, plot, bench, download, classifier.
 
 Every expected failure is one line on stderr (`aae: error: ...`) and exit status 1; a usage
 error (a missing or malformed argument) is one line too, `aae ...: error: ...`, with exit status 2.
@@ -112,6 +112,17 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                              "clustering and dim-reduction models, and a model trained with "
                              "--condition-labels (default: the model's own mix)")  # fmt: skip
     sample.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+
+    enc = sub.add_parser("encode", help="write the codes of a run's images (z; q(y|x) where the model has it) to a .npz")
+    enc.add_argument("run", help="run folder (with --images, a checkpoint file will do)")
+    enc.add_argument("--out", required=True, help="the .npz file to write")
+    enc.add_argument("--split", default=argparse.SUPPRESS if suppress_defaults else "test", choices=("test", "train", "val"),
+                     help="which of the run's images: the test set, or as training loaded them, its "
+                          "training images or its validation split (default: test)")  # fmt: skip
+    enc.add_argument("--images", default=None, metavar="FILE.npz",
+                     help="encode the images of a .npz instead (array x, as `--dataset FILE.npz` "
+                          "reads it; its y, if any, is kept as the labels)")  # fmt: skip
+    _add_runtime_flags(enc)
 
     plot = sub.add_parser("plot", help="(re)draw a run's plots into RUN/plots")
     plot.add_argument("run", help="run folder")
@@ -356,6 +367,44 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_encode(args) -> int:
+    import io
+
+    import numpy as np
+
+    from .api import encode_images, encode_run
+    from .checkpoint import atomic_write_bytes, load_model
+    from .data import load_npz_images
+    from .train import resolve_device
+
+    out = Path(args.out)
+    if args.out.endswith("/") or out.is_dir():
+        raise AAEError(f"--out {args.out}: a folder; give a file such as {out / 'codes.npz'}")
+    if out.suffix.lower() != ".npz":
+        raise AAEError(f"--out {args.out}: give a file name ending in .npz")
+    if args.images is None:
+        codes = encode_run(args.run, args.split, device=args.device, data_dir=args.data_dir)
+    else:
+        for flag, given in (("--split", "split" in args.explicit), ("--data-dir", args.data_dir is not None)):
+            if given:
+                raise AAEError(f"{flag} is for the run's own images; --images gives others: drop one")
+        x, y = load_npz_images(args.images)
+        model = load_model(args.run, resolve_device(args.device))
+        try:
+            codes = encode_images(model, x)
+        except AAEError as e:  # the images do not fit the model: name their file
+            raise AAEError(f"{args.images}: {e}") from None
+        if y is not None:
+            codes["labels"] = y
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: v.numpy() for k, v in codes.items()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, buffer.getvalue())
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in codes.items())
+    print(f"wrote {args.out}: {shapes}")
+    return 0
+
+
 def cmd_plot(args) -> int:
     from .api import plot_run
 
@@ -423,6 +472,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "report": cmd_report,
     "sample": cmd_sample,
+    "encode": cmd_encode,
     "plot": cmd_plot,
     "bench": cmd_bench,
     "download": cmd_download,

@@ -351,23 +351,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     Loaded with allow_pickle=False: object arrays are refused, never unpickled.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AAEError(f"{path}: no such file")
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except OSError as e:
-        raise AAEError(f"{path}: cannot read ({e.strerror})") from None
-    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # a .npz is a zip archive
-        raise AAEError(f"{path}: not a .npz file (not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except ValueError as e:
-        hint = "; object arrays are not supported" if "bject array" in str(e) else ""
-        raise AAEError(f"{path}: refused ({e}){hint}") from None
-    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError, ...
-        raise AAEError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    arrays = _read_npz(path)
     if "x" not in arrays:
         raise AAEError(f"{path}: no array named 'x' (found: {sorted(arrays) or 'none'})")
     unknown = sorted(set(arrays) - set(NPZ_KEYS))
@@ -401,6 +385,43 @@ def load_npz(path: str | os.PathLike) -> Dataset:
         image_shape=tuple(x.shape[1:]),
         num_classes=num_classes,
     )
+
+
+def load_npz_images(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The images `x` of a .npz (as `load_npz` reads them: (n, h, w) or (n, d) in [0, 1]) as a
+    float32 (n, features) tensor, and its integer labels `y` (n,) if it has them, any classes;
+    its other arrays are not read."""
+    path = Path(path)
+    arrays = _read_npz(path)
+    if "x" not in arrays:
+        raise AAEError(f"{path}: no array named 'x' (found: {sorted(arrays) or 'none'})")
+    x = _check_images(arrays["x"], f"{path}: x")
+    y = _check_labels(arrays.get("y"), len(x), f"{path}: y")
+    x = torch.from_numpy(np.ascontiguousarray(x.reshape(len(x), -1), np.float32))
+    return x, None if y is None else torch.from_numpy(y.astype(np.int64))
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a .npz file, refused with one clear error if it is not one (or holds object
+    arrays: allow_pickle=False, nothing is unpickled)."""
+    if not path.is_file():
+        raise AAEError(f"{path}: no such file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise AAEError(f"{path}: cannot read ({e.strerror})") from None
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):  # a .npz is a zip archive
+        raise AAEError(f"{path}: not a .npz file (not a zip archive)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except ValueError as e:
+        hint = "; object arrays are not supported" if "bject array" in str(e) else ""
+        raise AAEError(f"{path}: refused ({e}){hint}") from None
+    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError, ...
+        raise AAEError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    return arrays
 
 
 def _check_classes(y: np.ndarray, y_test: np.ndarray | None, path: Path) -> int:
