@@ -110,7 +110,7 @@ def test_load_model_with_unknown_model_args_is_an_aae_error(tmp_path):
     payload = {"model_kind": "unsupervised", "model_args": {**model.model_args, "future": 1},
                "config": {}, "networks": model.state_dict()}  # fmt: skip
     ck.save_checkpoint(tmp_path / "m.pt", payload, {})
-    with pytest.raises(AAEError):
+    with pytest.raises(AAEError, match=r"m\.pt: its model arguments do not fit this version \(.*'future'\)"):
         load_model(tmp_path / "m.pt")
 
 
@@ -674,7 +674,7 @@ def test_fit_into_an_existing_run_without_flags(tmp_path, resume_data):
 
 
 def test_resume_without_run_folder_is_an_aae_error(resume_data):
-    with pytest.raises(AAEError):
+    with pytest.raises(AAEError, match=r"resume needs the run folder to resume from \(out=\.\.\.\)"):
         fit(tiny_model(), resume_data, tiny_train(), out=None, resume=True, progress=False)
 
 

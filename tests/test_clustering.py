@@ -60,6 +60,32 @@ def test_the_papers_rule_takes_each_clusters_most_confident_reference_image():
     assert clustering.cluster_error(log_q.argmax(1), ref_labels, test_clusters, test_labels, 2) == 0.25
 
 
+@pytest.mark.parametrize("with_val", [True, False])
+def test_the_papers_rule_reads_the_validation_split_when_there_is_one(with_val):
+    """Two clusters told apart by the first pixel v (cluster 0 where v > 0.5, the more confident
+    the larger |v - 0.5|). The training images' most confident ones label the clusters rightly,
+    the validation images' wrongly: the test error by the paper's rule is 1 with the validation
+    split, 0 without it; the majority vote (training images) gives 0 either way."""
+    from torch_aae import ClusteringAAE
+    from torch_aae.data import Dataset
+
+    def images(v):
+        return torch.tensor(v)[:, None].expand(len(v), 4).contiguous()
+
+    data = Dataset("hand-made", images([0.9, 0.1, 0.8, 0.2]), torch.tensor([0, 1, 0, 1]),
+                   images([0.9, 0.8, 0.1, 0.2]), torch.tensor([0, 0, 1, 1]), (2, 2), 2)  # fmt: skip
+    if with_val:  # its most confident image of cluster 0 is a 1, of cluster 1 a 0
+        data.val_x, data.val_y = images([0.95, 0.05, 0.7, 0.3, 0.6]), torch.tensor([1, 0, 0, 1, 0])
+    model = ClusteringAAE(4, (2, 2), n_classes=2, z_dim=2, hidden=8, disc_hidden=8)
+    model.encoder.classify = lambda x: torch.stack([10 * x[:, 0], 10 * (1 - x[:, 0])], 1)
+    metrics = clustering.evaluate(model, data, "cpu")
+    assert metrics["test_cluster_error_paper_rule"] == (1.0 if with_val else 0.0)
+    assert metrics["test_cluster_error"] == 0.0
+    # Logged per epoch: the validation images' clusters labeled by majority vote of the
+    # training images' (cluster 0: 0, cluster 1: 1), so the first two of the five are wrong.
+    assert clustering.epoch_metrics(model, data, "cpu") == ({"eval/val_cluster_error": 0.4} if with_val else {})
+
+
 def test_log_probabilities_rank_images_that_float32_softmax_calls_equally_certain():
     logits = np.array([[30.0, 0.0, 0.0], [40.0, 0.0, 0.0], [35.0, 0.0, 0.0]], dtype=np.float32)
     assert (torch.tensor(logits).softmax(1)[:, 0] == 1.0).all()  # a three-way tie in float32

@@ -196,11 +196,24 @@ def test_cli_trains_a_conditioned_mixture_and_plots_it(tmp_path, capsys):
                    "--out", str(run)])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((run / "summary.json").read_text())
-    assert 0 <= summary["test_part_accuracy"] <= 1
+    assert 0 <= summary["test_part_accuracy"] <= 1  # its value: test_part_accuracy_and_shares_known_answer
     assert 0 <= summary["part_share_min"] <= 1 / 10 <= summary["part_share_max"] <= 1
     assert len(json.loads((run / "labeled_indices.json").read_text())) == 50
     assert json.loads((run / "config.json").read_text())["model"]["condition_labels"] == 50
     assert (run / "plots" / "latent.png").stat().st_size > 1000
+
+
+def test_part_accuracy_and_shares_known_answer(data):
+    """The final metrics of codes placed by hand: 30 test codes on the parts [0]*15 + [1]*10 +
+    [2]*5 of a 3-part mixture, against the labels i % 3."""
+    model = conditioned("mixture")
+    parts = torch.tensor([0] * 15 + [1] * 10 + [2] * 5)
+    model.encode = lambda x: model.prior.directions(parts[: len(x)]) * 1.4  # each part's mean
+    metrics = unsupervised.evaluate(model, data, "cpu")
+    right = (parts == data.test_y).float().mean().item()  # 5 + 3 + 2 of the 30 sit in their class's part
+    assert right == pytest.approx(10 / 30)
+    assert metrics["test_part_accuracy"] == pytest.approx(right)
+    assert (metrics["part_share_min"], metrics["part_share_max"]) == pytest.approx((5 / 30, 15 / 30))
 
 
 def test_instance_noise_falls_linearly_to_zero_over_the_run():
@@ -216,6 +229,8 @@ def test_instance_noise_blurs_the_codes_on_both_sides_not_the_labels(data):
     seen = disc_inputs(model)
     codes = []  # the encoder's outputs: the reconstruction pass, then the codes of phases 2-3
     model.encoder.register_forward_hook(lambda m, a, out: codes.append(out.detach()))
+    drawn, sample = [], model.prior.sample  # the prior's own draws, before any noise
+    model.prior.sample = lambda *a, **k: drawn.append(sample(*a, **k)) or drawn[-1]
     opt = unsupervised.make_optimizers(model, tiny_train())
     y = torch.tensor([0, 1, 2, -1, -1, 0])
     x = data.train_x[:6]
@@ -226,12 +241,14 @@ def test_instance_noise_blurs_the_codes_on_both_sides_not_the_labels(data):
     real, fake = seen[0].chunk(2)
     moved = (fake[:, :2] - codes[1]).std()  # moved by noise of std 2
     assert 1.0 < moved < 4.0
+    assert len(drawn) == 1 and 1.0 < (real[:, :2] - drawn[0]).std() < 4.0  # and the prior's samples
     assert torch.equal(fake[:, 2:], expected_onehot) and torch.equal(real[:, 2:], expected_onehot)
     torch.testing.assert_close(seen[1], fake)  # the generator phase sees the same blurred codes
     # At the end of the run the noise is gone: the discriminator sees the codes themselves.
-    seen.clear(), codes.clear()
+    seen.clear(), codes.clear(), drawn.clear()
     unsupervised.train_step(model, opt, x, y, ctx, 10)
-    assert torch.equal(seen[0].chunk(2)[1][:, :2], codes[1])
+    real, fake = seen[0].chunk(2)
+    assert torch.equal(fake[:, :2], codes[1]) and torch.equal(real[:, :2], drawn[0])
 
 
 def test_disc_noise_is_the_unsupervised_models_alone():

@@ -172,8 +172,10 @@ def test_frechet_distance_of_a_scaling_is_known():
 def test_frechet_distance_of_independent_draws_is_small_and_shapes_are_checked():
     small = frechet_distance(gaussian(4000, 4, 0), gaussian(4000, 4, 1))
     assert 0 <= small < 0.05 < frechet_distance(gaussian(4000, 4, 0), gaussian(4000, 4, 1, 2.0))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"need \(n, d\) and \(m, d\) with n, m >= 2, got \(10, 4\) and \(10, 3\)"):
         frechet_distance(gaussian(10, 4, 0), gaussian(10, 3, 0))
+    with pytest.raises(ValueError, match=r"got \(1, 4\) and \(10, 4\)"):  # one row has no covariance
+        frechet_distance(gaussian(1, 4, 0), gaussian(10, 4, 0))
 
 
 def test_class_histogram_known_answers():
@@ -182,7 +184,7 @@ def test_class_histogram_known_answers():
     assert uniform["sample_class_entropy"] == pytest.approx(1.0)
     collapsed = class_histogram(np.full(50, 3), 10)
     assert collapsed["sample_class_3"] == 1.0 and collapsed["sample_class_entropy"] == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"classes in 0\.\.9"):
         class_histogram(np.array([0, 10]), 10)
 
 

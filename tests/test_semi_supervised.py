@@ -222,11 +222,20 @@ def test_short_run_learns_to_classify_and_reports_test_error(data, tmp_path):
         assert (tmp_path / "run" / "plots" / name).stat().st_size > 1000
 
 
-def test_validation_error_is_logged_per_epoch_when_a_split_exists(data):
+def test_validation_error_is_logged_per_epoch_when_a_split_exists(data, tmp_path):
+    from torch_aae.logger import read_history
+
     data.val_x, data.val_y = data.train_x[:200], data.train_y[:200]
     model = tiny_semi()
-    fit(model, data, tiny_train(epochs=1), config=semi_config(epochs=1), out=None, progress=False)
-    assert 0 <= semi.epoch_metrics(model, data, "cpu")["eval/val_error"] <= 1
+    fit(model, data, tiny_train(epochs=2), config=semi_config(epochs=2), out=tmp_path / "run", progress=False)
+    history = read_history(tmp_path / "run")
+    assert [row["epoch"] for row in history] == [1, 2] and all("eval/val_error" in row for row in history)
+    # The last epoch's figure is the final weights' error on the validation images (not the test's).
+    model.eval()
+    with torch.no_grad():
+        wrong = (model.encoder.classify(data.val_x).argmax(1) != data.val_y).float().mean().item()
+        on_test = (model.encoder.classify(data.test_x).argmax(1) != data.test_y).float().mean().item()
+    assert history[-1]["eval/val_error"] == pytest.approx(wrong, abs=1e-6) and wrong != on_test
 
 
 def test_bench_seeds_reports_mean_and_std(data, tmp_path, monkeypatch):

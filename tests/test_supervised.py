@@ -143,6 +143,30 @@ def test_a_run_without_the_evaluation_classifier_stops_before_training(data, tmp
 # Metrics: known answers
 
 
+class _ReadsTheLabel(torch.nn.Module):
+    """A stand-in evaluation classifier: its logits are an image's first 10 pixels."""
+
+    def forward(self, x):
+        return x[:, :10]
+
+
+def test_every_code_is_decoded_with_every_label_in_order(monkeypatch):
+    from torch_aae.supervised import decode_every_label, score_grid
+
+    model = tiny_supervised()
+    # Each decoded image shows its label in its first 10 pixels and its code after them.
+    monkeypatch.setattr(model, "decode", lambda y, z: torch.cat([F.one_hot(y, 10).float(), z.sigmoid(),
+                                                                 torch.zeros(len(y), 772)], 1))  # fmt: skip
+    codes = torch.randn(7, 2)
+    images = decode_every_label(model, codes, "cpu")  # (7, 10, 784)
+    assert images.shape == (7, 10, 784)
+    assert torch.equal(images[..., :10].argmax(-1), torch.arange(10).repeat(7, 1))
+    torch.testing.assert_close(images[..., 10:12], codes.sigmoid()[:, None].expand(7, 10, 2))
+    predicted, style = score_grid(model, _ReadsTheLabel(), codes, "cpu", batch_size=3)
+    assert (predicted == np.tile(np.arange(10), (7, 1))).all() and style.shape == (7, 10, 2)
+    assert conditional_accuracy(predicted)["conditional_accuracy"] == 1.0
+
+
 def test_conditional_accuracy_known_answers():
     perfect = np.tile(np.arange(10), (7, 1))  # (7 codes, 10 labels), each called its label
     assert conditional_accuracy(perfect) == {"conditional_accuracy": 1.0}
