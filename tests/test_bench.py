@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import collections
+import time
+
 import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from torch_aae import bench
 from torch_aae.config import ModelConfig
@@ -34,11 +39,52 @@ def test_every_model_kind_reports_the_keys(kind):
     assert r["model_gflops"] == pytest.approx(r["images_per_second"] * r["flops_per_image"] / 1e9, rel=0.01)
 
 
+def test_images_per_second_is_the_rate_of_the_timed_steps(monkeypatch):
+    # Each step sleeps 50 ms besides its (millisecond) work, so the true rate is known without
+    # timing anything here: at most batch / 0.05 s (sleep never returns early), and at least
+    # batch / 0.5 s unless a tiny step took 450 ms on average. A rate off by 10x fails either way.
+    variant = bench.get_variant("unsupervised")
+    real_step = variant.train_step
+
+    def slow_step(*args):
+        time.sleep(0.05)
+        return real_step(*args)
+
+    monkeypatch.setattr(variant, "train_step", slow_step)
+    r = bench.throughput("unsupervised", batch_size=20, steps=4,
+                         model_config=ModelConfig(hidden=8, disc_hidden=8))  # fmt: skip
+    assert 20 / 0.5 < r["images_per_second"] <= 20 / 0.05
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_reduced_precision_replays_the_products_in_its_type(precision):
     cfg = ModelConfig(hidden=32, disc_hidden=32)
-    r = bench.throughput("unsupervised", batch_size=20, steps=2, model_config=cfg, precision=precision)
+    with _ProductTypes() as seen:
+        r = bench.throughput("unsupervised", batch_size=20, steps=2, model_config=cfg, precision=precision)
     assert r["precision"] == precision and r["fraction_of_peak"] > 0
+    # The operand types of the products actually run, not the reported setting: the recorded and
+    # timed steps' (mm, addmm) and the replay's (their out= forms) are all in the step's type.
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    assert set(seen["step"]) == {dtype} and set(seen["replay"]) == {dtype}
+
+
+class _ProductTypes(TorchDispatchMode):
+    """The operand dtypes of every mm/addmm run under it, by kind: "step" or "replay" (out=)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes = {"step": collections.Counter(), "replay": collections.Counter()}
+
+    def __enter__(self):
+        super().__enter__()
+        return self.dtypes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm):
+            kind = "replay" if "out" in kwargs else "step"
+            self.dtypes[kind].update(a.dtype for a in args if isinstance(a, torch.Tensor))
+        return func(*args, **kwargs)
 
 
 @pytest.mark.parametrize(

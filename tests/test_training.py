@@ -732,11 +732,17 @@ def test_sgd_optimizer_takes_the_papers_momenta():
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_networks_train_like_eager_ones(mnist, tmp_path):
     data = subset_of(mnist, 200, 100)
-    runs = {}
+    runs, graphs = {}, {}
     for mode in ("off", "default"):
         model = tiny_model(hidden=32, disc_hidden=32, dropout=0.0)
+        # A fresh Dynamo (no cached code from an earlier compile), so that its count of graphs
+        # is this run's: equal weights alone would also pass if compilation were skipped.
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
         fit(model, data, tiny_train(epochs=1, batch_size=50, compile=mode), out=tmp_path / mode, progress=False)
-        runs[mode] = model
+        runs[mode], graphs[mode] = model, torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert graphs["off"] == 0 and graphs["default"] > 0, graphs
+    assert all(n._compiled_call_impl is not None for n in runs["default"].children())  # each network
     for (name, a), b in zip(runs["off"].state_dict().items(), runs["default"].state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)  # same names, same training
     with pytest.raises(AAEError, match="--compile 'fast': choose off, default"):
