@@ -557,7 +557,7 @@ def _good_x(n=6):
         ({"x": np.array([[0.1, np.inf]])}, "NaN or infinite"),
         ({"x": np.array([[0.1, 1.5]])}, "values in"),
         ({"x": np.array([[-0.1, 0.5]])}, "values in"),
-        ({"x": np.array([[0, 255]], dtype=np.uint8)}, "values in"),
+        ({"x": np.array([[0, 255]], dtype=np.uint8)}, "values in [0, 255]; the BCE loss needs them in [0, 1] (uint8 pixels: divide by 255)"),
         ({"x": np.array([0.1, 0.2])}, "expected grayscale images (n, height, width) or vectors"),
         ({"x": np.full((6, 3, 2, 2), 0.5)}, "shape (6, 3, 2, 2); expected grayscale images"),
         ({"x": np.zeros((0, 4))}, "no rows"),

@@ -451,7 +451,8 @@ def _check_images(x: np.ndarray, what: str) -> np.ndarray:
         raise AAEError(f"{what}: contains NaN or infinite values")
     lo, hi = x.min(), x.max()
     if lo < 0 or hi > 1:
-        raise AAEError(f"{what}: values in [{lo}, {hi}]; the BCE loss needs them in [0, 1]")
+        hint = " (uint8 pixels: divide by 255)" if x.dtype == np.uint8 else ""
+        raise AAEError(f"{what}: values in [{lo}, {hi}]; the BCE loss needs them in [0, 1]{hint}")
     return x
 
 
