@@ -8,11 +8,11 @@ import json
 
 import pytest
 import torch
-from conftest import REPO_ROOT, synthetic_dataset, tiny_model, tiny_train
+from conftest import REPO_ROOT, subset_of, synthetic_dataset, tiny_model, tiny_train
 
 from torch_aae import (
     AAEError, ClusteringAAE, Config, DataConfig, ModelConfig, SemiSupervisedAAE, build_model,
-    defaults, evaluate_run, fit, load_dataset, load_run_config,
+    defaults, encode_run, evaluate_run, fit, load_dataset, load_run_config, plot_run,
 )  # fmt: skip
 from torch_aae import cli
 
@@ -36,6 +36,7 @@ def test_a_python_run_records_its_data_and_resumes_from_the_cli_elsewhere(loaded
     meta = json.loads((run / "checkpoints" / "latest.json").read_text())
     assert steps == [1, 2] and meta["step"] == 2 * 200 // 50  # both epochs on the 200 images
     assert "test_recon_bce" in evaluate_run(run)
+    assert not (run / "hand_built_data.json").exists()  # its config loads its data again
 
 
 def test_fit_takes_the_train_section_of_a_config_and_records_the_models_own_arguments(loaded, tmp_path):
@@ -138,6 +139,12 @@ def test_a_hand_built_dataset_is_checked_before_training(changes, fragment):
     assert fragment in str(err.value)
 
 
+def test_a_model_must_read_the_datas_image_size():
+    with pytest.raises(AAEError, match=r"the model reads images of 784 values, synthetic's have 16 \(4x4\): "
+                                       r"build it with in_dim=16, image_shape=\(4, 4\)"):
+        fit(tiny_model(), _data(), tiny_train(batch_size=10), progress=False)
+
+
 def test_a_semi_supervised_model_must_have_the_datas_classes():
     torch.manual_seed(0)
     model = SemiSupervisedAAE(16, (4, 4), n_classes=5, z_dim=2, hidden=16, disc_hidden=16)
@@ -188,3 +195,23 @@ def test_a_model_built_by_hand_refuses_impossible_arguments(build, fragment):
     with pytest.raises(AAEError) as err:
         build()
     assert fragment in str(err.value)
+
+
+def test_a_run_on_a_hand_built_dataset_asks_for_it_instead_of_loading_another(mnist, tmp_path, capsys):
+    data = subset_of(mnist, 200, 100)  # named "mnist" but built by hand: not MNIST's 10,000 test images
+    run = tmp_path / "run"
+    summary = fit(tiny_model(), data, tiny_train(), out=run, progress=False)
+    record = json.loads((run / "hand_built_data.json").read_text())
+    assert record == {"name": "mnist", "train": 200, "val": 0, "test": 100}
+    for call in (evaluate_run, plot_run, encode_run):
+        with pytest.raises(AAEError, match=r"trained on a Dataset built in Python \('mnist', 200 training "
+                                           r"images\), which its config cannot load again; pass that Dataset"):
+            call(run)
+    assert evaluate_run(run, data=data)["test_recon_bce"] == pytest.approx(summary["test_recon_bce"], rel=1e-6)
+    assert len(encode_run(run, data=data)["z"]) == 100 and plot_run(run, data=data)
+    with pytest.raises(AAEError, match="data: a dict; give the Dataset the run trained on"):
+        evaluate_run(run, data={})
+    assert cli.main(["train", "unsupervised", "--out", str(run), "--resume", "--epochs", "2"]) == 1
+    assert "continue it from Python with that Dataset: fit(..., out=RUN, resume=True)" in capsys.readouterr().err
+    resumed = fit(tiny_model(), data, tiny_train(epochs=2), out=run, resume=True, progress=False)
+    assert resumed["epochs"] == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import subset_of, tiny_train
+from conftest import REPO_ROOT, subset_of, tiny_train
 
 from torch_aae import clustering
 from torch_aae.config import Config, DataConfig, ModelConfig, refuse_unread
@@ -167,12 +167,9 @@ def test_bench_rescores_a_clustering_run_finished_before_the_papers_rule(mnist, 
 
     from torch_aae import bench
 
-    import torch_aae.data as data_module
-
-    monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: subset_of(mnist, 400, 200))
-    config = Config("clustering", DataConfig(), ModelConfig(z_dim=2, clusters=4, hidden=32, disc_hidden=32),
+    data = DataConfig(data_dir=str(REPO_ROOT / "data"), subset=400)  # aae evaluate loads it again
+    config = Config("clustering", data, ModelConfig(z_dim=2, clusters=4, hidden=32, disc_hidden=32),
                     tiny_train(epochs=1))  # fmt: skip
-    monkeypatch.setattr("torch_aae.api.load_dataset", lambda *a, **k: subset_of(mnist, 400, 200))
     first = bench.bench_seeds(config, 1, tmp_path, "aae bench clustering ...", progress=False)
     summary_path = tmp_path / f"seed-{config.train.seed}" / "summary.json"
     summary = json.loads(summary_path.read_text())

@@ -136,7 +136,6 @@ def test_unknown_keys_are_rejected(d, message):
         ("model", "prior", None),
         ("data", "subset", "300"),
         ("data", "dataset", None),
-        ("data", "labels", 100),
         ("train", "cuda_graphs", "yes"),
         ("train", "cuda_graphs", 1),
     ],
@@ -144,6 +143,13 @@ def test_unknown_keys_are_rejected(d, message):
 def test_wrong_types_are_rejected(section, key, value):
     with pytest.raises(AAEError, match=f"config {section}.{key}: expected"):
         C.from_dict({section: {key: value}})
+
+
+def test_labels_given_as_a_number_ask_for_the_string_the_command_line_takes():
+    with pytest.raises(AAEError, match='labels 100: give it as a string, labels="100"'):
+        C.DataConfig(labels=100)
+    with pytest.raises(AAEError, match="config data.labels: expected"):
+        C.from_dict({"data": {"labels": True}})
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import subset_of, tiny_train
+from conftest import REPO_ROOT, subset_of, tiny_train
 
-from torch_aae import dim_reduction
+from torch_aae import dim_reduction, load_dataset
 from torch_aae.api import evaluate_run
 from torch_aae.config import Config, DataConfig, ModelConfig
 from torch_aae.errors import AAEError
@@ -48,7 +48,7 @@ def _config(labels=None, clusters=4):
 
 
 def test_unsupervised_and_semi_supervised_runs(mnist, tmp_path):
-    data = subset_of(mnist, 400, 200)
+    data = load_dataset("mnist", REPO_ROOT / "data", subset=400)  # evaluate_run below loads it again
     model = tiny()
     summary = fit(model, data, tiny_train(), out=tmp_path / "u", config=_config(), progress=False)
     assert 0 <= summary["test_cluster_error"] <= 1 and "test_error" not in summary

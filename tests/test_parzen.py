@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT, subset_of, tiny_model, tiny_train
-from torch_aae import cli
+from conftest import REPO_ROOT, tiny_model, tiny_train
+from torch_aae import cli, load_dataset
 from torch_aae.api import evaluate_run
 from torch_aae.classifier import Classifier, classifier_path, save_classifier
 from torch_aae.errors import AAEError
@@ -197,7 +197,8 @@ DATA_DIR = str(REPO_ROOT / "data")
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, mnist):
     run = tmp_path_factory.mktemp("parzen") / "run"
-    fit(tiny_model(), subset_of(mnist, 300, 100), tiny_train(), out=run, progress=False)
+    data = load_dataset("mnist", REPO_ROOT / "data", subset=300)  # reloadable by evaluate_run, as made
+    fit(tiny_model(), data, tiny_train(), out=run, progress=False)
     return run
 
 

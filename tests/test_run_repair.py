@@ -10,8 +10,8 @@ import warnings
 import pytest
 import torch
 
-from conftest import subset_of, tiny_model, tiny_train
-from torch_aae import cli, unsupervised
+from conftest import REPO_ROOT, tiny_model, tiny_train
+from torch_aae import cli, load_dataset, unsupervised
 from torch_aae.api import evaluate_run, load_run_config
 from torch_aae.errors import AAEError, AAEWarning
 from torch_aae.logger import RunLogger, read_history
@@ -19,8 +19,9 @@ from torch_aae.train import fit
 
 
 @pytest.fixture(scope="module")
-def data(mnist):
-    return subset_of(mnist, 200, 100)  # batch 50: 4 steps per epoch
+def data():
+    # As load_dataset makes it (evaluate_run loads it again); batch 50: 4 steps per epoch
+    return load_dataset("mnist", REPO_ROOT / "data", subset=200)
 
 
 def _fit(data, run, epochs, resume=False, **train):

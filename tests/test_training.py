@@ -673,7 +673,7 @@ def test_tf32_is_a_cuda_mode(tmp_path):
         assert torch.backends.cuda.matmul.allow_tf32
     assert torch.backends.cuda.matmul.allow_tf32 == before
     with pytest.raises(AAEError, match="tf32 is a CUDA mode"):
-        fit(tiny_model(), synthetic_dataset(), tiny_train(precision="tf32"), out=tmp_path / "run",
+        fit(tiny_model(in_dim=16, image_shape=(4, 4)), synthetic_dataset(), tiny_train(precision="tf32"), out=tmp_path / "run",
             progress=False)  # fmt: skip
     assert not (tmp_path / "run").exists()
 

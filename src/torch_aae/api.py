@@ -17,7 +17,7 @@ from .config import Config
 from .data import Dataset, load_dataset
 from .errors import AAEError, AAEWarning
 from .logger import read_history
-from .run_folder import recorded_config
+from .run_folder import check_reloadable, recorded_config
 from .train import make_plots, resolve_device
 from .variants import get_variant
 
@@ -49,6 +49,7 @@ def _run_data(run, data_dir, as_trained: bool = True) -> Dataset:
     evaluation scores what the training summary scored (the test set is never cut); with
     `as_trained` False, the whole dataset, as the Parzen protocol reads it."""
     config = load_run_config(run)
+    check_reloadable(run, "pass that Dataset: evaluate_run, plot_run and encode_run take it as data=...")
     d = config.data
     if not as_trained:
         return load_dataset(d.dataset, data_dir or d.data_dir)
@@ -57,24 +58,27 @@ def _run_data(run, data_dir, as_trained: bool = True) -> Dataset:
 
 def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, parzen: bool = False,
                  n_samples: int = 10000, seed: int = 0, cache_dir=None, note=None,
-                 sigmas=None, progress: bool = False, prior=None) -> dict:  # fmt: skip
+                 sigmas=None, progress: bool = False, prior=None, data: Dataset | None = None) -> dict:  # fmt: skip
     """Final metrics of the run's latest checkpoint; also written to RUN/eval.json.
 
     Args:
+        data: the Dataset the run trained on, for a run trained on one built in Python (the
+            others load theirs as training did); also the Parzen protocol's then.
         parzen: also the sample metrics of `sample_metrics` (Parzen log-likelihood, and the
             classifier's Frechet distance and class histogram when it is cached), from
             `n_samples` samples drawn with `seed`; `cache_dir`, `note`, `sigmas` and `progress` are passed on.
         prior: the prior object of a model trained with a custom prior (see `load_model`).
     """
     device = resolve_device(device)
-    data = _run_data(run, data_dir)  # first: it refuses what is not a run folder
+    given = data
+    data = _run_data(run, data_dir) if given is None else _given_data(run, given)  # refuses what is not a run folder
     ckpt = load_checkpoint(resolve_checkpoint(run))
     model = model_from_checkpoint(ckpt, run, device, prior)
     metrics = get_variant(model.kind).evaluate(model, data, device)
     step = ckpt["state"]["step"]  # the checkpoint's own, not latest.json's, which a crash can leave behind
     if parzen:  # the width is chosen on the run's validation split, else on the Parzen protocol's
         # training images (parzen.validation_images of the whole training set)
-        metrics.update(sample_metrics(model, _run_data(run, data_dir, as_trained=False), device,
+        metrics.update(sample_metrics(model, _run_data(run, data_dir, as_trained=False) if given is None else given, device,
                                       n_samples, seed, cache_dir, note, sigmas=sigmas,
                                       progress=progress, val=_held_out_images(data)))  # fmt: skip
     else:  # keep the sample metrics an earlier --parzen evaluation made of this same checkpoint
@@ -89,6 +93,15 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
     return metrics
 
 
+def _given_data(run, data: Dataset) -> Dataset:
+    """`data`, passed for the run's own: a run folder's (as `_run_data` checks), a Dataset."""
+    load_run_config(run)  # refuses what is not a run folder
+    if not isinstance(data, Dataset):
+        raise AAEError(f"data: a {type(data).__name__}; give the Dataset the run trained on")
+    data.check()
+    return data
+
+
 def _held_out_images(data: Dataset):
     """The run's validation split (never seen in training), when it holds enough images for the
     Parzen width search (`parzen.VAL_SIZE`); else None."""
@@ -99,11 +112,12 @@ def _held_out_images(data: Dataset):
     return data.val_x[:VAL_SIZE]
 
 
-def plot_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, prior=None) -> list[Path]:
+def plot_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, prior=None,
+             data: Dataset | None = None) -> list[Path]:  # fmt: skip
     """Redraw the run's plots from its latest checkpoint and metrics history (`prior`: that of a
-    model trained with a custom prior)."""
+    model trained with a custom prior; `data`: as for `evaluate_run`)."""
     device = resolve_device(device)
-    data = _run_data(run, data_dir)  # first: it refuses what is not a run folder, as evaluate does
+    data = _run_data(run, data_dir) if data is None else _given_data(run, data)  # refuses what is not a run folder
     return make_plots(load_model(run, device, prior), data, Path(run), device, read_history(run))
 
 
@@ -114,57 +128,87 @@ ENCODE_SPLITS = ("test", "train", "val")
 
 
 @torch.no_grad()
-def encode_images(model, x: torch.Tensor, batch_size: int = 1000) -> dict[str, torch.Tensor]:
-    """What the trained encoder makes of images `x` (n, features) in [0, 1], in eval mode (no
-    dropout, no input noise), run on the model's device; CPU tensors:
+def encode_images(model, x, batch_size: int = 1000) -> dict[str, torch.Tensor]:
+    """What the trained encoder makes of images `x` in [0, 1], (n, features) or (n, *image_shape),
+    a float tensor or array, in eval mode (no dropout, no input noise; the model's mode is
+    restored after), on the model's device. CPU tensors:
 
     - `z` (n, z_dim): the code (the style code of the models that have a class y);
     - `probs` (n, K) and `pred` (n,): q(y|x) and its argmax, for the semi-supervised (classes),
       clustering and dim-reduction (clusters) models;
     - `representation` (n, z_dim): the dim-reduction model's W^T softmax(y) + z.
     """
-    features = model.model_args["in_dim"]
-    if x.dim() != 2 or x.shape[1] != features:
-        got = f"{x.shape[1]} values" if x.dim() == 2 else f"shape {tuple(x.shape)}"
-        raise AAEError(f"images of {got}; the {model.kind} model reads images of "
-                       f"{'x'.join(map(str, model.image_shape))} ({features} values)")  # fmt: skip
+    x = _check_encode_input(model, x, batch_size)
+    training, device = model.training, next(model.parameters()).device
     model.eval()
-    device = next(model.parameters()).device
     out = {"z": [], "probs": [], "representation": []}
-    for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size].to(device, torch.float32)
-        if hasattr(model, "class_probabilities"):
-            logits, z = model.encoder(xb)
-            out["probs"].append(logits.float().softmax(1).cpu())
-            if hasattr(model, "represent"):
-                out["representation"].append(model.decoder_input(logits.softmax(1), z).float().cpu())
-        else:
-            z = model.encode(xb)
-        out["z"].append(z.float().cpu())
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = x[i : i + batch_size].to(device)
+            if hasattr(model, "class_probabilities"):
+                logits, z = model.encoder(xb)
+                out["probs"].append(logits.float().softmax(1).cpu())
+                if hasattr(model, "represent"):
+                    out["representation"].append(model.decoder_input(logits.softmax(1), z).float().cpu())
+            else:
+                z = model.encode(xb)
+            out["z"].append(z.float().cpu())
+    finally:
+        model.train(training)
     codes = {k: torch.cat(v) for k, v in out.items() if v}
     if "probs" in codes:
         codes["pred"] = codes["probs"].argmax(1)
     return codes
 
 
+def _check_encode_input(model, x, batch_size: int) -> torch.Tensor:
+    """`x` as a float32 (n, features) tensor, refused unless it is n >= 1 images of the model's
+    shape, or flattened, with finite values in [0, 1] (what it trained on)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise AAEError(f"batch_size {batch_size!r}: must be a positive integer")
+    if not isinstance(x, torch.Tensor):
+        import numpy as np
+
+        if not isinstance(x, np.ndarray):
+            raise AAEError(f"images: a {type(x).__name__}; give a tensor or array")
+        x = torch.from_numpy(x)
+    shape, features = tuple(model.image_shape), model.model_args["in_dim"]
+    if tuple(x.shape[1:]) not in ((features,), shape):
+        raise AAEError(f"images of shape {tuple(x.shape)}; the {model.kind} model reads (n, "
+                       f"{features}) or (n, {', '.join(map(str, shape))})")  # fmt: skip
+    if len(x) == 0:
+        raise AAEError("images: none (n = 0)")
+    if not x.is_floating_point():
+        hint = "; divide uint8 pixels by 255" if x.dtype == torch.uint8 else ""
+        raise AAEError(f"images of dtype {x.dtype}; give floats in [0, 1]{hint}")
+    x = x.reshape(len(x), features).float()
+    if not torch.isfinite(x).all():
+        raise AAEError("images: NaN or infinite values")
+    if x.min() < 0 or x.max() > 1:
+        raise AAEError(f"images: values in [{x.min().item():g}, {x.max().item():g}]; the model "
+                       "trained on [0, 1]")  # fmt: skip
+    return x
+
+
 def encode_run(run: str | os.PathLike, split: str = "test", device: str = "cpu", data_dir=None,
-               prior=None) -> dict[str, torch.Tensor]:  # fmt: skip
+               prior=None, data: Dataset | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
     """`encode_images` of the run's latest checkpoint on one split of its data, as its training
     loaded it ("val": its validation split), with that split's labels as `labels` (n,). (Other
     images: `encode_images(load_model(run), x)`.)
 
     Args:
         prior: the prior object of a model trained with a custom prior (see `load_model`).
+        data: as for `evaluate_run`.
     """
     if split not in ENCODE_SPLITS:
         raise AAEError(f"split {split!r}: choose {', '.join(ENCODE_SPLITS)}")
     device = resolve_device(device)
-    data = _run_data(run, data_dir)  # first: it refuses what is not a run folder
+    data = _run_data(run, data_dir) if data is None else _given_data(run, data)  # refuses what is not a run folder
     x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
     if x is None:
         why = ("the run has no validation split (it trained without --val-size)" if split == "val"
                else f"{data.name} has no test split")  # fmt: skip
-        raise AAEError(f"--split {split}: {why}")
+        raise AAEError(f"--split {split}: {why}; encode another split, or other images (--images)")
     codes = encode_images(load_model(run, device, prior), x)
     if y is not None:
         codes["labels"] = y.clone()

@@ -119,6 +119,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     enc.add_argument("--split", default=argparse.SUPPRESS if suppress_defaults else "test", choices=("test", "train", "val"),
                      help="which of the run's images: the test set, or as training loaded them, its "
                           "training images or its validation split (default: test)")  # fmt: skip
+    enc.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     enc.add_argument("--images", default=None, metavar="FILE.npz",
                      help="encode the images of a .npz instead (array x, as `--dataset FILE.npz` "
                           "reads it; its y, if any, is kept as the labels)")  # fmt: skip
@@ -227,6 +228,7 @@ def cmd_train(args) -> int:
     from .train import fit
 
     from .train import RunFolder
+    from .run_folder import check_reloadable
 
     if args.branch_from is not None and args.resume:
         raise AAEError("--branch-from starts a new run from a checkpoint; --resume continues the "
@@ -234,7 +236,9 @@ def cmd_train(args) -> int:
     RunFolder.check(args.out, args.resume, args.overwrite)  # before loading any data
     config = _config_from_args(args)
     cfg.refuse_unread(config, args.explicit)  # a flag given to a model that does not read it
+    python_only = "continue it from Python with that Dataset: fit(..., out=RUN, resume=True) or branch_from=..."
     if args.resume:
+        check_reloadable(args.out, python_only)
         config = _resumed_config(load_run_config(args.out), config, args.explicit)
     elif args.branch_from is not None:
         from .checkpoint import load_checkpoint
@@ -244,6 +248,8 @@ def cmd_train(args) -> int:
                            "file such as RUN/checkpoints/latest.pt, or one that --keep-checkpoints "
                            "kept (RUN/checkpoints/epoch-NNNN.pt)")  # fmt: skip
 
+        if Path(args.branch_from).parent.name == "checkpoints":  # RUN/checkpoints/NAME.pt
+            check_reloadable(Path(args.branch_from).parent.parent, python_only)
         saved = cfg.from_dict(load_checkpoint(args.branch_from)["config"])
         config = _resumed_config(saved, config, args.explicit, "--branch-from")
     torch.manual_seed(config.train.seed)
@@ -369,11 +375,12 @@ def cmd_sample(args) -> int:
 
 def cmd_encode(args) -> int:
     import io
+    import os
 
     import numpy as np
 
-    from .api import encode_images, encode_run
-    from .checkpoint import atomic_write_bytes, load_model
+    from .api import encode_images, encode_run, load_run_config
+    from .checkpoint import atomic_write_bytes, load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from .data import load_npz_images
     from .train import resolve_device
 
@@ -382,14 +389,30 @@ def cmd_encode(args) -> int:
         raise AAEError(f"--out {args.out}: a folder; give a file such as {out / 'codes.npz'}")
     if out.suffix.lower() != ".npz":
         raise AAEError(f"--out {args.out}: give a file name ending in .npz")
+    if args.images is not None and out.exists() and out.resolve() == Path(args.images).resolve():
+        raise AAEError(f"--out {args.out} is the --images file: give another name")
+    if out.exists() and not args.overwrite:
+        raise AAEError(f"--out {args.out} exists: give another name, or --overwrite to replace it")
+    parent = out.parent
+    if parent.exists() and not parent.is_dir():
+        raise AAEError(f"--out {args.out}: {parent} is a file, not a folder")
+    if parent.exists() and not os.access(parent, os.W_OK):  # before any encoding
+        raise AAEError(f"--out {args.out}: {parent} is not writable")
     if args.images is None:
-        codes = encode_run(args.run, args.split, device=args.device, data_dir=args.data_dir)
+        if Path(args.run).is_file():
+            raise AAEError(f"{args.run}: a checkpoint file; give its run folder (which knows the "
+                           "images), or images to encode with --images")  # fmt: skip
+        load_run_config(args.run)  # first: it refuses what is not a run folder
+        codes = encode_run(args.run, args.split, device=args.device, data_dir=args.data_dir,
+                           prior=_PriorNotGiven.when_custom(args.run))  # fmt: skip
     else:
         for flag, given in (("--split", "split" in args.explicit), ("--data-dir", args.data_dir is not None)):
             if given:
                 raise AAEError(f"{flag} is for the run's own images; --images gives others: drop one")
         x, y = load_npz_images(args.images)
-        model = load_model(args.run, resolve_device(args.device))
+        path = resolve_checkpoint(args.run)
+        model = model_from_checkpoint(load_checkpoint(path), args.run, resolve_device(args.device),
+                                      _PriorNotGiven.when_custom(args.run))  # fmt: skip
         try:
             codes = encode_images(model, x)
         except AAEError as e:  # the images do not fit the model: name their file
@@ -398,11 +421,31 @@ def cmd_encode(args) -> int:
             codes["labels"] = y
     buffer = io.BytesIO()
     np.savez(buffer, **{k: v.numpy() for k, v in codes.items()})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, buffer.getvalue())
+    try:
+        atomic_write_bytes(out, buffer.getvalue())
+    except OSError as e:
+        raise AAEError(f"--out {args.out}: cannot write it ({e.strerror or e})") from None
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in codes.items())
     print(f"wrote {args.out}: {shapes}")
     return 0
+
+
+class _PriorNotGiven:
+    """Stands in for the custom prior (a Python object) of a run that `aae encode` reads: the
+    encoder never draws from it."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def sample(self, n, labels=None):
+        raise AAEError("the run's custom prior is a Python object, not given here")
+
+    @classmethod
+    def when_custom(cls, run):
+        from .checkpoint import load_checkpoint, resolve_checkpoint
+
+        args = load_checkpoint(resolve_checkpoint(run)).get("model_args", {})
+        return cls(args["z_dim"]) if args.get("prior") == "custom" else None
 
 
 def cmd_plot(args) -> int:

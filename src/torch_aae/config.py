@@ -33,6 +33,8 @@ class DataConfig:
     data_seed: int | None = _f(None, "seed of the data's draws: the validation split, the labeled images, the images whose labels condition the prior (default: --seed; fixed, it keeps them while --seed, or a bench's seeds, vary the rest)")
 
     def __post_init__(self):
+        if isinstance(self.labels, int) and not isinstance(self.labels, bool):  # as on the command line
+            raise AAEError(f"labels {self.labels}: give it as a string, labels=\"{self.labels}\" (or \"all\")")
         _check_field_types(self)
         _positive(self, "subset", allow_none=True)
         if self.labels is not None and self.labels != "all":

@@ -388,16 +388,20 @@ def load_npz(path: str | os.PathLike) -> Dataset:
 
 
 def load_npz_images(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The images `x` of a .npz (as `load_npz` reads them: (n, h, w) or (n, d) in [0, 1]) as a
-    float32 (n, features) tensor, and its integer labels `y` (n,) if it has them, any classes;
-    its other arrays are not read."""
+    """The images `x` of a .npz, (n, h, w) or (n, d) in [0, 1] as `load_npz` checks them, as a
+    float32 tensor of that shape, and its integer labels `y` (n,) if it has them, of any classes.
+    Any other array is refused (a misspelt y would be lost)."""
     path = Path(path)
     arrays = _read_npz(path)
     if "x" not in arrays:
         raise AAEError(f"{path}: no array named 'x' (found: {sorted(arrays) or 'none'})")
+    unknown = sorted(set(arrays) - {"x", "y"})
+    if unknown:
+        raise AAEError(f"{path}: unknown array{'s' if len(unknown) > 1 else ''} "
+                       f"{', '.join(map(repr, unknown))}; images to encode are x, and their labels y")  # fmt: skip
     x = _check_images(arrays["x"], f"{path}: x")
     y = _check_labels(arrays.get("y"), len(x), f"{path}: y")
-    x = torch.from_numpy(np.ascontiguousarray(x.reshape(len(x), -1), np.float32))
+    x = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     return x, None if y is None else torch.from_numpy(y.astype(np.int64))
 
 

@@ -150,6 +150,30 @@ def check_resumable(saved: Config, config: Config) -> None:
                                "start a new run for other settings")  # fmt: skip
 
 
+# A run trained on a Dataset built in Python (no `load_dataset` source): its config names the
+# data, but cannot load it again, so what would reload it refuses instead of reading other images.
+HAND_BUILT = "hand_built_data.json"
+
+
+def hand_built_record(data: Dataset) -> dict | None:
+    """What RUN/hand_built_data.json records of a Dataset built in Python; None for one that
+    `load_dataset` made (its config loads it again)."""
+    if data.source is not None:
+        return None
+    size = lambda x: 0 if x is None else len(x)
+    return {"name": data.name, "train": size(data.train_x), "val": size(data.val_x), "test": size(data.test_x)}
+
+
+def check_reloadable(run, instead: str) -> None:
+    """Refuse to load the data of a run trained on a Dataset built in Python (`instead`: what
+    to do, e.g. which function takes the data)."""
+    record = read_json(Path(run) / HAND_BUILT)
+    if record:
+        raise AAEError(f"{run} trained on a Dataset built in Python ({record.get('name')!r}, "
+                       f"{record.get('train')} training images), which its config cannot load "
+                       f"again; {instead}")  # fmt: skip
+
+
 RESUMES = "resumes.jsonl"
 
 

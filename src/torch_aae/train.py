@@ -43,8 +43,8 @@ from .data import Dataset
 from .errors import AAEError, AAEWarning, Interrupted
 from .logger import RunLogger
 from .run_folder import (  # noqa: F401  (RunFolder, RESUMES: torch_aae.train's names too)
-    CHECKPOINT, RESUMES, RunFolder, check_epochs_left, check_resumable, default_config, record_resume,
-    recorded_config, run_config,
+    CHECKPOINT, HAND_BUILT, RESUMES, RunFolder, check_epochs_left, check_resumable, default_config,
+    hand_built_record, record_resume, recorded_config, run_config,
 )  # fmt: skip
 from .variants import defaults, get_variant
 
@@ -118,6 +118,10 @@ def fit(
         raise AAEError(f"train must be a TrainConfig, not {type(train).__name__}")
     config = default_config(model, data, train) if config is None else run_config(config, model, data, train)
     data.check()
+    if model.model_args["in_dim"] != data.features:  # else a matrix-product error deep in step 1
+        raise AAEError(f"the model reads images of {model.model_args['in_dim']} values, {data.name}'s have "
+                       f"{data.features} ({'x'.join(map(str, data.image_shape))}): build it with "
+                       f"in_dim={data.features}, image_shape={tuple(data.image_shape)} (build_model does)")  # fmt: skip
     if train.batch_size > len(data.train_x):  # not shrunk without a word: config.json would lie
         raise AAEError(f"--batch-size {train.batch_size} is larger than the {len(data.train_x)} "
                        "training images")  # fmt: skip
@@ -181,6 +185,8 @@ def fit(
                 atomic_write_json(run_path / "config.json", config.to_dict())
                 for name, content in run_files.items():
                     atomic_write_json(run_path / name, content)
+                if hand_built_record(data) is not None:
+                    atomic_write_json(run_path / HAND_BUILT, hand_built_record(data))
             if branch_ckpt is not None:
                 state = _restore_loaded(branch_ckpt, Path(branch_from), model, optimizers, device, scaler)
                 if writes is not None:
