@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import REPO_ROOT, subset_of, synthetic_dataset, tiny_model, tiny_train
+from conftest import REPO_ROOT, md5_of, subset_of, synthetic_dataset, tiny_model, tiny_train
 
 from torch_aae import (
     AAEError, ClusteringAAE, Config, DataConfig, ModelConfig, SemiSupervisedAAE, build_model,
@@ -36,7 +36,8 @@ def test_a_python_run_records_its_data_and_resumes_from_the_cli_elsewhere(loaded
     meta = json.loads((run / "checkpoints" / "latest.json").read_text())
     assert steps == [1, 2] and meta["step"] == 2 * 200 // 50  # both epochs on the 200 images
     assert "test_recon_bce" in evaluate_run(run)
-    assert not (run / "hand_built_data.json").exists()  # its config loads its data again
+    record = json.loads((run / "data.json").read_text())  # its config loads its data again
+    assert record == {"made_by": "load_dataset", "name": "mnist", "train": 200, "val": 100, "test": 10000}
 
 
 def test_fit_takes_the_train_section_of_a_config_and_records_the_models_own_arguments(loaded, tmp_path):
@@ -201,8 +202,8 @@ def test_a_run_on_a_hand_built_dataset_asks_for_it_instead_of_loading_another(mn
     data = subset_of(mnist, 200, 100)  # named "mnist" but built by hand: not MNIST's 10,000 test images
     run = tmp_path / "run"
     summary = fit(tiny_model(), data, tiny_train(), out=run, progress=False)
-    record = json.loads((run / "hand_built_data.json").read_text())
-    assert record == {"name": "mnist", "train": 200, "val": 0, "test": 100}
+    record = json.loads((run / "data.json").read_text())
+    assert record == {"made_by": "python", "name": "mnist", "train": 200, "val": 0, "test": 100}
     for call in (evaluate_run, plot_run, encode_run):
         with pytest.raises(AAEError, match=r"trained on a Dataset built in Python \('mnist', 200 training "
                                            r"images\), which its config cannot load again; pass that Dataset"):
@@ -211,7 +212,29 @@ def test_a_run_on_a_hand_built_dataset_asks_for_it_instead_of_loading_another(mn
     assert len(encode_run(run, data=data)["z"]) == 100 and plot_run(run, data=data)
     with pytest.raises(AAEError, match="data: a dict; give the Dataset the run trained on"):
         evaluate_run(run, data={})
+    with pytest.raises(AAEError, match=r"its data changed since it trained: training images 150, then 200 \(data.json\)"):
+        evaluate_run(run, data=subset_of(mnist, 150, 100))
     assert cli.main(["train", "unsupervised", "--out", str(run), "--resume", "--epochs", "2"]) == 1
     assert "continue it from Python with that Dataset: fit(..., out=RUN, resume=True)" in capsys.readouterr().err
     resumed = fit(tiny_model(), data, tiny_train(epochs=2), out=run, resume=True, progress=False)
     assert resumed["epochs"] == 2
+
+
+def test_a_npz_changed_after_training_is_refused_where_the_run_loads_it_again(tmp_path, capsys):
+    import numpy as np
+
+    x = np.random.default_rng(0).random((60, 4, 4), dtype=np.float32)
+    np.savez(tmp_path / "own.npz", x=x, x_test=x[:10])
+    run = tmp_path / "run"
+    data = load_dataset(str(tmp_path / "own.npz"))
+    fit(tiny_model(in_dim=16, image_shape=(4, 4)), data, tiny_train(batch_size=20), out=run, progress=False)
+    assert json.loads((run / "data.json").read_text())["md5"] == md5_of(tmp_path / "own.npz")
+    assert "test_recon_bce" in evaluate_run(run)
+    with pytest.raises(AAEError, match=r"--data-dir /elsewhere: the run trained on /.*own\.npz, not on files in a data folder"):
+        evaluate_run(run, data_dir="/elsewhere")
+    np.savez(tmp_path / "own.npz", x=x[:50], x_test=x[:10])  # the file rewritten with other images
+    with pytest.raises(AAEError, match=r"its data changed since it trained: md5 [0-9a-f]{32}, then [0-9a-f]{32}"):
+        evaluate_run(run)
+    assert cli.main(["train", "unsupervised", "--out", str(run), "--resume", "--epochs", "2"]) == 1
+    assert "its data changed since it trained: md5" in capsys.readouterr().err
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["epoch"] == 1  # not trained on

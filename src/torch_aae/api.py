@@ -17,7 +17,7 @@ from .config import Config
 from .data import Dataset, load_dataset
 from .errors import AAEError, AAEWarning
 from .logger import read_history
-from .run_folder import check_reloadable, recorded_config
+from .run_folder import check_reloadable, check_same_data, recorded_config
 from .train import make_plots, resolve_device
 from .variants import get_variant
 
@@ -51,9 +51,13 @@ def _run_data(run, data_dir, as_trained: bool = True) -> Dataset:
     config = load_run_config(run)
     check_reloadable(run, "pass that Dataset: evaluate_run, plot_run and encode_run take it as data=...")
     d = config.data
+    if data_dir is not None and d.dataset.endswith(".npz"):  # not ignored without a word
+        raise AAEError(f"--data-dir {data_dir}: the run trained on {d.dataset}, not on files in a data folder")
     if not as_trained:
         return load_dataset(d.dataset, data_dir or d.data_dir)
-    return load_dataset(d.dataset, data_dir or d.data_dir, d.subset, d.val_size, config.data_draw_seed)
+    data = load_dataset(d.dataset, data_dir or d.data_dir, d.subset, d.val_size, config.data_draw_seed)
+    check_same_data(run, data)
+    return data
 
 
 def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, parzen: bool = False,
@@ -99,6 +103,7 @@ def _given_data(run, data: Dataset) -> Dataset:
     if not isinstance(data, Dataset):
         raise AAEError(f"data: a {type(data).__name__}; give the Dataset the run trained on")
     data.check()
+    check_same_data(run, data)
     return data
 
 

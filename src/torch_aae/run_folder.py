@@ -150,28 +150,46 @@ def check_resumable(saved: Config, config: Config) -> None:
                                "start a new run for other settings")  # fmt: skip
 
 
-# A run trained on a Dataset built in Python (no `load_dataset` source): its config names the
-# data, but cannot load it again, so what would reload it refuses instead of reading other images.
-HAND_BUILT = "hand_built_data.json"
+# What a run trained on (`data_record`), so that what loads its data again can tell other data:
+# a Dataset built in Python (its config names it, but cannot load it), a changed .npz file.
+DATA_RECORD = "data.json"
 
 
-def hand_built_record(data: Dataset) -> dict | None:
-    """What RUN/hand_built_data.json records of a Dataset built in Python; None for one that
-    `load_dataset` made (its config loads it again)."""
-    if data.source is not None:
-        return None
+def data_record(data: Dataset) -> dict:
+    """RUN/data.json: how the data was made ("load_dataset", or "python" for a Dataset built
+    by hand), its name, the size of each split, and a .npz file's md5."""
     size = lambda x: 0 if x is None else len(x)
-    return {"name": data.name, "train": size(data.train_x), "val": size(data.val_x), "test": size(data.test_x)}
+    record = {"made_by": "python" if data.source is None else "load_dataset", "name": data.name,
+              "train": size(data.train_x), "val": size(data.val_x), "test": size(data.test_x)}  # fmt: skip
+    if data.source is not None and str(data.source["dataset"]).endswith(".npz"):
+        from .data import md5sum
+
+        record["md5"] = md5sum(Path(data.source["dataset"]))
+    return record
 
 
 def check_reloadable(run, instead: str) -> None:
     """Refuse to load the data of a run trained on a Dataset built in Python (`instead`: what
     to do, e.g. which function takes the data)."""
-    record = read_json(Path(run) / HAND_BUILT)
-    if record:
+    record = read_json(Path(run) / DATA_RECORD)
+    if record and record.get("made_by") == "python":
         raise AAEError(f"{run} trained on a Dataset built in Python ({record.get('name')!r}, "
                        f"{record.get('train')} training images), which its config cannot load "
                        f"again; {instead}")  # fmt: skip
+
+
+def check_same_data(run, data: Dataset) -> None:
+    """Refuse `data` for the run if it is not what the run trained on: other split sizes, or a
+    .npz file whose md5 changed (a run older than RUN/data.json is not checked)."""
+    record = read_json(Path(run) / DATA_RECORD)
+    if not record:
+        return
+    now = data_record(data)
+    for key, what in (("md5", "md5"), ("train", "training images"), ("val", "validation images"),
+                      ("test", "test images")):  # fmt: skip
+        if record.get(key) != now.get(key):
+            raise AAEError(f"{run}: its data changed since it trained: {what} {now.get(key)}, "
+                           f"then {record.get(key)} ({DATA_RECORD})")  # fmt: skip
 
 
 RESUMES = "resumes.jsonl"

@@ -43,8 +43,8 @@ from .data import Dataset
 from .errors import AAEError, AAEWarning, Interrupted
 from .logger import RunLogger
 from .run_folder import (  # noqa: F401  (RunFolder, RESUMES: torch_aae.train's names too)
-    CHECKPOINT, HAND_BUILT, RESUMES, RunFolder, check_epochs_left, check_resumable, default_config,
-    hand_built_record, record_resume, recorded_config, run_config,
+    CHECKPOINT, DATA_RECORD, RESUMES, RunFolder, check_epochs_left, check_resumable, check_same_data,
+    data_record, default_config, record_resume, recorded_config, run_config,
 )  # fmt: skip
 from .variants import defaults, get_variant
 
@@ -150,6 +150,8 @@ def fit(
         saved = recorded_config(run_path) if resume else None  # config.json, or the checkpoint's
         if saved is not None:
             check_resumable(saved, config)
+        if resume:
+            check_same_data(run_path, data)
     # Variant-specific fixed inputs of the step (e.g. the labeled subset), built once, and
     # validated before the run folder is touched: a bad request leaves no half-made run.
     refuse_unread(config)  # --labels / --lr-sup where no phase reads them
@@ -185,8 +187,7 @@ def fit(
                 atomic_write_json(run_path / "config.json", config.to_dict())
                 for name, content in run_files.items():
                     atomic_write_json(run_path / name, content)
-                if hand_built_record(data) is not None:
-                    atomic_write_json(run_path / HAND_BUILT, hand_built_record(data))
+                atomic_write_json(run_path / DATA_RECORD, data_record(data))
             if branch_ckpt is not None:
                 state = _restore_loaded(branch_ckpt, Path(branch_from), model, optimizers, device, scaler)
                 if writes is not None:
