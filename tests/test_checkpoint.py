@@ -54,9 +54,10 @@ def test_load_model_from_a_run_folder(tmp_path):
     save_model(model, tmp_path / "run" / CHECKPOINT)
     loaded = load_model(tmp_path / "run")
     assert torch.equal(loaded.decoder.net[0].weight, model.decoder.net[0].weight)
-    with pytest.raises(AAEError, match="no such checkpoint"):
+    with pytest.raises(AAEError, match=r"elsewhere: no such checkpoint \(give a run folder or a \.pt file\)"):
         load_model(tmp_path / "elsewhere")
-    with pytest.raises(AAEError, match="no such checkpoint"):
+    with pytest.raises(AAEError, match=r"no such checkpoint in this folder \(checkpoints/latest.pt\): not a "
+                                       r"run folder, or a run stopped before its first checkpoint"):
         load_model(tmp_path)  # a folder without checkpoints/latest.pt
 
 

@@ -197,6 +197,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A run folder or a checkpoint file -> the checkpoint file."""
     path = Path(path)
     if path.is_dir():
+        if not (path / "checkpoints" / "latest.pt").is_file():  # a run writes it at its first checkpoint
+            raise AAEError(f"{path}: no such checkpoint in this folder (checkpoints/latest.pt): not "
+                           "a run folder, or a run stopped before its first checkpoint")  # fmt: skip
         path = path / "checkpoints" / "latest.pt"
     if not path.is_file():
         raise AAEError(f"{path}: no such checkpoint (give a run folder or a .pt file)")
