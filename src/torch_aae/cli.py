@@ -375,7 +375,6 @@ def cmd_sample(args) -> int:
 
 def cmd_encode(args) -> int:
     import io
-    import os
 
     import numpy as np
 
@@ -384,35 +383,21 @@ def cmd_encode(args) -> int:
     from .data import load_npz_images
     from .train import resolve_device
 
-    out = Path(args.out)
-    if args.out.endswith("/") or out.is_dir():
-        raise AAEError(f"--out {args.out}: a folder; give a file such as {out / 'codes.npz'}")
-    if out.suffix.lower() != ".npz":
-        raise AAEError(f"--out {args.out}: give a file name ending in .npz")
-    if args.images is not None and out.exists() and out.resolve() == Path(args.images).resolve():
-        raise AAEError(f"--out {args.out} is the --images file: give another name")
-    if out.exists() and not args.overwrite:
-        raise AAEError(f"--out {args.out} exists: give another name, or --overwrite to replace it")
-    parent = out.parent
-    if parent.exists() and not parent.is_dir():
-        raise AAEError(f"--out {args.out}: {parent} is a file, not a folder")
-    if parent.exists() and not os.access(parent, os.W_OK):  # before any encoding
-        raise AAEError(f"--out {args.out}: {parent} is not writable")
+    out = _codes_file(args)
     if args.images is None:
         if Path(args.run).is_file():
             raise AAEError(f"{args.run}: a checkpoint file; give its run folder (which knows the "
                            "images), or images to encode with --images")  # fmt: skip
         load_run_config(args.run)  # first: it refuses what is not a run folder
-        codes = encode_run(args.run, args.split, device=args.device, data_dir=args.data_dir,
-                           prior=_PriorNotGiven.when_custom(args.run))  # fmt: skip
+        prior = _PriorNotGiven.when_custom(load_checkpoint(resolve_checkpoint(args.run)))
+        codes = encode_run(args.run, args.split, device=args.device, data_dir=args.data_dir, prior=prior)
     else:
         for flag, given in (("--split", "split" in args.explicit), ("--data-dir", args.data_dir is not None)):
             if given:
                 raise AAEError(f"{flag} is for the run's own images; --images gives others: drop one")
         x, y = load_npz_images(args.images)
-        path = resolve_checkpoint(args.run)
-        model = model_from_checkpoint(load_checkpoint(path), args.run, resolve_device(args.device),
-                                      _PriorNotGiven.when_custom(args.run))  # fmt: skip
+        ckpt = load_checkpoint(resolve_checkpoint(args.run))
+        model = model_from_checkpoint(ckpt, args.run, resolve_device(args.device), _PriorNotGiven.when_custom(ckpt))
         try:
             codes = encode_images(model, x)
         except AAEError as e:  # the images do not fit the model: name their file
@@ -430,6 +415,26 @@ def cmd_encode(args) -> int:
     return 0
 
 
+def _codes_file(args) -> Path:
+    """`aae encode`'s --out, refused before any encoding if it cannot or may not be written."""
+    import os
+
+    out = Path(args.out)
+    if args.out.endswith("/") or out.is_dir():
+        raise AAEError(f"--out {args.out}: a folder; give a file such as {out / 'codes.npz'}")
+    if out.suffix.lower() != ".npz":
+        raise AAEError(f"--out {args.out}: give a file name ending in .npz")
+    if args.images is not None and out.exists() and out.resolve() == Path(args.images).resolve():
+        raise AAEError(f"--out {args.out} is the --images file: give another name")
+    if out.exists() and not args.overwrite:
+        raise AAEError(f"--out {args.out} exists: give another name, or --overwrite to replace it")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise AAEError(f"--out {args.out}: {out.parent} is a file, not a folder")
+    if out.parent.exists() and not os.access(out.parent, os.W_OK):
+        raise AAEError(f"--out {args.out}: {out.parent} is not writable")
+    return out
+
+
 class _PriorNotGiven:
     """Stands in for the custom prior (a Python object) of a run that `aae encode` reads: the
     encoder never draws from it."""
@@ -441,10 +446,9 @@ class _PriorNotGiven:
         raise AAEError("the run's custom prior is a Python object, not given here")
 
     @classmethod
-    def when_custom(cls, run):
-        from .checkpoint import load_checkpoint, resolve_checkpoint
-
-        args = load_checkpoint(resolve_checkpoint(run)).get("model_args", {})
+    def when_custom(cls, ckpt: dict):
+        """One for the checkpoint `ckpt` of a model trained with a custom prior; else None."""
+        args = ckpt.get("model_args", {})
         return cls(args["z_dim"]) if args.get("prior") == "custom" else None
 
 
