@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,7 +93,8 @@ def test_sigkill_mid_epoch_and_mid_write_then_resume_is_bitwise_equal(tmp_path, 
 
 
 
-def test_ctrl_c_on_a_parallel_bench_checkpoints_each_seed_without_a_traceback(tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_on_a_parallel_bench_checkpoints_each_seed_without_a_traceback(tmp_path, how):
     # Ctrl-C reaches every process of the foreground group; `timeout -s INT` does the same here.
     out = tmp_path / "bench"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -108,11 +110,40 @@ def test_ctrl_c_on_a_parallel_bench_checkpoints_each_seed_without_a_traceback(tm
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline and min(map(step_of, seeds)) < 2:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)  # the whole group, as a terminal's Ctrl-C
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)  # the whole group, as a terminal's Ctrl-C
+    else:  # `kill PID`: the main process alone, which must not leave its workers training
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, workers
+        os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
+    if how == "sigterm":
+        time.sleep(0.5)
+        assert not [pid for pid in workers if _alive(pid)], "workers left running"
     assert proc.returncode == 1, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == ("aae: error: interrupted; each unfinished seed keeps its "
                                             "last checkpoint: run the same `aae bench` command again to continue")
     for seed in seeds:
         assert step_of(seed) >= 2 and not (seed / "summary.json").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of the processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

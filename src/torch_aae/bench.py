@@ -363,7 +363,8 @@ def _train_in_parallel(todo: list, jobs: int) -> dict:
 
     Ctrl-C reaches the main process alone (the workers start with SIGINT ignored, so none dies
     in a traceback): it sends each worker SIGTERM, on which a training stops at its next step
-    and checkpoints, waits for them, and raises Interrupted."""
+    and checkpoints, waits for them, and raises Interrupted. SIGTERM to the main process (`kill
+    PID`) does the same, instead of ending it alone and leaving its workers training."""
     import multiprocessing
     import signal
     import threading
@@ -381,15 +382,23 @@ def _train_in_parallel(todo: list, jobs: int) -> dict:
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
-    with pool:
-        try:
-            return {seed: future.result() for seed, future in futures.items()}
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            for worker in multiprocessing.active_children():
-                worker.terminate()  # SIGTERM
-            pool.shutdown(wait=True)
-            raise Interrupted("interrupted") from None
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    previous_term = signal.signal(signal.SIGTERM, on_sigterm) if main else None
+    try:
+        with pool:
+            try:
+                return {seed: future.result() for seed, future in futures.items()}
+            except KeyboardInterrupt:
+                pool.shutdown(wait=False, cancel_futures=True)
+                for worker in multiprocessing.active_children():
+                    worker.terminate()  # SIGTERM
+                pool.shutdown(wait=True)
+                raise Interrupted("interrupted") from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous_term)
 
 
 def _check_bench_folder(out) -> None:
