@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -57,7 +58,22 @@ def test_fit_takes_the_train_section_of_a_config_and_records_the_models_own_argu
 def test_defaults_are_the_command_lines(kind):
     args = cli.build_parser().parse_args(["train", kind, "--out", "x"])
     assert defaults(kind) == cli._config_from_args(args)
-    assert defaults(kind, epochs=3, labels="1000" if kind != "unsupervised" else None).train.epochs == 3
+    labeled = kind in ("supervised", "semi-supervised", "dim-reduction")
+    assert defaults(kind, epochs=3, labels="1000" if labeled else None).train.epochs == 3
+
+
+@pytest.mark.parametrize(
+    "kind, settings, fragment",
+    [
+        ("unsupervised", {"labels": "100"}, "--labels 100: the unsupervised model uses no labeled images"),
+        ("clustering", {"labels": "100"}, "--labels 100: the clustering model uses no labeled images"),
+        ("unsupervised", {"lr_sup": 0.1}, "--lr-sup 0.1: the unsupervised model has no supervised phase"),
+        ("semi-supervised", {"prior_components": 5}, "--prior-components 5: the semi-supervised model does not read it"),
+    ],
+)
+def test_defaults_refuse_a_setting_the_model_does_not_read_at_once(kind, settings, fragment):
+    with pytest.raises(AAEError, match=re.escape(fragment)):
+        defaults(kind, **settings)  # as `aae train` refuses the flag, not later in fit
 
 
 def test_defaults_refuse_an_unknown_setting_or_model():

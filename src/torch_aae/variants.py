@@ -21,7 +21,7 @@ import dataclasses
 from types import ModuleType
 
 from . import clustering, dim_reduction, semi_supervised, supervised, unsupervised
-from .config import SECTIONS, Config
+from .config import SECTIONS, Config, refuse_unread
 from .errors import AAEError
 
 VARIANTS: dict[str, ModuleType] = {
@@ -53,4 +53,6 @@ def defaults(kind: str, **fields) -> Config:
     unknown = sorted(set(fields) - known)
     if unknown:
         raise AAEError(f"defaults: no setting named {', '.join(unknown)} (see `aae train {kind} --help`)")
-    return Config(kind, **sections)
+    config = Config(kind, **sections)
+    refuse_unread(config, set(fields))  # a setting the model would not read: now, not in fit
+    return config
