@@ -9,13 +9,14 @@ import re
 
 import pytest
 import torch
-from conftest import REPO_ROOT, md5_of, subset_of, synthetic_dataset, tiny_model, tiny_train
+from conftest import REPO_ROOT, subset_of, synthetic_dataset, tiny_model, tiny_train
 
 from torch_aae import (
     AAEError, ClusteringAAE, Config, DataConfig, ModelConfig, SemiSupervisedAAE, build_model,
     defaults, encode_run, evaluate_run, fit, load_dataset, load_run_config, plot_run,
 )  # fmt: skip
 from torch_aae import cli
+from torch_aae.run_folder import data_digest
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,8 @@ def test_a_python_run_records_its_data_and_resumes_from_the_cli_elsewhere(loaded
     assert steps == [1, 2] and meta["step"] == 2 * 200 // 50  # both epochs on the 200 images
     assert "test_recon_bce" in evaluate_run(run)
     record = json.loads((run / "data.json").read_text())  # its config loads its data again
-    assert record == {"made_by": "load_dataset", "name": "mnist", "train": 200, "val": 100, "test": 10000}
+    assert record == {"made_by": "load_dataset", "name": "mnist", "train": 200, "val": 100, "test": 10000,
+                      "sha1": data_digest(loaded)}  # fmt: skip
 
 
 def test_fit_takes_the_train_section_of_a_config_and_records_the_models_own_arguments(loaded, tmp_path):
@@ -219,7 +221,8 @@ def test_a_run_on_a_hand_built_dataset_asks_for_it_instead_of_loading_another(mn
     run = tmp_path / "run"
     summary = fit(tiny_model(), data, tiny_train(), out=run, progress=False)
     record = json.loads((run / "data.json").read_text())
-    assert record == {"made_by": "python", "name": "mnist", "train": 200, "val": 0, "test": 100}
+    assert record == {"made_by": "python", "name": "mnist", "train": 200, "val": 0, "test": 100,
+                      "sha1": data_digest(data)}  # fmt: skip
     for call in (evaluate_run, plot_run, encode_run):
         with pytest.raises(AAEError, match=r"trained on a Dataset built in Python \('mnist', 200 training "
                                            r"images\), which its config cannot load again; pass that Dataset"):
@@ -228,12 +231,16 @@ def test_a_run_on_a_hand_built_dataset_asks_for_it_instead_of_loading_another(mn
     assert len(encode_run(run, data=data)["z"]) == 100 and plot_run(run, data=data)
     with pytest.raises(AAEError, match="data: a dict; give the Dataset the run trained on"):
         evaluate_run(run, data={})
-    with pytest.raises(AAEError, match=r"its data changed since it trained: training images 150, then 200 \(data.json\)"):
+    with pytest.raises(AAEError, match=r"these are not the images it trained on \(150 training images \(it "
+                                       r"trained on 200\); data.json\)"):
         evaluate_run(run, data=subset_of(mnist, 150, 100))
     assert cli.main(["train", "unsupervised", "--out", str(run), "--resume", "--epochs", "2"]) == 1
     assert "continue it from Python with that Dataset: fit(..., out=RUN, resume=True)" in capsys.readouterr().err
+    assert cli.main(["encode", str(run), "--out", str(tmp_path / "c.npz")]) == 1
+    assert "encode images of your own with --images FILE.npz" in capsys.readouterr().err
+    (run / "data.json").unlink()  # as a run made before data.json: not checked, and recorded on resume
     resumed = fit(tiny_model(), data, tiny_train(epochs=2), out=run, resume=True, progress=False)
-    assert resumed["epochs"] == 2
+    assert resumed["epochs"] == 2 and json.loads((run / "data.json").read_text()) == record
 
 
 def test_a_npz_changed_after_training_is_refused_where_the_run_loads_it_again(tmp_path, capsys):
@@ -244,13 +251,31 @@ def test_a_npz_changed_after_training_is_refused_where_the_run_loads_it_again(tm
     run = tmp_path / "run"
     data = load_dataset(str(tmp_path / "own.npz"))
     fit(tiny_model(in_dim=16, image_shape=(4, 4)), data, tiny_train(batch_size=20), out=run, progress=False)
-    assert json.loads((run / "data.json").read_text())["md5"] == md5_of(tmp_path / "own.npz")
     assert "test_recon_bce" in evaluate_run(run)
     with pytest.raises(AAEError, match=r"--data-dir /elsewhere: the run trained on /.*own\.npz, not on files in a data folder"):
         evaluate_run(run, data_dir="/elsewhere")
     np.savez(tmp_path / "own.npz", x=x[:50], x_test=x[:10])  # the file rewritten with other images
-    with pytest.raises(AAEError, match=r"its data changed since it trained: md5 [0-9a-f]{32}, then [0-9a-f]{32}"):
+    with pytest.raises(AAEError, match=r"these are not the images it trained on \(50 training images \(it trained on 60\)"):
+        evaluate_run(run)
+    np.savez(tmp_path / "own.npz", x=x[::-1], x_test=x[:10])  # the same sizes, other order
+    with pytest.raises(AAEError, match=r"not the images it trained on \(the same sizes, other values; data.json\): "
+                                       r"its data file changed since"):
         evaluate_run(run)
     assert cli.main(["train", "unsupervised", "--out", str(run), "--resume", "--epochs", "2"]) == 1
-    assert "its data changed since it trained: md5" in capsys.readouterr().err
+    assert "these are not the images it trained on" in capsys.readouterr().err
+    assert cli.main(["train", "unsupervised", "--out", str(run), "--resume", "--data-dir", "/x"]) == 1
+    assert "--data-dir /x: the run trained on" in capsys.readouterr().err
     assert json.loads((run / "checkpoints" / "latest.json").read_text())["epoch"] == 1  # not trained on
+
+
+def test_a_dataset_edited_after_load_dataset_is_not_taken_for_its_files(tmp_path, capsys):
+    data = load_dataset("mnist", REPO_ROOT / "data", subset=200)
+    data.train_x, data.test_x = 1 - data.train_x, 1 - data.test_x  # inverted images, same files named
+    run = tmp_path / "run"
+    summary = fit(tiny_model(), data, tiny_train(), out=run, progress=False)
+    with pytest.raises(AAEError, match=r"not the images it trained on \(the same sizes, other values; data.json\): "
+                                       r"its data file changed since, or the Dataset it trained on was built or "
+                                       r"edited in Python \(pass that one as data=\.\.\.\)"):
+        evaluate_run(run)  # would score plain MNIST
+    assert cli.main(["evaluate", str(run)]) == 1 and "not the images it trained on" in capsys.readouterr().err
+    assert evaluate_run(run, data=data)["test_recon_bce"] == pytest.approx(summary["test_recon_bce"], rel=1e-6)

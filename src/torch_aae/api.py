@@ -49,7 +49,8 @@ def _run_data(run, data_dir, as_trained: bool = True) -> Dataset:
     evaluation scores what the training summary scored (the test set is never cut); with
     `as_trained` False, the whole dataset, as the Parzen protocol reads it."""
     config = load_run_config(run)
-    check_reloadable(run, "pass that Dataset: evaluate_run, plot_run and encode_run take it as data=...")
+    check_reloadable(run, "pass that Dataset: evaluate_run, plot_run and encode_run take it as "
+                          "data=... (`aae encode RUN --images FILE.npz` encodes any images)")  # fmt: skip
     d = config.data
     if data_dir is not None and d.dataset.endswith(".npz"):  # not ignored without a word
         raise AAEError(f"--data-dir {data_dir}: the run trained on {d.dataset}, not on files in a data folder")
@@ -176,7 +177,9 @@ def _check_encode_input(model, x, batch_size: int) -> torch.Tensor:
 
         if not isinstance(x, np.ndarray):
             raise AAEError(f"images: a {type(x).__name__}; give a tensor or array")
-        x = torch.from_numpy(x)
+        if x.dtype.kind not in "fiub":
+            raise AAEError(f"images of dtype {x.dtype}; give floats in [0, 1]")
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("=")))
     shape, features = tuple(model.image_shape), model.model_args["in_dim"]
     if tuple(x.shape[1:]) not in ((features,), shape):
         raise AAEError(f"images of shape {tuple(x.shape)}; the {model.kind} model reads (n, "

@@ -240,6 +240,9 @@ def cmd_train(args) -> int:
     if args.resume:
         check_reloadable(args.out, python_only)
         config = _resumed_config(load_run_config(args.out), config, args.explicit)
+        if "data_dir" in args.explicit and config.data.dataset.endswith(".npz"):
+            raise AAEError(f"--data-dir {args.data_dir}: the run trained on {config.data.dataset}, not "
+                           "on files in a data folder")  # fmt: skip
     elif args.branch_from is not None:
         from .checkpoint import load_checkpoint
 
@@ -248,8 +251,8 @@ def cmd_train(args) -> int:
                            "file such as RUN/checkpoints/latest.pt, or one that --keep-checkpoints "
                            "kept (RUN/checkpoints/epoch-NNNN.pt)")  # fmt: skip
 
-        if Path(args.branch_from).parent.name == "checkpoints":  # RUN/checkpoints/NAME.pt
-            check_reloadable(Path(args.branch_from).parent.parent, python_only)
+        if Path(args.branch_from).resolve().parent.name == "checkpoints":  # RUN/checkpoints/NAME.pt
+            check_reloadable(Path(args.branch_from).resolve().parent.parent, python_only)
         saved = cfg.from_dict(load_checkpoint(args.branch_from)["config"])
         config = _resumed_config(saved, config, args.explicit, "--branch-from")
     torch.manual_seed(config.train.seed)
@@ -381,6 +384,7 @@ def cmd_encode(args) -> int:
     from .api import encode_images, encode_run, load_run_config
     from .checkpoint import atomic_write_bytes, load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from .data import load_npz_images
+    from .run_folder import check_reloadable
     from .train import resolve_device
 
     out = _codes_file(args)
@@ -389,6 +393,7 @@ def cmd_encode(args) -> int:
             raise AAEError(f"{args.run}: a checkpoint file; give its run folder (which knows the "
                            "images), or images to encode with --images")  # fmt: skip
         load_run_config(args.run)  # first: it refuses what is not a run folder
+        check_reloadable(args.run, "encode images of your own with --images FILE.npz")
         prior = _PriorNotGiven.when_custom(load_checkpoint(resolve_checkpoint(args.run)))
         codes = encode_run(args.run, args.split, device=args.device, data_dir=args.data_dir, prior=prior)
     else:

@@ -179,6 +179,8 @@ def fit(
                 _level_with_checkpoint(run_path, model, state, train, logger)
                 if not (run_path / "config.json").is_file():  # deleted: the checkpoint's, checked above
                     atomic_write_json(run_path / "config.json", config.to_dict())
+                if not (run_path / DATA_RECORD).is_file():  # a run older than data.json: checked from now on
+                    atomic_write_json(run_path / DATA_RECORD, data_record(data))
                 if state.epoch == train.epochs and not state.batch:
                     print(f"{run_path}: already trained {train.epochs} epochs; evaluating only "
                           "(raise --epochs to train on)", file=sys.stderr)  # fmt: skip
