@@ -254,6 +254,11 @@ def test_bench_seeds_reports_mean_and_std(data, tmp_path, monkeypatch):
     on_disk = json.loads((tmp_path / "bench.json").read_text())
     assert on_disk["test_error_mean"] == result["test_error_mean"]
     assert "| semi-supervised | 100 | 2 |" in (tmp_path / "bench.md").read_text()
+    # Each call is recorded: the seeds it trained, with its own command and jobs.
+    again = bench.bench_seeds(config, 3, tmp_path, "aae bench ... --seeds 3", progress=False)
+    assert [(c["command"], c["jobs"], c["trained"]) for c in again["calls"]] == [
+        ("aae bench ...", 1, [0, 1]), ("aae bench ... --seeds 3", 1, [2])]
+    assert again["seeds"] == [0, 1, 2] and again["test_error"][:2] == result["test_error"]
 
 
 def test_bench_seeds_in_parallel_jobs_match_one_by_one(tmp_path):

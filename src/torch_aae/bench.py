@@ -340,10 +340,26 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "jobs": jobs,
+        "calls": _calls(out, command, jobs, [seed for seed, _, _ in todo]),
     }
     atomic_write_json(out / "bench.json", result)
     atomic_write_bytes(out / "bench.md", bench_markdown(result).encode())
     return result
+
+
+def _calls(out, command: str, jobs: int, trained: list[int]) -> list[dict]:
+    """bench.json's `calls`: every call of the bench on OUT, oldest first (command, jobs, the
+    seeds it trained or continued, when it ended); `command` and `jobs` beside them are the
+    latest's. A bench.json from before `calls` gives its one recorded call, marked so."""
+    import json
+
+    previous = []
+    if (out / "bench.json").is_file():
+        old = json.loads((out / "bench.json").read_text())
+        previous = old.get("calls") or [{"command": old.get("command"), "jobs": old.get("jobs"),
+                                         "trained": None, "note": "recorded before calls were"}]  # fmt: skip
+    return [*previous, {"command": command, "jobs": jobs, "trained": trained,
+                        "ended": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]  # fmt: skip
 
 
 def _also(model_kind: str, runs: list) -> dict:
