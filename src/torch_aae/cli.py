@@ -392,9 +392,9 @@ def cmd_encode(args) -> int:
         if Path(args.run).is_file():
             raise AAEError(f"{args.run}: a checkpoint file; give its run folder (which knows the "
                            "images), or images to encode with --images")  # fmt: skip
-        load_run_config(args.run)  # first: it refuses what is not a run folder
+        model_cfg = load_run_config(args.run).model  # first: it refuses what is not a run folder
         check_reloadable(args.run, "encode images of your own with --images FILE.npz")
-        prior = _PriorNotGiven.when_custom(load_checkpoint(resolve_checkpoint(args.run)))
+        prior = _PriorNotGiven.when_custom(model_cfg.prior, model_cfg.z_dim)
         codes = encode_run(args.run, args.split, device=args.device, data_dir=args.data_dir, prior=prior)
     else:
         for flag, given in (("--split", "split" in args.explicit), ("--data-dir", args.data_dir is not None)):
@@ -402,7 +402,8 @@ def cmd_encode(args) -> int:
                 raise AAEError(f"{flag} is for the run's own images; --images gives others: drop one")
         x, y = load_npz_images(args.images)
         ckpt = load_checkpoint(resolve_checkpoint(args.run))
-        model = model_from_checkpoint(ckpt, args.run, resolve_device(args.device), _PriorNotGiven.when_custom(ckpt))
+        prior = _PriorNotGiven.when_custom(ckpt["model_args"].get("prior"), ckpt["model_args"].get("z_dim"))
+        model = model_from_checkpoint(ckpt, args.run, resolve_device(args.device), prior)
         try:
             codes = encode_images(model, x)
         except AAEError as e:  # the images do not fit the model: name their file
@@ -451,10 +452,9 @@ class _PriorNotGiven:
         raise AAEError("the run's custom prior is a Python object, not given here")
 
     @classmethod
-    def when_custom(cls, ckpt: dict):
-        """One for the checkpoint `ckpt` of a model trained with a custom prior; else None."""
-        args = ckpt.get("model_args", {})
-        return cls(args["z_dim"]) if args.get("prior") == "custom" else None
+    def when_custom(cls, prior: str | None, z_dim: int):
+        """One for a model whose prior (as its config or checkpoint names it) is custom; else None."""
+        return cls(z_dim) if prior == "custom" else None
 
 
 def cmd_plot(args) -> int:
