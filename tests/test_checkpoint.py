@@ -15,6 +15,7 @@ import torch
 
 from conftest import subset_of, tiny_model, tiny_train
 from torch_aae import checkpoint as ck
+from torch_aae import train as train_module
 from torch_aae import unsupervised
 from torch_aae.checkpoint import load_checkpoint, load_model, load_state, save_model
 from torch_aae.errors import AAEError, Interrupted
@@ -532,6 +533,28 @@ def test_a_second_signal_inside_a_step_keeps_the_previous_checkpoint(tmp_path, r
         _fit(resume_data, run, epochs=3)
     meta = json.loads((run / "checkpoints" / "latest.json").read_text())
     assert (meta["epoch"], meta["step"]) == (1, 4)
+
+
+def test_a_signal_after_a_soft_stop_is_not_a_second_signal(tmp_path, resume_data, monkeypatch):
+    # A parallel bench's worker under a process-group SIGTERM: the main process's request
+    # (SOFT_STOP) and the worker's own SIGTERM arrive in the same step; it stops at the step's end.
+    original, calls = unsupervised.train_step, []
+
+    def both_in_one_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            train_module.SOFT_STOP.set()
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(unsupervised, "train_step", both_in_one_step)
+    try:
+        with pytest.raises(Interrupted, match=r"interrupted at epoch 2, step 6;"):
+            _fit(resume_data, tmp_path / "run", epochs=3)
+    finally:
+        train_module.SOFT_STOP.clear()
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
+    assert (meta["epoch"], meta["step"]) == (1, 6)
 
 
 def test_checkpoint_every_n_steps(tmp_path, resume_data, monkeypatch):

@@ -93,7 +93,7 @@ def test_sigkill_mid_epoch_and_mid_write_then_resume_is_bitwise_equal(tmp_path, 
 
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "group-sigterm", "sigkill"])
 def test_ctrl_c_on_a_parallel_bench_checkpoints_each_seed_without_a_traceback(tmp_path, how):
     # Ctrl-C reaches every process of the foreground group; `timeout -s INT` does the same here.
     out = tmp_path / "bench"
@@ -110,20 +110,28 @@ def test_ctrl_c_on_a_parallel_bench_checkpoints_each_seed_without_a_traceback(tm
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline and min(map(step_of, seeds)) < 2:
         time.sleep(0.2)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, workers
     if how == "ctrl-c":
         os.killpg(proc.pid, signal.SIGINT)  # the whole group, as a terminal's Ctrl-C
-    else:  # `kill PID`: the main process alone, which must not leave its workers training
-        workers = _children(proc.pid)
-        assert len(workers) >= 2, workers
+    elif how == "group-sigterm":  # `timeout`, a scheduler: every worker gets a SIGTERM of its own too
+        os.killpg(proc.pid, signal.SIGTERM)
+    elif how == "sigterm":  # `kill PID`: the main process alone, which must not leave its workers training
         os.kill(proc.pid, signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    if how == "sigterm":
-        time.sleep(0.5)
-        assert not [pid for pid in workers if _alive(pid)], "workers left running"
-    assert proc.returncode == 1, err
+    else:  # the main process killed: its workers must stop, checkpoint and end, not train on
+        os.kill(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)  # stderr closes once the workers, which share it, end
+    time.sleep(0.5)
+    assert not [pid for pid in workers if _alive(pid)], "workers left running"
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1] == ("aae: error: interrupted; each unfinished seed keeps its "
-                                            "last checkpoint: run the same `aae bench` command again to continue")
+    if how == "sigkill":
+        assert proc.returncode == -signal.SIGKILL
+        for seed in seeds:  # each worker stopped at a step boundary (not killed) and said so
+            assert f"aae bench: the main process is gone; {seed}: interrupted at epoch" in err, err
+    else:
+        assert proc.returncode == 1, err
+        assert err.strip().splitlines()[-1] == ("aae: error: interrupted; each unfinished seed keeps its last "
+                                                "checkpoint: run the same `aae bench` command again to continue")
     for seed in seeds:
         assert step_of(seed) >= 2 and not (seed / "summary.json").exists()
 

@@ -9,7 +9,9 @@ training step is timed. `fraction_of_peak` = achieved model GFLOP/s / replayed m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
 import time
 
 import torch
@@ -378,10 +380,14 @@ def _train_in_parallel(todo: list, jobs: int) -> dict:
     """Train the seeds of `todo` in `jobs` worker processes; their summaries by seed.
 
     Ctrl-C reaches the main process alone (the workers start with SIGINT ignored, so none dies
-    in a traceback): it sends each worker SIGTERM, on which a training stops at its next step
-    and checkpoints, waits for them, and raises Interrupted. SIGTERM to the main process (`kill
-    PID`) does the same, instead of ending it alone and leaving its workers training."""
+    in a traceback): it asks each worker to stop (SIGUSR1, which sets train.SOFT_STOP), on
+    which a training stops at its next step and checkpoints, waits for them, and raises
+    Interrupted. SIGTERM to the main process (`kill PID`) does the same, instead of ending it
+    alone and leaving its workers training; SIGTERM to the whole process group (`timeout`, a
+    scheduler) gives each worker its own SIGTERM too, which counts as the same first request.
+    A worker whose main process is gone (SIGKILL) stops and checkpoints as well, then exits."""
     import multiprocessing
+    import os
     import signal
     import threading
     from concurrent.futures import ProcessPoolExecutor
@@ -392,8 +398,9 @@ def _train_in_parallel(todo: list, jobs: int) -> dict:
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:  # the workers are started by submit(), and inherit the ignored SIGINT
-        pool = ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"))
-        futures = {seed: pool.submit(_train_seed, cfg.to_dict(), str(run), False, threads)
+        pool = ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_start, initargs=(os.getpid(),))  # fmt: skip
+        futures = {seed: pool.submit(_worker_seed, cfg.to_dict(), str(run), threads)
                    for seed, cfg, run in todo}  # fmt: skip
     finally:
         if main:
@@ -409,12 +416,64 @@ def _train_in_parallel(todo: list, jobs: int) -> dict:
             except KeyboardInterrupt:
                 pool.shutdown(wait=False, cancel_futures=True)
                 for worker in multiprocessing.active_children():
-                    worker.terminate()  # SIGTERM
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(worker.pid, signal.SIGUSR1)
                 pool.shutdown(wait=True)
                 raise Interrupted("interrupted") from None
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous_term)
+
+
+# A bench worker's state: whether it trains a seed now, and whether its main process is gone.
+_BUSY, _ORPHANED = threading.Event(), threading.Event()
+
+
+def _worker_start(parent: int) -> None:
+    """A bench worker's initializer: SIGUSR1 asks a training to stop at its next step (the
+    main process's request), and a thread watches for the main process's end."""
+    import signal
+
+    from .train import SOFT_STOP
+
+    signal.signal(signal.SIGUSR1, lambda signum, frame: SOFT_STOP.set())
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int, every: float = 0.5) -> None:
+    """Once the main process is gone (SIGKILL, a crash), stop this worker's training at its next
+    step, with a checkpoint, and end the worker; an idle worker ends at once. Without this, a
+    worker trained on alone, and then waited forever for work that would never come."""
+    import os
+
+    from .train import SOFT_STOP
+
+    while os.getppid() == parent:
+        time.sleep(every)
+    _ORPHANED.set()
+    SOFT_STOP.set()
+    if not _BUSY.is_set():  # else _worker_seed ends the process once the training has stopped
+        os._exit(1)
+
+
+def _worker_seed(config_dict: dict, run: str, threads: int) -> dict:
+    """_train_seed in a bench worker; the worker ends after it if its main process is gone."""
+    import os
+    import sys
+
+    from .errors import AAEError
+
+    _BUSY.set()
+    try:
+        return _train_seed(config_dict, run, False, threads)
+    except AAEError as e:
+        if _ORPHANED.is_set():
+            print(f"aae bench: the main process is gone; {run}: {e}", file=sys.stderr, flush=True)
+        raise
+    finally:
+        _BUSY.clear()
+        if _ORPHANED.is_set():
+            os._exit(1)
 
 
 def _check_bench_folder(out) -> None:

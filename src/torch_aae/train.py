@@ -230,15 +230,27 @@ def _resume_command(kind: str, run_path: Path) -> str:
     return f"`aae train {kind} --out {run_path} --resume`"
 
 
+# Set from outside the training loop (a parallel bench's worker, when its main process asks it
+# to stop or is gone): stop at the next step and checkpoint, as on a first signal. It never
+# counts as a second signal, so a SIGTERM to a bench's whole process group (each worker gets
+# its own and the main process's request) still stops every worker at a step boundary.
+SOFT_STOP = threading.Event()
+
+
 class StopOnSignal:
     """Ctrl-C (SIGINT) or SIGTERM (`kill`, a scheduler's preemption) during training asks the
     loop to stop at the next step boundary, where it checkpoints: a signal never leaves a
     half-done step (say, reconstruction applied, discriminator not) in a checkpoint. A second
     signal stops at once, keeping the previous checkpoint. Handlers are installed only in the
-    main thread, and SIGINT only where it is not ignored (a background job)."""
+    main thread, and SIGINT only where it is not ignored (a background job). SOFT_STOP set
+    elsewhere asks for the same stop as a first signal."""
 
     def __init__(self):
-        self.requested, self._previous = False, {}
+        self._signalled, self._previous = False, {}
+
+    @property
+    def requested(self) -> bool:
+        return self._signalled or SOFT_STOP.is_set()
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -248,9 +260,9 @@ class StopOnSignal:
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:
+        if self._signalled:
             raise KeyboardInterrupt
-        self.requested = True
+        self._signalled = True
 
     def __exit__(self, *exc):
         for sig, previous in self._previous.items():
