@@ -640,6 +640,20 @@ def test_a_branch_into_the_folder_of_its_checkpoint_is_refused(tmp_path, resume_
             resume=True, progress=False, branch_from=run / "checkpoints" / "latest.pt")  # fmt: skip
 
 
+@pytest.mark.parametrize("change", [{"lr_recon": 5e-2}, {"beta1_reg": 0.1}, {"batch_size": 25}])
+def test_a_branch_under_other_learning_rates_is_refused(tmp_path, resume_data, change):
+    # The optimizers' saved states carry the source run's rates and betas: a branch under new
+    # ones would train at the old while its config.json recorded the new. The CLI refuses them.
+    run = tmp_path / "run"
+    _fit(resume_data, run, epochs=1)
+    name, value = next(iter(change.items()))
+    with pytest.raises(AAEError, match=rf"branch_from: {run / 'checkpoints' / 'latest.pt'}'s run was made "
+                                       rf"with train\.{name}=.*, not {value}; start a new run"):  # fmt: skip
+        fit(tiny_model(seed=3), resume_data, tiny_train(epochs=2, seed=3, **change), out=tmp_path / "b",
+            progress=False, branch_from=run / "checkpoints" / "latest.pt")  # fmt: skip
+    assert not (tmp_path / "b").exists()
+
+
 def test_resume_or_branch_with_fewer_epochs_than_trained_is_refused(tmp_path, resume_data):
     run = tmp_path / "run"
     _fit(resume_data, run, epochs=2, keep_checkpoints=True)

@@ -138,8 +138,10 @@ def run_config(config: Config, model, data: Dataset, train: TrainConfig) -> Conf
                                model=dataclasses.replace(config.model, **model_fields(model)))  # fmt: skip
 
 
-def check_resumable(saved: Config, config: Config) -> None:
-    """Refuse to resume a run under settings other than its own (bar RESUMABLE's)."""
+def check_resumable(saved: Config, config: Config, what: str = "resume: the run") -> None:
+    """Refuse to resume a run, or to branch from its checkpoint, under settings other than its
+    own (bar RESUMABLE's): the optimizers' states would bring back the saved learning rates,
+    and the labeled images would be drawn again, whatever the new config says."""
     for section in SECTIONS:
         before, after = getattr(saved, section), getattr(config, section)
         for f in dataclasses.fields(after):
@@ -147,7 +149,7 @@ def check_resumable(saved: Config, config: Config) -> None:
             if f.name == "dataset" and a.endswith(".npz"):  # a run made before paths were absolute
                 a, b = str(Path(a).absolute()), str(Path(b).absolute())
             if a != b and f.name not in RESUMABLE:
-                raise AAEError(f"resume: the run was made with {section}.{f.name}={a!r}, not {b!r}; "
+                raise AAEError(f"{what} was made with {section}.{f.name}={a!r}, not {b!r}; "
                                "start a new run for other settings")  # fmt: skip
 
 

@@ -38,7 +38,7 @@ from .checkpoint import (
     set_rng_state,
     write_checkpoint_meta,
 )
-from .config import Config, TrainConfig, refuse_unread
+from .config import Config, TrainConfig, from_dict, refuse_unread
 from .data import Dataset
 from .errors import AAEError, AAEWarning, Interrupted
 from .logger import RunLogger
@@ -107,7 +107,9 @@ def fit(
         progress: a progress bar, on a terminal (one line per epoch is printed to stderr either way).
         branch_from: a checkpoint of another run (e.g. one kept by `keep_checkpoints`) to start
             this new run from: its weights, optimizer states, history and random state, so
-            that the new run continues that trajectory under its own schedule.
+            that the new run continues that trajectory under its own schedule. Only the
+            settings a resume may change (config.RESUMABLE: epochs, lr_step, ...) may differ
+            from that run's; others are refused, as by the CLI's --branch-from.
     Returns:
         The summary: final evaluation metrics plus epochs, train_seconds, samples_per_second.
     """
@@ -135,6 +137,8 @@ def fit(
             raise AAEError(f"--branch-from {branch_from}: the checkpoint is inside --out {out}; "
                            "branch into another folder")  # fmt: skip
         branch_ckpt = load_checkpoint(Path(branch_from))
+        if branch_ckpt.get("config"):  # what the CLI's --branch-from refuses too
+            check_resumable(from_dict(branch_ckpt["config"]), config, f"branch_from: {branch_from}'s run")
         saved = branch_ckpt["state"]
         check_epochs_left(train.epochs, saved["epoch"], saved["batch"], "--branch-from")
     run_path = Path(out) if out is not None else None
