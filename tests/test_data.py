@@ -12,6 +12,7 @@ import torch
 
 from conftest import MNIST_DIR, idx_bytes, md5_of, synthetic_dataset, write_fake_mnist
 from torch_aae import data as D
+from torch_aae import download as DL
 from torch_aae.errors import AAEError
 
 # ----------------------------------------------------------------------------------------------
@@ -393,20 +394,20 @@ def _leftovers(folder: Path) -> list[str]:
 def test_download_from_file_mirror_falls_through_a_failing_one(tmp_path):
     good = _mirror(tmp_path / "good")
     missing = (tmp_path / "missing").as_uri() + "/"
-    folder = D.download_mnist(tmp_path / "root", base_urls=(missing, good))
+    folder = DL.download_mnist(tmp_path / "root", base_urls=(missing, good))
     assert folder == tmp_path / "root" / "mnist"
     for fname, md5 in D.MNIST_GZ_MD5.items():
         assert (folder / fname).is_file() and not (folder / fname).is_symlink()
         assert md5_of(folder / fname) == md5
     assert _leftovers(folder) == []
     # Everything is present and valid: a second call needs no mirror at all.
-    assert D.download_mnist(tmp_path / "root", base_urls=(missing,)) == folder
+    assert DL.download_mnist(tmp_path / "root", base_urls=(missing,)) == folder
 
 
 def test_download_with_corrupt_mirror_leaves_no_file(tmp_path):
     bad = _mirror(tmp_path / "bad", corrupt="t10k-labels-idx1-ubyte.gz")
     with pytest.raises(AAEError) as err:
-        D.download_mnist(tmp_path / "root", base_urls=(bad,))
+        DL.download_mnist(tmp_path / "root", base_urls=(bad,))
     message = str(err.value)
     assert "could not download t10k-labels-idx1-ubyte.gz" in message and "md5" in message
     folder = tmp_path / "root" / "mnist"
@@ -422,7 +423,7 @@ def test_download_skips_corrupt_mirror_and_replaces_corrupt_local_file(tmp_path)
     folder = tmp_path / "root" / "mnist"
     folder.mkdir(parents=True)
     (folder / "train-labels-idx1-ubyte.gz").write_bytes(b"stale, corrupt")
-    D.download_mnist(tmp_path / "root", base_urls=(bad, good))
+    DL.download_mnist(tmp_path / "root", base_urls=(bad, good))
     for fname, md5 in D.MNIST_GZ_MD5.items():
         assert md5_of(folder / fname) == md5
     assert _leftovers(folder) == []
@@ -438,37 +439,37 @@ def test_download_counts_an_unpacked_or_regzipped_file_as_present(tmp_path):
             _regzip(MNIST_DIR / fname, folder / fname)
     before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
     missing = (tmp_path / "nowhere").as_uri() + "/"
-    assert D.download_mnist(tmp_path / "root", base_urls=(missing,)) == folder  # nothing fetched
+    assert DL.download_mnist(tmp_path / "root", base_urls=(missing,)) == folder  # nothing fetched
     assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
 
 
 def test_download_with_only_failing_mirrors_lists_every_error(tmp_path):
     urls = ((tmp_path / "a").as_uri() + "/", (tmp_path / "b").as_uri() + "/")
     with pytest.raises(AAEError) as err:
-        D.download_mnist(tmp_path / "root", base_urls=urls)
+        DL.download_mnist(tmp_path / "root", base_urls=urls)
     assert "could not download train-images-idx3-ubyte.gz" in str(err.value)
     assert urls[0] in str(err.value) and urls[1] in str(err.value)
     assert list((tmp_path / "root" / "mnist").iterdir()) == []
 
 
 def test_download_takes_one_mirror_as_a_string_and_names_a_bad_url(tmp_path):
-    folder = D.download_mnist(tmp_path / "root", base_urls=_mirror(tmp_path / "good"))  # not a tuple
+    folder = DL.download_mnist(tmp_path / "root", base_urls=_mirror(tmp_path / "good"))  # not a tuple
     assert sorted(p.name for p in folder.iterdir()) == sorted(f for f, _ in D.MNIST_FILES.values())
     with pytest.raises(AAEError, match="could not download train-images-idx3-ubyte.gz: nowhere: unknown url"):
-        D.download_mnist(tmp_path / "root2", base_urls=("nowhere",))
+        DL.download_mnist(tmp_path / "root2", base_urls=("nowhere",))
 
 
 def test_download_into_a_file_is_one_error(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(AAEError, match="cannot make .*f/mnist"):
-        D.download_mnist(tmp_path / "f", base_urls=("nowhere",))
+        DL.download_mnist(tmp_path / "f", base_urls=("nowhere",))
 
 
 def test_aae_download_defaults_to_where_training_looks(tmp_path, monkeypatch, capsys):
     from torch_aae import cli
 
     monkeypatch.setenv("TORCH_AAE_DATA", str(tmp_path / "env"))
-    monkeypatch.setattr(D.download_mnist, "__defaults__", ((_mirror(tmp_path / "good"),), 60.0))  # offline
+    monkeypatch.setattr(DL.download_mnist, "__defaults__", ((_mirror(tmp_path / "good"),), 60.0))  # offline
     assert cli.main(["download"]) == 0
     assert (tmp_path / "env" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
 

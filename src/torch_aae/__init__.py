@@ -4,7 +4,8 @@ from .api import build_model, encode_images, encode_run, evaluate_run, load_run_
 from .classifier import Classifier, classifier_accuracy, features, predict, train_classifier
 from .checkpoint import load_model, save_model
 from .config import Config, DataConfig, ModelConfig, TrainConfig
-from .data import Dataset, download_mnist, load_dataset
+from .data import Dataset, load_dataset
+from .download import download_mnist
 from .errors import AAEError, AAEWarning, Interrupted
 from .metrics import class_histogram, frechet_distance
 from .parzen import parzen_evaluate

@@ -493,7 +493,8 @@ def cmd_bench(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .data import data_roots, download_mnist
+    from .data import data_roots
+    from .download import download_mnist
 
     start = time.perf_counter()
     folder = download_mnist(data_roots(args.data_dir)[0])  # where training looks first

@@ -12,8 +12,6 @@ import gzip
 import hashlib
 import math
 import os
-import shutil
-import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,6 @@ import numpy as np
 import torch
 
 from .augment import elastic_field, random_affine, random_shift, random_thickness  # noqa: F401  (data's names too)
-from .checkpoint import create_temp_file
 from .errors import AAEError
 
 # name -> (file name, md5 of the file's uncompressed bytes). A file is read gzipped (the name as
@@ -48,10 +45,6 @@ FASHION_MNIST_FILES = {
     "test_images": ("t10k-images-idx3-ubyte.gz", "8181f5470baa50b63fa0f6fddb340f0a"),
     "test_labels": ("t10k-labels-idx1-ubyte.gz", "15d484375f8d13e6eb1aabb0c3f46965"),
 }
-MNIST_URLS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-)
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATASETS = ("mnist", "fashion-mnist")
 NPZ_KEYS = ("x", "y", "x_test", "y_test")  # a .npz dataset's arrays
@@ -86,7 +79,9 @@ class Dataset:
 
     def check(self) -> None:
         """Refuse a Dataset that training would fail on late (or silently misread): images not a
-        float32 (n, features) tensor in [0, 1], labels not int64 (n,), splits of other widths."""
+        float32 (n, features) tensor in [0, 1] (NaN included), labels not int64 (n,) in
+        [0, num_classes), a split without labels where train_x has them, splits of other widths."""
+        labeled = self.train_y is not None
         for split in ("train", "val", "test"):
             x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
             if x is None:
@@ -99,12 +94,18 @@ class Dataset:
                 raise AAEError(f"{what}: {kind}; expected a float32 tensor (n, features)")
             if x.shape[1] != self.train_x.shape[1]:
                 raise AAEError(f"{what}: {x.shape[1]} features, train_x {self.train_x.shape[1]}")
-            if len(x) and (x.min() < 0 or x.max() > 1):
+            if len(x) and not (x.min() >= 0 and x.max() <= 1):  # NaN fails both
                 raise AAEError(f"{what}: values in [{float(x.min())}, {float(x.max())}]; expected [0, 1]")
+            if labeled and y is None:  # a model that reads labels scores every split by them
+                raise AAEError(f"{self.name}: train_y labels train_x, but {split}_y is None; give "
+                               f"{split}_y or drop {split}_x")  # fmt: skip
             if y is not None and (not isinstance(y, torch.Tensor) or y.dtype != torch.int64
                                   or tuple(y.shape) != (len(x),)):  # fmt: skip
                 kind = f"{y.dtype} tensor of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
                 raise AAEError(f"{self.name}: {split}_y: {kind}; expected int64 labels ({len(x)},)")
+            if y is not None and len(y) and not (y.min() >= 0 and (self.num_classes is None or y.max() < self.num_classes)):
+                raise AAEError(f"{self.name}: {split}_y: labels {int(y.min())} to {int(y.max())}; expected "
+                               f"0 to {'num_classes - 1' if self.num_classes is None else self.num_classes - 1}")  # fmt: skip
         if math.prod(self.image_shape) != self.features:
             raise AAEError(f"{self.name}: image_shape {tuple(self.image_shape)} holds "
                            f"{math.prod(self.image_shape)} values, not the images' {self.features}")  # fmt: skip
@@ -283,61 +284,6 @@ def _is_other_dataset(path: Path, name: str) -> bool:
         return False  # MNIST as published: no need to unpack it
     other = FASHION_MNIST_FILES if name == "mnist" else MNIST_FILES
     return _idx_md5(path) == other["train_images"][1]
-
-
-def download_mnist(
-    root: str | os.PathLike, base_urls: tuple[str, ...] = MNIST_URLS, timeout: float = 60.0
-) -> Path:
-    """Fetch the missing MNIST files into ROOT/mnist, md5-checked, each written atomically (a
-    file there unpacked or gzipped again, with the right IDX bytes, counts as present).
-
-    Args:
-        root: data root; files go to root/mnist.
-        base_urls: mirrors tried in order (any urllib URL, `file://` included).
-    Returns:
-        The folder holding the four files.
-    """
-    if isinstance(base_urls, str):
-        base_urls = (base_urls,)
-    folder = Path(root) / "mnist"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a file where a folder should be, no permission, ...
-        raise AAEError(f"cannot make {folder}: {e.strerror or e}") from None
-    raw_md5 = dict(MNIST_FILES.values())  # file name -> md5 of its IDX bytes
-    for fname, md5 in MNIST_GZ_MD5.items():
-        target = folder / fname
-        if target.is_file() and md5sum(target) == md5:
-            continue
-        present = idx_path(folder, fname)  # unpacked, or gzipped again: as good, if its bytes are
-        if present is not None and _idx_md5(present) == raw_md5[fname]:
-            continue
-        errors = []
-        for base in base_urls:
-            try:
-                _fetch_atomic(base.rstrip("/") + "/" + fname, target, md5, timeout)
-                break
-            except (OSError, ValueError, AAEError) as e:  # ValueError: not a URL
-                errors.append(f"{base}: {e}")
-        else:
-            raise AAEError(f"could not download {fname}: " + "; ".join(errors))
-    return folder
-
-
-def _fetch_atomic(url: str, target: Path, md5: str, timeout: float) -> None:
-    fd, tmp = create_temp_file(target, ".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            shutil.copyfileobj(resp, out)
-            out.flush()
-            os.fsync(out.fileno())
-        actual = md5sum(Path(tmp))
-        if actual != md5:
-            raise AAEError(f"md5 {actual} of the downloaded file does not match {md5}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,73 @@
+"""Fetching MNIST for a user who is online: each missing file from the first mirror that has it,
+md5-checked and written atomically (the tests fetch from local file:// mirrors)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.request
+from pathlib import Path
+
+from .checkpoint import create_temp_file
+from .data import MNIST_FILES, MNIST_GZ_MD5, _idx_md5, idx_path, md5sum
+from .errors import AAEError
+
+MNIST_URLS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+
+
+def download_mnist(
+    root: str | os.PathLike, base_urls: tuple[str, ...] = MNIST_URLS, timeout: float = 60.0
+) -> Path:
+    """Fetch the missing MNIST files into ROOT/mnist, md5-checked, each written atomically (a
+    file there unpacked or gzipped again, with the right IDX bytes, counts as present).
+
+    Args:
+        root: data root; files go to root/mnist.
+        base_urls: mirrors tried in order (any urllib URL, `file://` included).
+    Returns:
+        The folder holding the four files.
+    """
+    if isinstance(base_urls, str):
+        base_urls = (base_urls,)
+    folder = Path(root) / "mnist"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where a folder should be, no permission, ...
+        raise AAEError(f"cannot make {folder}: {e.strerror or e}") from None
+    raw_md5 = dict(MNIST_FILES.values())  # file name -> md5 of its IDX bytes
+    for fname, md5 in MNIST_GZ_MD5.items():
+        target = folder / fname
+        if target.is_file() and md5sum(target) == md5:
+            continue
+        present = idx_path(folder, fname)  # unpacked, or gzipped again: as good, if its bytes are
+        if present is not None and _idx_md5(present) == raw_md5[fname]:
+            continue
+        errors = []
+        for base in base_urls:
+            try:
+                _fetch_atomic(base.rstrip("/") + "/" + fname, target, md5, timeout)
+                break
+            except (OSError, ValueError, AAEError) as e:  # ValueError: not a URL
+                errors.append(f"{base}: {e}")
+        else:
+            raise AAEError(f"could not download {fname}: " + "; ".join(errors))
+    return folder
+
+
+def _fetch_atomic(url: str, target: Path, md5: str, timeout: float) -> None:
+    fd, tmp = create_temp_file(target, ".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            shutil.copyfileobj(resp, out)
+            out.flush()
+            os.fsync(out.fileno())
+        actual = md5sum(Path(tmp))
+        if actual != md5:
+            raise AAEError(f"md5 {actual} of the downloaded file does not match {md5}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
