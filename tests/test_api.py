@@ -136,6 +136,34 @@ def test_a_python_resume_under_other_settings_is_refused(loaded, tmp_path):
         progress=False)  # fmt: skip  (epochs and the schedule may change)
 
 
+def test_build_model_draws_the_weights_from_the_configs_seed(loaded):
+    config = defaults("unsupervised", hidden=32, disc_hidden=32, seed=7)
+    before = torch.random.get_rng_state()
+    a, b = build_model(config, loaded), build_model(config, loaded)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global state left as it was
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+    torch.manual_seed(7)  # what `aae train --seed 7` does before it builds the model
+    assert torch.equal(a.encoder.net[0].weight, type(a).from_config(config.model, 784, (28, 28)).encoder.net[0].weight)
+    other = build_model(dataclasses.replace(config, train=dataclasses.replace(config.train, seed=8)), loaded)
+    assert not torch.equal(a.encoder.net[0].weight, other.encoder.net[0].weight)
+    with pytest.raises(AAEError, match=r"build_model takes a Config \(e.g. defaults\('semi-supervised'\)\), not str"):
+        build_model("semi-supervised", loaded)
+
+
+def test_a_python_resume_without_settings_takes_the_runs_own(loaded, tmp_path):
+    run = tmp_path / "run"
+    fit(tiny_model(seed=3), loaded, tiny_train(seed=3, epochs=2, lr_recon=3e-3), out=run, progress=False)
+    (run / "summary.json").unlink()
+    # Not the unsupervised model's defaults (epochs 100, lr_recon 1e-4): the run's own.
+    summary = fit(tiny_model(seed=3), loaded, out=run, resume=True, progress=False)
+    assert summary["epochs"] == 2
+    assert load_run_config(run).train == tiny_train(seed=3, epochs=2, lr_recon=3e-3)
+    summary = fit(tiny_model(seed=3), loaded, tiny_train(seed=3, epochs=3, lr_recon=3e-3), out=run,
+                  resume=True, progress=False)  # fmt: skip  (train alone: the run's config with it)
+    assert summary["epochs"] == 3
+
+
 def _data(**changes):
     return dataclasses.replace(synthetic_dataset(40, test=10), **changes)
 
@@ -150,6 +178,12 @@ def _data(**changes):
         ({"test_x": torch.rand(10, 9)}, "test_x: 9 features, train_x 16"),
         ({"train_y": (torch.arange(40) % 3).float()}, "train_y: torch.float32 tensor"),
         ({"image_shape": (5, 5)}, "image_shape (5, 5) holds 25 values, not the images' 16"),
+        ({"train_x": torch.rand(40, 16).index_fill(0, torch.tensor([7]), float("nan"))}, "train_x: values in [nan"),
+        ({"test_x": torch.full((10, 16), float("nan"))}, "test_x: values in [nan, nan]"),
+        ({"train_y": torch.arange(40) % 3 - 1}, "train_y: labels -1 to 1; expected 0 to 2"),
+        ({"test_y": torch.arange(10) % 4}, "test_y: labels 0 to 3; expected 0 to 2"),
+        ({"test_y": None}, "train_y labels train_x, but test_y is None; give test_y or drop test_x"),
+        ({"val_x": torch.rand(5, 16)}, "train_y labels train_x, but val_y is None"),
     ],
 )
 def test_a_hand_built_dataset_is_checked_before_training(changes, fragment):

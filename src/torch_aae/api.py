@@ -23,17 +23,23 @@ from .variants import get_variant
 
 
 def build_model(config: Config, data: Dataset):
-    """A fresh model of `config.model_kind`, shaped for `data`."""
+    """A fresh model of `config.model_kind`, shaped for `data`, its weights drawn from
+    `config.train.seed` as `aae train` draws them (the global random state is left as it was)."""
+    if not isinstance(config, Config):
+        raise AAEError(f"build_model takes a Config (e.g. defaults({config!r})), not {type(config).__name__}")
     model_cls = get_variant(config.model_kind).MODEL
     extra = {}
     if "n_classes" in inspect.signature(model_cls.from_config).parameters:
         if data.num_classes is None:
             raise AAEError(f"the {config.model_kind} model needs labels; {data.name} has none")
         extra["n_classes"] = data.num_classes
-    return model_cls.from_config(config.model, data.features, data.image_shape, **extra)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        return model_cls.from_config(config.model, data.features, data.image_shape, **extra)
 
 
 def load_run_config(run: str | os.PathLike) -> Config:
+    """The config a run folder records (its config.json, else its checkpoint's copy)."""
     if not Path(run).exists():
         raise AAEError(f"{run}: no such run folder")
     if Path(run).is_file():

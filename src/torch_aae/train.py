@@ -96,7 +96,9 @@ def fit(
             given no flag, `defaults(model.kind).train`: each model's own epochs and rates).
         out: run folder for config, metrics, checkpoints and plots (None: keep nothing on disk).
         resume: continue the run in `out` from its latest checkpoint, under its own settings
-            (only those that `aae train --resume` may change can differ).
+            (only those that `aae train --resume` may change can differ). Without `config`
+            and `train`, those of the run (its config.json); with `train` alone, the run's
+            config with that `train`.
         overwrite: replace an existing run in `out`.
         config: the run's model kind and data section, recorded in `out` with the model's own
             arguments and `train` (default: `defaults(model.kind)`, with how `load_dataset` made
@@ -114,6 +116,8 @@ def fit(
         The summary: final evaluation metrics plus epochs, train_seconds, samples_per_second.
     """
     variant = get_variant(model.kind)
+    if resume and config is None and out is not None:  # the run's own settings, as --resume takes them
+        config = recorded_config(Path(out))
     if train is None:  # else the command line's defaults for the model
         train = config.train if config is not None else defaults(model.kind).train
     if not isinstance(train, TrainConfig):
