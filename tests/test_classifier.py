@@ -140,4 +140,19 @@ def test_a_missing_classifier_names_the_command_that_trains_it(tmp_path, dataset
     data.source = {"dataset": dataset}
     with pytest.raises(AAEError, match="no evaluation classifier") as err:
         require_classifier(data, tmp_path)
-    assert f"train it first with {command} (a few CPU minutes" in str(err.value)
+    assert f"train it first with {command}, or train_and_cache(data) from Python (a few CPU minutes" in str(err.value)
+
+
+def test_a_supervised_run_without_a_folder_is_refused_before_training_without_a_classifier(tmp_path, monkeypatch):
+    # It is evaluated at its end too: without the classifier it would train, then fail.
+    from conftest import synthetic_dataset
+
+    from torch_aae import SupervisedAAE, defaults, fit
+    from torch_aae import supervised as supervised_module
+
+    monkeypatch.setenv("TORCH_AAE_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(supervised_module, "train_step", lambda *a, **k: pytest.fail("trained"))
+    data = synthetic_dataset(40, test=10)
+    model = SupervisedAAE(16, (4, 4), n_classes=3, hidden=16, disc_hidden=16)
+    with pytest.raises(AAEError, match="no evaluation classifier for synthetic"):
+        fit(model, data, config=defaults("supervised", labels="all", epochs=1, batch_size=10), progress=False)

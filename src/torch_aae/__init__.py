@@ -1,7 +1,7 @@
 """torch-aae: Adversarial Autoencoders (Makhzani et al., arXiv 1511.05644) on PyTorch."""
 
 from .api import build_model, encode_images, encode_run, evaluate_run, load_run_config, plot_run
-from .classifier import Classifier, classifier_accuracy, features, predict, train_classifier
+from .classifier import Classifier, classifier_accuracy, features, predict, train_and_cache, train_classifier
 from .checkpoint import load_model, save_model
 from .config import Config, DataConfig, ModelConfig, TrainConfig
 from .data import Dataset, load_dataset
@@ -29,5 +29,5 @@ __all__ = [
     "SwissRollPrior", "TrainConfig", "UniformPrior", "UnsupervisedAAE", "build_model", "defaults",
     "class_histogram", "classifier_accuracy", "download_mnist", "encode_images", "encode_run", "evaluate_run", "features", "fit",
     "frechet_distance", "load_dataset", "load_model", "load_run_config", "make_prior",
-    "parzen_evaluate", "plot_run", "predict", "save_model", "train_classifier", "write_report",
+    "parzen_evaluate", "plot_run", "predict", "save_model", "train_and_cache", "train_classifier", "write_report",
 ]  # fmt: skip

@@ -201,8 +201,9 @@ def require_classifier(data: Dataset, cache: str | os.PathLike | None = None) ->
         flag = "" if dataset == "mnist" else f" --dataset {dataset}"
         raise AAEError(
             f"no evaluation classifier for {data.name} in {path.parent} (looked for {path.name}); "
-            f"train it first with `aae classifier train{flag}` (a few CPU minutes; its --cache-dir, "
-            "or $TORCH_AAE_CACHE for every command, to use another folder)"
+            f"train it first with `aae classifier train{flag}`, or train_and_cache(data) from Python "
+            "(a few CPU minutes; its --cache-dir, or $TORCH_AAE_CACHE for every command, to use "
+            "another folder)"
         )
     return path
 

@@ -23,8 +23,8 @@ section 2, with a fixed variance): every phase sees a noisy z, which limits what
 metrics and plots use the noise-free code encoder(x). The blog's 2-D code needs neither.
 
 Evaluation scores generated images with the library's evaluation classifier (classifier.py),
-which must be trained first (`aae classifier train`); a run with a folder checks this before
-training starts, so it does not fail after hours.
+which must be trained first (`aae classifier train`, or `train_and_cache(data)`); every run
+checks this before training starts, so it does not fail after hours.
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ MODEL = SupervisedAAE  # the variant registry's entry point
 
 def setup(model: SupervisedAAE, data, config, device, run_path) -> dict:
     """Draw the labeled images (class-balanced, by seed), have their indices saved to
-    RUN/labeled_indices.json, and check that the evaluation classifier exists (runs with a
-    folder are evaluated at the end).
+    RUN/labeled_indices.json, and check that the evaluation classifier exists (every run is
+    evaluated at its end, with a folder or without).
 
     Returns:
         ctx: labeled images x (N, in_dim) and labels y (N,) on `device` (None when every training
@@ -154,10 +154,9 @@ def setup(model: SupervisedAAE, data, config, device, run_path) -> dict:
     if labels is None:
         labels = str(DEFAULT_LABELS) if len(data.train_x) > DEFAULT_LABELS else "all"
     idx = labeled_indices(data, labels, config.data_draw_seed)
-    if run_path is not None:
-        from .classifier import require_classifier
+    from .classifier import require_classifier
 
-        require_classifier(data)
+    require_classifier(data)
     every = len(idx) == len(data.train_x)
     return {
         "run_files": {"labeled_indices.json": idx.tolist()},  # written by fit to the run folder
