@@ -12,8 +12,8 @@ import torch
 from conftest import REPO_ROOT, subset_of, synthetic_dataset, tiny_model, tiny_train
 
 from torch_aae import (
-    AAEError, ClusteringAAE, Config, DataConfig, ModelConfig, SemiSupervisedAAE, build_model,
-    defaults, encode_run, evaluate_run, fit, load_dataset, load_run_config, plot_run,
+    AAEError, ClusteringAAE, Config, DataConfig, GaussianPrior, ModelConfig, SemiSupervisedAAE, SupervisedAAE,
+    UnsupervisedAAE, build_model, defaults, encode_run, evaluate_run, fit, load_dataset, load_run_config, plot_run,
 )  # fmt: skip
 from torch_aae import cli
 from torch_aae.run_folder import data_digest
@@ -242,6 +242,13 @@ def test_a_run_recorded_with_a_relative_npz_path_still_resumes(tmp_path, monkeyp
         (lambda: ClusteringAAE(16, (4, 4), n_classes=1), "n_classes 1: a categorical code needs at least 2"),
         (lambda: SemiSupervisedAAE(16, (4, 4), hidden=0), "layer widths [16, 0, 0]: each must be a positive integer"),
         (lambda: SemiSupervisedAAE(16, (4, 4), dropout=1.5), "dropout probability must be in [0, 1)"),
+        # Dropped without a word before (the run's config recorded the default):
+        (lambda: UnsupervisedAAE(16, (4, 4), prior="gaussian", prior_scale=9.0),
+         "prior_scale=9.0: prior='gaussian' does not read it; only the uniform, mixture, swiss-roll priors do"),
+        (lambda: UnsupervisedAAE(16, (4, 4), prior=GaussianPrior(2, 3.0), prior_components=5),
+         "prior_components=5: prior=GaussianPrior(dim=2, std=3.0) does not read it"),
+        (lambda: SupervisedAAE(16, (4, 4), prior="mixture"),  # refused by fit before, after the build
+         "prior='mixture': the supervised model's prior is the Gaussian N(0, prior_std²)"),
     ],
 )
 def test_a_model_built_by_hand_refuses_impossible_arguments(build, fragment):

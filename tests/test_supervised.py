@@ -78,8 +78,26 @@ def test_the_decoder_takes_the_label_and_the_code(data):
     assert as_3.shape == (4, 784) and 0 < as_3.min() and as_3.max() < 1
     assert not torch.allclose(as_3, as_7)  # the label changes the image
     assert model.sample(20).shape == (20, 784)
-    with pytest.raises(AAEError, match="3 samples but 2 labels"):
-        model.sample(3, labels=torch.tensor([1, 2]))
+    torch.manual_seed(0)
+    from_list = model.sample(3, labels=[3, 3, 7])
+    torch.manual_seed(0)  # a list and int32 labels decode as int64 ones do
+    assert torch.equal(from_list, model.sample(3, labels=torch.tensor([3, 3, 7], dtype=torch.int32)))
+
+
+@pytest.mark.parametrize("labels, fragment", [
+    (torch.tensor([1, 2]), r"3 samples but labels of shape \(2,\)"),
+    ([0, 1, 12], r"labels must be in 0\.\.9"),
+    ([-1, 1, 2], r"labels must be in 0\.\.9"),
+    ([0.0, 1.0, 2.0], "labels: torch.float32; expected integers"),
+    ([[0, 1, 2]], r"3 samples but labels of shape \(1, 3\)"),
+])  # fmt: skip
+@pytest.mark.parametrize("kind", ["supervised", "semi-supervised"])
+def test_sample_refuses_labels_it_cannot_decode(kind, labels, fragment):
+    from torch_aae import SemiSupervisedAAE
+
+    model = tiny_supervised() if kind == "supervised" else SemiSupervisedAAE(hidden=16, disc_hidden=16)
+    with pytest.raises(AAEError, match=fragment):
+        model.sample(3, labels=labels)
 
 
 def test_setup_draws_balanced_labels_and_saves_their_indices(data, tmp_path):

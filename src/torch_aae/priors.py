@@ -172,6 +172,19 @@ class CategoricalPrior:
         return f"CategoricalPrior(num_classes={self.num_classes})"
 
 
+def sample_labels(labels, n: int, n_classes: int) -> torch.Tensor:
+    """The `labels` of n decoded samples (a tensor, an array or a list) as an int64 CPU tensor
+    (n,), refused unless they are n integers in 0..n_classes-1."""
+    k = torch.as_tensor(labels).cpu()
+    if k.dim() != 1 or len(k) != n:
+        raise AAEError(f"{n} samples but labels of shape {tuple(k.shape)}")
+    if k.is_floating_point() or k.is_complex() or k.dtype == torch.bool:
+        raise AAEError(f"labels: {k.dtype}; expected integers")
+    if len(k) and not ((k >= 0) & (k < n_classes)).all():
+        raise AAEError(f"labels must be in 0..{n_classes - 1}")
+    return k.long()
+
+
 def sample_on(prior, n: int, device, labels: torch.Tensor | None = None) -> torch.Tensor:
     """n samples of `prior` on `device`: drawn there where its `sample` takes a `device` (the
     built-in priors; on a GPU this spares a host-to-device copy, a host sync, in every step),

@@ -28,7 +28,7 @@ from .data import cycled_batch, labeled_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Dropout, gaussian_noise, mlp
 from . import optim
-from .priors import GaussianPrior
+from .priors import GaussianPrior, sample_labels
 
 # The CLI's defaults for this model where they differ from ModelConfig's / TrainConfig's.
 CLI_DEFAULTS = {"z_dim": 10, "prior_std": 1.0, "labels": "100", "epochs": 100,
@@ -129,12 +129,8 @@ class SemiSupervisedAAE(nn.Module):
     def sample(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Decode n draws of (one-hot y, z from the prior): y uniform, or `labels` (n,)."""
         device = next(self.parameters()).device
-        if labels is not None and len(labels) != n:
-            raise AAEError(f"{n} samples but {len(labels)} labels")
-        k = torch.randint(self.n_classes, (n,)) if labels is None else torch.as_tensor(labels).cpu()
-        if labels is not None and not ((k >= 0) & (k < self.n_classes)).all():
-            raise AAEError(f"labels must be in 0..{self.n_classes - 1}")
-        y = F.one_hot(k.long(), self.n_classes).float()
+        k = torch.randint(self.n_classes, (n,)) if labels is None else sample_labels(labels, n, self.n_classes)
+        y = F.one_hot(k, self.n_classes).float()
         return self.decode(y.to(device), self.prior.sample(n).to(device))
 
 

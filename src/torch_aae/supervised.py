@@ -39,7 +39,7 @@ from .config import ModelConfig
 from .data import cycled_batch, labeled_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder, gaussian_noise
-from .priors import Prior, check_prior, make_prior, sample_on
+from .priors import make_prior, sample_labels, sample_on
 from .unsupervised import adversarial_phases
 from .semi_supervised import step_inputs  # noqa: F401  (the labeled batches, drawn ahead)
 from .unsupervised import make_optimizers  # noqa: F401  (the variant's entry: the same three phases)
@@ -60,8 +60,8 @@ class SupervisedAAE(nn.Module):
         image_shape: shape to view one image as, for plots.
         n_classes: number of labels y.
         z_dim, hidden, depth, disc_hidden, disc_depth, dropout: see `ModelConfig`.
-        prior: name of a built-in prior, or any object with `dim` and `sample(n, labels=None)`.
-        prior_std: standard deviation of the built-in Gaussian prior.
+        prior: "gaussian", the only prior the style code takes (the argument is kept for the
+            saved constructor arguments of earlier checkpoints); prior_std: its std.
     """
 
     kind = "supervised"
@@ -77,7 +77,7 @@ class SupervisedAAE(nn.Module):
         disc_hidden: int = 1000,
         disc_depth: int = 2,
         dropout: float = 0.2,
-        prior: str | Prior = "gaussian",
+        prior: str = "gaussian",
         prior_std: float = 5.0,
     ):
         super().__init__()
@@ -89,9 +89,10 @@ class SupervisedAAE(nn.Module):
         )  # fmt: skip
         self.image_shape = tuple(image_shape)
         self.n_classes = n_classes
-        if not isinstance(prior, str):
-            check_prior(prior, z_dim)
-        self.prior = make_prior(prior, z_dim, prior_std) if isinstance(prior, str) else prior
+        if not (isinstance(prior, str) and prior == "gaussian"):  # else refused by fit, after the build
+            raise AAEError(f"prior={prior!r}: the supervised model's prior is the Gaussian N(0, prior_std²); "
+                           "only UnsupervisedAAE takes another")  # fmt: skip
+        self.prior = make_prior(prior, z_dim, prior_std)
         self.encoder = Encoder(in_dim, z_dim, [hidden] * depth, dropout)  # q(z|x)
         self.decoder = Decoder(n_classes + z_dim, in_dim, [hidden] * depth)  # p(x|y,z)
         self.latent_discriminator = Discriminator(z_dim, [disc_hidden] * disc_depth)  # D
@@ -128,9 +129,7 @@ class SupervisedAAE(nn.Module):
     def sample(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Decode `n` prior samples with `labels` (n,) (default: 0, 1, ..., K-1, 0, 1, ...)."""
         device = next(self.parameters()).device
-        y = torch.arange(n) % self.n_classes if labels is None else labels
-        if len(y) != n:
-            raise AAEError(f"{n} samples but {len(y)} labels")
+        y = torch.arange(n) % self.n_classes if labels is None else sample_labels(labels, n, self.n_classes)
         return self.decode(y.to(device), sample_on(self.prior, n, device))
 
 

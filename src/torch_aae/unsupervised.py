@@ -13,12 +13,14 @@ swiss-roll segment), the code of an unlabeled image with samples of the whole pr
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import losses
-from .config import ModelConfig, TrainConfig
+from .config import PRIOR_FIELDS, ModelConfig, TrainConfig
 from .data import balanced_label_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder, gaussian_noise
@@ -71,6 +73,7 @@ class UnsupervisedAAE(nn.Module):
         # the checkpoints) of a Gaussian, unconditioned model are those of earlier versions.
         prior_args = dict(scale=prior_scale, components=prior_components,
                           std_along=prior_std_along, std_across=prior_std_across)  # fmt: skip
+        _refuse_unrecorded_prior_args(prior, **{f"prior_{k}": v for k, v in prior_args.items()})
         if isinstance(prior, str) and prior != "gaussian":
             self.model_args.update({f"prior_{k}": v for k, v in prior_args.items()})
         if not (isinstance(condition_labels, int) and condition_labels >= 0):
@@ -131,6 +134,19 @@ class UnsupervisedAAE(nn.Module):
 
 
 MODEL = UnsupervisedAAE  # the variant registry's entry point
+
+
+def _refuse_unrecorded_prior_args(prior, **given) -> None:
+    """Refuse a shape argument given with the Gaussian or a custom prior, which read none: it was
+    dropped without a word (model_args record these arguments for the other priors only, where
+    `fit` refuses the ones a prior does not read, as `aae train` refuses their flags)."""
+    if isinstance(prior, str) and prior != "gaussian":
+        return
+    defaults = inspect.signature(UnsupervisedAAE.__init__).parameters
+    for field, value in given.items():
+        if value != defaults[field].default:
+            raise AAEError(f"{field}={value!r}: prior={prior!r} does not read it; only the "
+                           f"{', '.join(p for p, fields in PRIOR_FIELDS.items() if field in fields)} priors do")  # fmt: skip
 
 
 def condition_classes(prior) -> int:
