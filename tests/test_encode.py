@@ -176,6 +176,8 @@ def test_a_custom_prior_run_is_encoded_without_its_prior(tmp_path, capsys):
     codes = _encode(capsys, tmp_path / "ring", "--out", tmp_path / "ring.npz")
     expected = encode_run(tmp_path / "ring", prior=Ring())
     np.testing.assert_array_equal(codes["z"], expected["z"].numpy())
+    # From Python too, without the prior (and with a torch.device, as load_model takes one):
+    np.testing.assert_array_equal(encode_run(tmp_path / "ring", device=torch.device("cpu"))["z"].numpy(), codes["z"])
 
 
 def test_a_split_the_run_lacks_or_a_checkpoint_without_images_is_refused(semi, tmp_path, capsys):

@@ -211,12 +211,16 @@ def encode_run(run: str | os.PathLike, split: str = "test", device: str = "cpu",
     images: `encode_images(load_model(run), x)`.)
 
     Args:
-        prior: the prior object of a model trained with a custom prior (see `load_model`).
+        prior: not needed: the encoder never reads the prior (a custom prior's run encodes
+            without it).
         data: as for `evaluate_run`.
     """
     if split not in ENCODE_SPLITS:
         raise AAEError(f"split {split!r}: choose {', '.join(ENCODE_SPLITS)}")
     device = resolve_device(device)
+    if prior is None:
+        model_cfg = load_run_config(run).model  # refuses what is not a run folder
+        prior = _PriorNotGiven.when_custom(model_cfg.prior, model_cfg.z_dim)
     data = _run_data(run, data_dir) if data is None else _given_data(run, data)  # refuses what is not a run folder
     x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
     if x is None:
@@ -227,6 +231,22 @@ def encode_run(run: str | os.PathLike, split: str = "test", device: str = "cpu",
     if y is not None:
         codes["labels"] = y.clone()
     return codes
+
+
+class _PriorNotGiven:
+    """Stands in for the custom prior (a Python object) of a run that `encode_run` or `aae encode` reads: the
+    encoder never draws from it."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def sample(self, n, labels=None):
+        raise AAEError("the run's custom prior is a Python object, not given here")
+
+    @classmethod
+    def when_custom(cls, prior: str | None, z_dim: int):
+        """One for a model whose prior (as its config or checkpoint names it) is custom; else None."""
+        return cls(z_dim) if prior == "custom" else None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -381,7 +381,7 @@ def cmd_encode(args) -> int:
 
     import numpy as np
 
-    from .api import encode_images, encode_run, load_run_config
+    from .api import _PriorNotGiven, encode_images, encode_run, load_run_config
     from .checkpoint import atomic_write_bytes, load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from .data import load_npz_images
     from .run_folder import check_reloadable
@@ -392,10 +392,9 @@ def cmd_encode(args) -> int:
         if Path(args.run).is_file():
             raise AAEError(f"{args.run}: a checkpoint file; give its run folder (which knows the "
                            "images), or images to encode with --images")  # fmt: skip
-        model_cfg = load_run_config(args.run).model  # first: it refuses what is not a run folder
+        load_run_config(args.run)  # first: it refuses what is not a run folder
         check_reloadable(args.run, "encode images of your own with --images FILE.npz")
-        prior = _PriorNotGiven.when_custom(model_cfg.prior, model_cfg.z_dim)
-        codes = encode_run(args.run, args.split, device=args.device, data_dir=args.data_dir, prior=prior)
+        codes = encode_run(args.run, args.split, device=args.device, data_dir=args.data_dir)
     else:
         for flag, given in (("--split", "split" in args.explicit), ("--data-dir", args.data_dir is not None)):
             if given:
@@ -439,22 +438,6 @@ def _codes_file(args) -> Path:
     if out.parent.exists() and not os.access(out.parent, os.W_OK):
         raise AAEError(f"--out {args.out}: {out.parent} is not writable")
     return out
-
-
-class _PriorNotGiven:
-    """Stands in for the custom prior (a Python object) of a run that `aae encode` reads: the
-    encoder never draws from it."""
-
-    def __init__(self, dim: int):
-        self.dim = dim
-
-    def sample(self, n, labels=None):
-        raise AAEError("the run's custom prior is a Python object, not given here")
-
-    @classmethod
-    def when_custom(cls, prior: str | None, z_dim: int):
-        """One for a model whose prior (as its config or checkpoint names it) is custom; else None."""
-        return cls(z_dim) if prior == "custom" else None
 
 
 def cmd_plot(args) -> int:

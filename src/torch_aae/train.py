@@ -48,9 +48,11 @@ from .run_folder import (  # noqa: F401  (RunFolder, RESUMES: torch_aae.train's 
 )  # fmt: skip
 from .variants import defaults, get_variant
 
-def resolve_device(name: str) -> torch.device:
-    """The torch device of --device auto, cpu or cuda[:N], refused where it does not exist."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+def resolve_device(name: str | torch.device) -> torch.device:
+    """The torch device of --device auto, cpu or cuda[:N] (or such a torch.device), refused
+    where it does not exist."""
+    name = str(name) if isinstance(name, torch.device) else name
+    if not isinstance(name, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
         raise AAEError(f"--device {name!r}: choose auto, cpu or cuda[:N]")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
