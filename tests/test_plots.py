@@ -21,13 +21,13 @@ def test_class_colours_are_distinct_and_none_is_the_priors_grey(k):
 
 def test_the_scatter_colour_bar_has_a_tick_in_the_middle_of_each_class_band(tmp_path, monkeypatch):
     bars = []
-    original = plots.plt.Figure.colorbar
+    original = plots.Figure.colorbar
 
     def spy(fig, mappable, **kw):
         bars.append((mappable.norm, kw.get("ticks")))
         return original(fig, mappable, **kw)
 
-    monkeypatch.setattr(plots.plt.Figure, "colorbar", spy)
+    monkeypatch.setattr(plots.Figure, "colorbar", spy)
     labels = np.arange(300) % 10
     plots.save_latent_scatter(np.random.default_rng(0).normal(size=(300, 2)), labels, tmp_path / "l.png")
     norm, ticks = bars[0]
@@ -41,3 +41,14 @@ def test_image_rows_are_named(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "_save", lambda fig, path: calls.append([t.get_text() for t in fig.axes[0].get_yticklabels()]))
     plots.save_image_rows(np.zeros((3 * 4, 16)), (4, 4), ["0: 5", "2: 7", "3: 1"], tmp_path / "r.png")
     assert calls == [["0: 5", "2: 7", "3: 1"]]
+
+
+def test_importing_the_package_leaves_matplotlibs_backend_alone():
+    # A notebook's inline backend must survive `import torch_aae` (it was forced to Agg).
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import torch_aae, torch_aae.plots, torch_aae.report; "
+            "print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "svg"

@@ -1,15 +1,20 @@
-"""Plots written as PNG files (matplotlib's Agg backend; nothing is shown on screen)."""
+"""Plots written as PNG files. Figures are built without pyplot: importing torch_aae leaves
+matplotlib's backend (a notebook's inline one, say) as it was, and no figure stays open."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
+
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize=None, squeeze: bool = True):
+    """pyplot.subplots without pyplot: a Figure of its own, which savefig renders with Agg."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def image_grid(images: np.ndarray, image_shape, nrow: int) -> np.ndarray:
@@ -28,7 +33,7 @@ def image_grid(images: np.ndarray, image_shape, nrow: int) -> np.ndarray:
 
 def save_image_grid(images, image_shape, nrow: int, path: Path, title: str | None = None):
     grid = image_grid(images, image_shape, nrow)
-    fig, ax = plt.subplots(figsize=(grid.shape[1] / 56 + 0.5, grid.shape[0] / 56 + 0.8))
+    fig, ax = subplots(figsize=(grid.shape[1] / 56 + 0.5, grid.shape[0] / 56 + 0.8))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
     ax.axis("off")
     if title:
@@ -41,7 +46,7 @@ def save_image_rows(images, image_shape, row_labels: list[str], path: Path, titl
     (e.g. "cluster: size")."""
     nrow = len(row_labels)
     grid = image_grid(images, image_shape, nrow)
-    fig, ax = plt.subplots(figsize=(grid.shape[1] / 56 + 1.5, grid.shape[0] / 56 + 0.8))
+    fig, ax = subplots(figsize=(grid.shape[1] / 56 + 1.5, grid.shape[0] / 56 + 0.8))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
     height = grid.shape[0] / nrow
     ax.set_yticks([height * (i + 0.5) for i in range(nrow)], row_labels, fontsize=8)
@@ -75,7 +80,7 @@ def save_latent_scatter(codes, labels, path: Path, title: str = "test codes", pr
             prior conditioned on them), a first panel shows the samples coloured by label.
     """
     panels = 2 if prior is not None and prior[1] is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 6), squeeze=False)
+    fig, axes = subplots(1, panels, figsize=(7 * panels, 6), squeeze=False)
     ax = axes[0, -1]
     if prior is not None:  # light grey, a colour no class has (see class_colours)
         ax.scatter(prior[0][:, 0], prior[0][:, 1], s=1, c=PRIOR_COLOUR, label="prior samples")
@@ -101,13 +106,13 @@ def class_colours(k: int) -> list:
     """k distinct colours for classes 0..k-1, none of them grey (the prior's): tab10 with its
     grey replaced by black, tab20 with its greys replaced likewise, else a rainbow."""
     if k <= 10:
-        colours = list(plt.get_cmap("tab10").colors)
+        colours = list(matplotlib.colormaps["tab10"].colors)
         colours[7] = "#000000"
     elif k <= 20:
-        colours = list(plt.get_cmap("tab20").colors)
+        colours = list(matplotlib.colormaps["tab20"].colors)
         colours[14], colours[15] = "#000000", "#555500"
     else:
-        colours = [plt.get_cmap("hsv")(i / k) for i in range(k)]
+        colours = [matplotlib.colormaps["hsv"](i / k) for i in range(k)]
     return colours[:k]
 
 
@@ -136,7 +141,7 @@ def save_confusion(counts: np.ndarray, path: Path, title: str):
     k = len(counts)
     fractions = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     off = np.where(np.eye(k, dtype=bool), 0.0, fractions)
-    fig, ax = plt.subplots(figsize=(0.55 * k + 2, 0.55 * k + 1.5))
+    fig, ax = subplots(figsize=(0.55 * k + 2, 0.55 * k + 1.5))
     top = max(off.max(), 1e-9)
     im = ax.imshow(off, cmap="Reds", vmin=0, vmax=top)
     for (i, j), c in np.ndenumerate(counts):
@@ -158,7 +163,7 @@ def save_loss_curves(history: list[dict], path: Path):
     for key in history[0] if history else []:
         if "/" in key:
             families.setdefault(key.split("/")[0], []).append(key)
-    fig, axes = plt.subplots(1, max(len(families), 1), figsize=(5 * max(len(families), 1), 4))
+    fig, axes = subplots(1, max(len(families), 1), figsize=(5 * max(len(families), 1), 4))
     axes = np.atleast_1d(axes)
     epochs = [h["epoch"] for h in history]
     names = {"loss": "loss", "acc": "accuracy", "eval": "evaluation", "time": "seconds"}
@@ -178,4 +183,3 @@ def _save(fig, path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -72,12 +72,9 @@ def _img(png: bytes, caption: str) -> str:
 
 
 def _png(fig) -> bytes:
-    from .plots import plt
-
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -85,14 +82,14 @@ def curves_png(history: list[dict]) -> bytes | None:
     """One panel per logged key (loss/..., acc/..., eval/..., time/...) against the epoch."""
     from matplotlib.ticker import MaxNLocator
 
-    from .plots import plt
+    from .plots import subplots
 
     keys = sorted({k for row in history for k in row if "/" in k})
     if not keys:
         return None
     ncols = min(3, len(keys))
     nrows = -(-len(keys) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.8 * nrows), squeeze=False)
+    fig, axes = subplots(nrows, ncols, figsize=(4.2 * ncols, 2.8 * nrows), squeeze=False)
     epochs = [row["epoch"] for row in history]
     for ax, key in zip(axes.flat, keys):
         ax.plot(epochs, [row.get(key, math.nan) for row in history], marker=".")
@@ -106,14 +103,14 @@ def curves_png(history: list[dict]) -> bytes | None:
 
 def histogram_png(metrics: dict) -> bytes | None:
     """Bar chart of the sample_class_<k> fractions of eval.json, if there are any."""
-    from .plots import plt
+    from .plots import subplots
 
     prefix = "sample_class_"
     classes = sorted(int(k[len(prefix) :]) for k in metrics
                      if k.startswith(prefix) and k[len(prefix) :].isdigit())  # fmt: skip
     if not classes:
         return None
-    fig, ax = plt.subplots(figsize=(5, 2.8))
+    fig, ax = subplots(figsize=(5, 2.8))
     ax.bar(classes, [metrics[f"sample_class_{k}"] for k in classes])
     ax.axhline(1 / len(classes), color="k", lw=0.8, ls="--", label="uniform")
     ax.set_xticks(classes)
