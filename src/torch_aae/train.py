@@ -212,7 +212,7 @@ def fit(
         # A signal during the last epoch's end: its checkpoint is written. (Under torchrun the
         # ranks agree on a signal only inside the loop; there the run goes on to its summary.)
         if stop.requested and not world.active:
-            where = f"; {_resume_command(model.kind, run_path)} evaluates it" if run_path else ""
+            where = f"; {_resume_command(model.kind, run_path, data)} evaluates it" if run_path else ""
             raise Interrupted(f"interrupted after the last epoch{where}")
         summary = None
         if world.main:
@@ -229,6 +229,7 @@ def fit(
                 atomic_write_json(run_path / "summary.json", summary)
         return distributed.broadcast_object(summary, world)
     finally:
+        model.eval()  # as after a finished fit, also when a signal or an error stopped it mid-epoch
         logger.close()
         if folder:
             folder.close()
@@ -236,7 +237,9 @@ def fit(
             distributed.shutdown()
 
 
-def _resume_command(kind: str, run_path: Path) -> str:
+def _resume_command(kind: str, run_path: Path, data: Dataset) -> str:
+    if data.source is None:  # a Dataset built in Python, which the command line cannot load
+        return f"fit(model, data, out={str(run_path)!r}, resume=True) and the same Dataset"
     return f"`aae train {kind} --out {run_path} --resume`"
 
 
@@ -349,7 +352,7 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
                     bar.close()
                     _means(distributed.average_sums(state.sums, world), state.batch, check=True)
                     checkpoint()
-                    where = f"; continue with {_resume_command(model.kind, run_path)}" if run_path else ""
+                    where = f"; continue with {_resume_command(model.kind, run_path, data)}" if run_path else ""
                     raise Interrupted(f"interrupted at epoch {epoch + 1}, step {state.step}{where}")
         except KeyboardInterrupt:  # inside a step: its updates are partial, do not save them
             bar.close()
