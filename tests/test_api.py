@@ -209,6 +209,13 @@ def test_a_model_must_read_the_datas_image_size():
     with pytest.raises(AAEError, match=r"the model reads images of 784 values, synthetic's have 16 \(4x4\): "
                                        r"build it with in_dim=16, image_shape=\(4, 4\)"):
         fit(tiny_model(), _data(), tiny_train(batch_size=10), progress=False)
+    with pytest.raises(AAEError, match=r"the model views images as 2x8, synthetic's are 4x4: build it with "
+                                       r"image_shape=\(4, 4\)"):  # its plots would tile them wrongly
+        fit(tiny_model(in_dim=16, image_shape=(2, 8)), _data(), tiny_train(batch_size=10), progress=False)
+
+
+def test_a_dataset_shows_its_sizes_not_its_tensors():
+    assert repr(_data()) == "Dataset('synthetic', train=40, val=None, test=10, image_shape=(4, 4), num_classes=3)"
 
 
 def test_a_semi_supervised_model_must_have_the_datas_classes():

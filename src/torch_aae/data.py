@@ -77,6 +77,11 @@ class Dataset:
     def features(self) -> int:
         return self.train_x.shape[1]
 
+    def __repr__(self) -> str:  # the splits' sizes, not their tensors
+        size = lambda x: None if x is None else len(x)  # noqa: E731
+        return (f"Dataset({self.name!r}, train={size(self.train_x)}, val={size(self.val_x)}, "
+                f"test={size(self.test_x)}, image_shape={tuple(self.image_shape)}, num_classes={self.num_classes})")
+
     def check(self) -> None:
         """Refuse a Dataset that training would fail on late (or silently misread): images not a
         float32 (n, features) tensor in [0, 1] (NaN included), labels not int64 (n,) in

@@ -130,6 +130,9 @@ def fit(
         raise AAEError(f"the model reads images of {model.model_args['in_dim']} values, {data.name}'s have "
                        f"{data.features} ({'x'.join(map(str, data.image_shape))}): build it with "
                        f"in_dim={data.features}, image_shape={tuple(data.image_shape)} (build_model does)")  # fmt: skip
+    if tuple(model.image_shape) != tuple(data.image_shape):  # else its plots tile the pixels wrongly
+        raise AAEError(f"the model views images as {'x'.join(map(str, model.image_shape))}, {data.name}'s are "
+                       f"{'x'.join(map(str, data.image_shape))}: build it with image_shape={tuple(data.image_shape)}")  # fmt: skip
     if train.batch_size > len(data.train_x):  # not shrunk without a word: config.json would lie
         raise AAEError(f"--batch-size {train.batch_size} is larger than the {len(data.train_x)} "
                        "training images")  # fmt: skip
