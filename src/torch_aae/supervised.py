@@ -136,10 +136,17 @@ class SupervisedAAE(nn.Module):
 MODEL = SupervisedAAE  # the variant registry's entry point
 
 
+def check_evaluable(data) -> None:
+    """Before training (`fit`): the evaluation classifier that scores the run at its end exists,
+    with a run folder or without, so that a run does not fail after hours."""
+    from .classifier import require_classifier
+
+    require_classifier(data)
+
+
 def setup(model: SupervisedAAE, data, config, device, run_path) -> dict:
     """Draw the labeled images (class-balanced, by seed), have their indices saved to
-    RUN/labeled_indices.json, and check that the evaluation classifier exists (every run is
-    evaluated at its end, with a folder or without).
+    RUN/labeled_indices.json.
 
     Returns:
         ctx: labeled images x (N, in_dim) and labels y (N,) on `device` (None when every training
@@ -153,9 +160,6 @@ def setup(model: SupervisedAAE, data, config, device, run_path) -> dict:
     if labels is None:
         labels = str(DEFAULT_LABELS) if len(data.train_x) > DEFAULT_LABELS else "all"
     idx = labeled_indices(data, labels, config.data_draw_seed)
-    from .classifier import require_classifier
-
-    require_classifier(data)
     every = len(idx) == len(data.train_x)
     return {
         "run_files": {"labeled_indices.json": idx.tolist()},  # written by fit to the run folder

@@ -12,7 +12,9 @@
   the step); no host sync;
 - `epoch_metrics(model, data, device) -> dict` logged after each epoch (keys `eval/...`);
 - `evaluate(model, data, device) -> dict` the final metrics for summary.json;
-- `make_plots(model, data, folder, device) -> list[Path]`.
+- `make_plots(model, data, folder, device) -> list[Path]`;
+- optionally `check_evaluable(data)`: refuses, before `fit` trains, data that `evaluate` could
+  not score (the supervised model's evaluation classifier).
 """
 
 from __future__ import annotations
