@@ -561,6 +561,29 @@ def test_a_signal_after_a_soft_stop_is_not_a_second_signal(tmp_path, resume_data
     assert (meta["epoch"], meta["step"]) == (1, 6)
 
 
+def test_a_bench_workers_sigterm_never_stops_it_mid_step(tmp_path, resume_data, monkeypatch):
+    # In a bench worker SIGTERM sets SOFT_STOP (its own signal, then the pool's terminate(), may
+    # both arrive), also outside training, and training leaves that handler in place.
+    original, calls = unsupervised.train_step, []
+
+    def two_sigterms(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(unsupervised, "train_step", two_sigterms)
+    previous = signal.signal(signal.SIGTERM, train_module.soft_stop_handler)
+    try:
+        with pytest.raises(Interrupted, match=r"interrupted at epoch 2, step 6;"):
+            _fit(resume_data, tmp_path / "run", epochs=3)
+        assert signal.getsignal(signal.SIGTERM) is train_module.soft_stop_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        train_module.SOFT_STOP.clear()
+
+
 def test_checkpoint_every_n_steps(tmp_path, resume_data, monkeypatch):
     saved = []
     original = ck.save_checkpoint

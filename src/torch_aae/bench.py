@@ -9,7 +9,6 @@ training step is timed. `fraction_of_peak` = achieved model GFLOP/s / replayed m
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 import time
@@ -380,26 +379,28 @@ def _train_in_parallel(todo: list, jobs: int) -> dict:
     """Train the seeds of `todo` in `jobs` worker processes; their summaries by seed.
 
     Ctrl-C reaches the main process alone (the workers start with SIGINT ignored, so none dies
-    in a traceback): it asks each worker to stop (SIGUSR1, which sets train.SOFT_STOP), on
-    which a training stops at its next step and checkpoints, waits for them, and raises
-    Interrupted. SIGTERM to the main process (`kill PID`) does the same, instead of ending it
-    alone and leaving its workers training; SIGTERM to the whole process group (`timeout`, a
-    scheduler) gives each worker its own SIGTERM too, which counts as the same first request.
-    A worker whose main process is gone (SIGKILL) stops and checkpoints as well, then exits."""
+    in a traceback): it asks each worker to stop (an Event each worker's watch thread turns
+    into train.SOFT_STOP), on which a training stops at its next step and checkpoints, waits
+    for them, and raises Interrupted. SIGTERM to the main process (`kill PID`) does the same,
+    instead of ending it alone and leaving its workers training. In a worker, SIGTERM (its own,
+    from a signal to the whole process group: `timeout`, a scheduler) asks for the same stop,
+    however many arrive. A worker whose main process is gone (SIGKILL) stops and checkpoints
+    as well, then exits."""
     import multiprocessing
     import os
     import signal
-    import threading
     from concurrent.futures import ProcessPoolExecutor
 
     from .errors import Interrupted
 
     threads = max(1, torch.get_num_threads() // jobs)
     main = threading.current_thread() is threading.main_thread()
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:  # the workers are started by submit(), and inherit the ignored SIGINT
-        pool = ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_start, initargs=(os.getpid(),))  # fmt: skip
+        pool = ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context, initializer=_worker_start,
+                                   initargs=(os.getpid(), stop))  # fmt: skip
         futures = {seed: pool.submit(_worker_seed, cfg.to_dict(), str(run), threads)
                    for seed, cfg, run in todo}  # fmt: skip
     finally:
@@ -414,11 +415,13 @@ def _train_in_parallel(todo: list, jobs: int) -> dict:
             try:
                 return {seed: future.result() for seed, future in futures.items()}
             except KeyboardInterrupt:
-                pool.shutdown(wait=False, cancel_futures=True)
-                for worker in multiprocessing.active_children():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(worker.pid, signal.SIGUSR1)
-                pool.shutdown(wait=True)
+                stop.set()
+                # One call: shutdown(wait=False) first would drop the pool's manager thread, and
+                # a later wait=True return at once, with the workers still checkpointing.
+                try:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                except KeyboardInterrupt:  # a second Ctrl-C: the workers stop on their own
+                    pass
                 raise Interrupted("interrupted") from None
     finally:
         if main:
@@ -429,26 +432,30 @@ def _train_in_parallel(todo: list, jobs: int) -> dict:
 _BUSY, _ORPHANED = threading.Event(), threading.Event()
 
 
-def _worker_start(parent: int) -> None:
-    """A bench worker's initializer: SIGUSR1 asks a training to stop at its next step (the
-    main process's request), and a thread watches for the main process's end."""
+def _worker_start(parent: int, stop) -> None:
+    """A bench worker's initializer: SIGTERM asks a training to stop at its next step (never at
+    once: a process-group signal and the pool's own terminate() may both arrive), and a thread
+    watches for the main process's request (`stop`, an Event) and for its end."""
     import signal
 
-    from .train import SOFT_STOP
+    from .train import soft_stop_handler
 
-    signal.signal(signal.SIGUSR1, lambda signum, frame: SOFT_STOP.set())
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    signal.signal(signal.SIGTERM, soft_stop_handler)
+    threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
 
 
-def _watch_parent(parent: int, every: float = 0.5) -> None:
-    """Once the main process is gone (SIGKILL, a crash), stop this worker's training at its next
-    step, with a checkpoint, and end the worker; an idle worker ends at once. Without this, a
-    worker trained on alone, and then waited forever for work that would never come."""
+def _watch_parent(parent: int, stop, every: float = 0.5) -> None:
+    """Pass the main process's stop request on to the training (train.SOFT_STOP). Once the main
+    process is gone (SIGKILL, a crash), stop this worker's training at its next step, with a
+    checkpoint, and end the worker; an idle worker ends at once. Without this, a worker trained
+    on alone, and then waited forever for work that would never come."""
     import os
 
     from .train import SOFT_STOP
 
     while os.getppid() == parent:
+        if stop.is_set():
+            SOFT_STOP.set()
         time.sleep(every)
     _ORPHANED.set()
     SOFT_STOP.set()
@@ -457,18 +464,21 @@ def _watch_parent(parent: int, every: float = 0.5) -> None:
 
 
 def _worker_seed(config_dict: dict, run: str, threads: int) -> dict:
-    """_train_seed in a bench worker; the worker ends after it if its main process is gone."""
+    """_train_seed in a bench worker; the worker ends after it if its main process is gone,
+    and says on stderr how its seed ended (no main process is left to say it)."""
     import os
     import sys
 
-    from .errors import AAEError
+    from .errors import Interrupted
 
     _BUSY.set()
     try:
         return _train_seed(config_dict, run, False, threads)
-    except AAEError as e:
+    except BaseException as e:
         if _ORPHANED.is_set():
-            print(f"aae bench: the main process is gone; {run}: {e}", file=sys.stderr, flush=True)
+            what = (str(e).split(";")[0] + ", with a checkpoint: run the same `aae bench` command again "
+                    "to continue") if isinstance(e, Interrupted) else f"{type(e).__name__}: {e}"  # fmt: skip
+            print(f"aae bench: the main process is gone; {run}: {what}", file=sys.stderr, flush=True)
         raise
     finally:
         _BUSY.clear()

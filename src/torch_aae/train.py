@@ -255,6 +255,12 @@ def _resume_command(kind: str, run_path: Path, data: Dataset) -> str:
 SOFT_STOP = threading.Event()
 
 
+def soft_stop_handler(signum, frame) -> None:
+    """A signal handler that sets SOFT_STOP: a bench worker's SIGTERM, however many arrive.
+    StopOnSignal leaves it in place."""
+    SOFT_STOP.set()
+
+
 class StopOnSignal:
     """Ctrl-C (SIGINT) or SIGTERM (`kill`, a scheduler's preemption) during training asks the
     loop to stop at the next step boundary, where it checkpoints: a signal never leaves a
@@ -273,7 +279,7 @@ class StopOnSignal:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(sig) is not signal.SIG_IGN:
+                if signal.getsignal(sig) not in (signal.SIG_IGN, soft_stop_handler):
                     self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
