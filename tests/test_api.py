@@ -162,6 +162,8 @@ def test_a_python_resume_without_settings_takes_the_runs_own(loaded, tmp_path):
     summary = fit(tiny_model(seed=3), loaded, tiny_train(seed=3, epochs=3, lr_recon=3e-3), out=run,
                   resume=True, progress=False)  # fmt: skip  (train alone: the run's config with it)
     assert summary["epochs"] == 3
+    with pytest.raises(AAEError, match=r"resume: .*run holds a run of the unsupervised model, not semi-supervised$"):
+        fit(SemiSupervisedAAE(hidden=16, disc_hidden=16), loaded, out=run, resume=True, progress=False)
 
 
 def test_an_interrupted_run_of_load_datasets_data_names_the_command_that_continues_it(loaded, tmp_path):
@@ -191,18 +193,29 @@ def _data(**changes):
         ({"test_x": torch.rand(10, 9)}, "test_x: 9 features, train_x 16"),
         ({"train_y": (torch.arange(40) % 3).float()}, "train_y: torch.float32 tensor"),
         ({"image_shape": (5, 5)}, "image_shape (5, 5) holds 25 values, not the images' 16"),
-        ({"train_x": torch.rand(40, 16).index_fill(0, torch.tensor([7]), float("nan"))}, "train_x: values in [nan"),
-        ({"test_x": torch.full((10, 16), float("nan"))}, "test_x: values in [nan, nan]"),
+        ({"train_x": torch.rand(40, 16).index_fill(0, torch.tensor([7]), float("nan"))}, "train_x: 16 NaN values"),
+        ({"test_x": torch.full((10, 16), float("nan"))}, "test_x: 160 NaN values; expected numbers in [0, 1]"),
         ({"train_y": torch.arange(40) % 3 - 1}, "train_y: labels -1 to 1; expected 0 to 2"),
         ({"test_y": torch.arange(10) % 4}, "test_y: labels 0 to 3; expected 0 to 2"),
-        ({"test_y": None}, "train_y labels train_x, but test_y is None; give test_y or drop test_x"),
-        ({"val_x": torch.rand(5, 16)}, "train_y labels train_x, but val_y is None"),
     ],
 )
 def test_a_hand_built_dataset_is_checked_before_training(changes, fragment):
     with pytest.raises(AAEError) as err:
         fit(tiny_model(in_dim=16, image_shape=(4, 4)), _data(**changes), tiny_train(batch_size=10), progress=False)
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("changes", [{"test_y": None}, {"val_x": torch.rand(5, 16)}], ids=["test", "val"])
+def test_a_split_without_labels_is_refused_where_the_model_scores_it_by_them(changes, tmp_path):
+    split = "test" if "test_y" in changes else "val"
+    data = _data(**changes)
+    semi = SemiSupervisedAAE(16, (4, 4), n_classes=3, hidden=16, disc_hidden=16)
+    with pytest.raises(AAEError, match=f"synthetic: train_y labels train_x, but {split}_y is None, and the "
+                                       f"semi-supervised model scores {split}_x by its labels"):  # fmt: skip
+        fit(semi, data, config=defaults("semi-supervised", labels="all", batch_size=10, epochs=1), progress=False)
+    # The unsupervised model reads no labels there: it trains and evaluates.
+    assert "test_recon_bce" in fit(tiny_model(in_dim=16, image_shape=(4, 4)), data, tiny_train(batch_size=10),
+                                   progress=False)  # fmt: skip
 
 
 def test_a_model_must_read_the_datas_image_size():
@@ -212,6 +225,8 @@ def test_a_model_must_read_the_datas_image_size():
     with pytest.raises(AAEError, match=r"the model views images as 2x8, synthetic's are 4x4: build it with "
                                        r"image_shape=\(4, 4\)"):  # its plots would tile them wrongly
         fit(tiny_model(in_dim=16, image_shape=(2, 8)), _data(), tiny_train(batch_size=10), progress=False)
+    # Flat images (a .npz of (n, d)) may be viewed as 4x4 images in the plots:
+    fit(tiny_model(in_dim=16, image_shape=(4, 4)), _data(image_shape=(16,)), tiny_train(batch_size=10), progress=False)
 
 
 def test_a_dataset_shows_its_sizes_not_its_tensors():

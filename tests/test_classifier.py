@@ -140,7 +140,11 @@ def test_a_missing_classifier_names_the_command_that_trains_it(tmp_path, dataset
     data.source = {"dataset": dataset}
     with pytest.raises(AAEError, match="no evaluation classifier") as err:
         require_classifier(data, tmp_path)
-    assert f"train it first with {command}, or train_and_cache(data) from Python (a few CPU minutes" in str(err.value)
+    assert f"train it first (a few CPU minutes) with {command}, or train_and_cache(data) from Python;" in str(err.value)
+    data.source = None  # built in Python: the command line cannot load it
+    with pytest.raises(AAEError, match=r"with train_and_cache\(data\) \(a Dataset built in Python, which "
+                                       r"`aae classifier train` cannot load\);"):  # fmt: skip
+        require_classifier(data, tmp_path)
 
 
 def test_a_supervised_run_without_a_folder_is_refused_before_training_without_a_classifier(tmp_path, monkeypatch):

@@ -180,6 +180,26 @@ def test_a_custom_prior_run_is_encoded_without_its_prior(tmp_path, capsys):
     np.testing.assert_array_equal(encode_run(tmp_path / "ring", device=torch.device("cpu"))["z"].numpy(), codes["z"])
 
 
+def test_a_custom_prior_conditioned_on_labels_is_encoded_without_it(tmp_path, capsys):
+    from torch_aae import TrainConfig, UnsupervisedAAE, fit
+
+    class Parts:  # K = 10 parts of a ring, one per class
+        dim, num_classes = 2, 10
+
+        def sample(self, n, labels=None):
+            k = torch.randint(10, (n,)) if labels is None else labels.clamp(min=0)
+            angle = (k + torch.rand(n)) * 0.628
+            return torch.stack([angle.cos(), angle.sin()], 1)
+
+    data = load_dataset("mnist", REPO_ROOT / "data", subset=200)
+    torch.manual_seed(0)
+    fit(UnsupervisedAAE(prior=Parts(), hidden=16, disc_hidden=16, condition_labels=50), data, TrainConfig(epochs=1),
+        out=tmp_path / "parts", progress=False)  # fmt: skip
+    expected = encode_run(tmp_path / "parts", prior=Parts())["z"].numpy()
+    np.testing.assert_array_equal(encode_run(tmp_path / "parts")["z"].numpy(), expected)
+    np.testing.assert_array_equal(_encode(capsys, tmp_path / "parts", "--out", tmp_path / "parts.npz")["z"], expected)
+
+
 def test_a_split_the_run_lacks_or_a_checkpoint_without_images_is_refused(semi, tmp_path, capsys):
     run = _train(tmp_path, "unsupervised")  # no --val-size
     assert cli.main(["encode", str(run), "--split", "val", "--out", str(tmp_path / "c.npz")]) == 1

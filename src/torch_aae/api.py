@@ -33,8 +33,8 @@ def build_model(config: Config, data: Dataset):
         if data.num_classes is None:
             raise AAEError(f"the {config.model_kind} model needs labels; {data.name} has none")
         extra["n_classes"] = data.num_classes
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.train.seed)
+    with torch.random.fork_rng(devices=[]):  # the CPU generator alone, which the build draws from
+        torch.random.default_generator.manual_seed(config.train.seed)
         return model_cls.from_config(config.model, data.features, data.image_shape, **extra)
 
 
@@ -218,35 +218,42 @@ def encode_run(run: str | os.PathLike, split: str = "test", device: str = "cpu",
     if split not in ENCODE_SPLITS:
         raise AAEError(f"split {split!r}: choose {', '.join(ENCODE_SPLITS)}")
     device = resolve_device(device)
-    if prior is None:
-        model_cfg = load_run_config(run).model  # refuses what is not a run folder
-        prior = _PriorNotGiven.when_custom(model_cfg.prior, model_cfg.z_dim)
     data = _run_data(run, data_dir) if data is None else _given_data(run, data)  # refuses what is not a run folder
     x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
     if x is None:
         why = ("the run has no validation split (it trained without --val-size)" if split == "val"
                else f"{data.name} has no test split")  # fmt: skip
         raise AAEError(f"--split {split}: {why}; encode another split, or other images (--images)")
-    codes = encode_images(load_model(run, device, prior), x)
+    ckpt = load_checkpoint(resolve_checkpoint(run))
+    codes = encode_images(model_from_checkpoint(ckpt, run, device, prior if prior is not None else _PriorNotGiven.of(ckpt)), x)
     if y is not None:
         codes["labels"] = y.clone()
     return codes
 
 
 class _PriorNotGiven:
-    """Stands in for the custom prior (a Python object) of a run that `encode_run` or `aae encode` reads: the
-    encoder never draws from it."""
+    """Stands in for the custom prior (a Python object) of a run that `encode_run` or `aae
+    encode` reads: the encoder never draws from it. For a model conditioned on labels it has
+    the K parts that the discriminator's input was built for (z_dim + K + 1 values)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, num_classes: int | None = None):
         self.dim = dim
+        if num_classes is not None:
+            self.num_classes = num_classes
 
     def sample(self, n, labels=None):
         raise AAEError("the run's custom prior is a Python object, not given here")
 
     @classmethod
-    def when_custom(cls, prior: str | None, z_dim: int):
-        """One for a model whose prior (as its config or checkpoint names it) is custom; else None."""
-        return cls(z_dim) if prior == "custom" else None
+    def of(cls, ckpt: dict):
+        """One for a checkpoint whose model has a custom prior; else None."""
+        args = ckpt["model_args"]
+        if args.get("prior") != "custom":
+            return None
+        k = None
+        if args.get("condition_labels"):
+            k = ckpt["networks"]["latent_discriminator.net.0.weight"].shape[1] - args["z_dim"] - 1
+        return cls(args["z_dim"], k)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -199,11 +199,12 @@ def require_classifier(data: Dataset, cache: str | os.PathLike | None = None) ->
     if not path.is_file():
         dataset = (data.source or {}).get("dataset", data.name)
         flag = "" if dataset == "mnist" else f" --dataset {dataset}"
+        how = (f"`aae classifier train{flag}`, or train_and_cache(data) from Python" if data.source is not None
+               else "train_and_cache(data) (a Dataset built in Python, which `aae classifier train` cannot load)")  # fmt: skip
         raise AAEError(
             f"no evaluation classifier for {data.name} in {path.parent} (looked for {path.name}); "
-            f"train it first with `aae classifier train{flag}`, or train_and_cache(data) from Python "
-            "(a few CPU minutes; its --cache-dir, or $TORCH_AAE_CACHE for every command, to use "
-            "another folder)"
+            f"train it first (a few CPU minutes) with {how}; $TORCH_AAE_CACHE, or a command's "
+            "--cache-dir, puts it in another folder"
         )
     return path
 

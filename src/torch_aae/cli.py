@@ -401,8 +401,7 @@ def cmd_encode(args) -> int:
                 raise AAEError(f"{flag} is for the run's own images; --images gives others: drop one")
         x, y = load_npz_images(args.images)
         ckpt = load_checkpoint(resolve_checkpoint(args.run))
-        prior = _PriorNotGiven.when_custom(ckpt["model_args"].get("prior"), ckpt["model_args"].get("z_dim"))
-        model = model_from_checkpoint(ckpt, args.run, resolve_device(args.device), prior)
+        model = model_from_checkpoint(ckpt, args.run, resolve_device(args.device), _PriorNotGiven.of(ckpt))
         try:
             codes = encode_images(model, x)
         except AAEError as e:  # the images do not fit the model: name their file

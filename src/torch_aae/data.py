@@ -85,8 +85,7 @@ class Dataset:
     def check(self) -> None:
         """Refuse a Dataset that training would fail on late (or silently misread): images not a
         float32 (n, features) tensor in [0, 1] (NaN included), labels not int64 (n,) in
-        [0, num_classes), a split without labels where train_x has them, splits of other widths."""
-        labeled = self.train_y is not None
+        [0, num_classes), splits of other widths."""
         for split in ("train", "val", "test"):
             x, y = getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
             if x is None:
@@ -100,10 +99,9 @@ class Dataset:
             if x.shape[1] != self.train_x.shape[1]:
                 raise AAEError(f"{what}: {x.shape[1]} features, train_x {self.train_x.shape[1]}")
             if len(x) and not (x.min() >= 0 and x.max() <= 1):  # NaN fails both
+                if x.isnan().any():
+                    raise AAEError(f"{what}: {int(x.isnan().sum())} NaN values; expected numbers in [0, 1]")
                 raise AAEError(f"{what}: values in [{float(x.min())}, {float(x.max())}]; expected [0, 1]")
-            if labeled and y is None:  # a model that reads labels scores every split by them
-                raise AAEError(f"{self.name}: train_y labels train_x, but {split}_y is None; give "
-                               f"{split}_y or drop {split}_x")  # fmt: skip
             if y is not None and (not isinstance(y, torch.Tensor) or y.dtype != torch.int64
                                   or tuple(y.shape) != (len(x),)):  # fmt: skip
                 kind = f"{y.dtype} tensor of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
@@ -114,6 +112,16 @@ class Dataset:
         if math.prod(self.image_shape) != self.features:
             raise AAEError(f"{self.name}: image_shape {tuple(self.image_shape)} holds "
                            f"{math.prod(self.image_shape)} values, not the images' {self.features}")  # fmt: skip
+
+    def check_labeled_splits(self, kind: str) -> None:
+        """Refuse, for a model that scores its validation and test splits by their labels, a
+        split without labels beside labeled training images (it failed after training)."""
+        if self.train_y is None:
+            return
+        for split in ("val", "test"):
+            if getattr(self, f"{split}_x") is not None and getattr(self, f"{split}_y") is None:
+                raise AAEError(f"{self.name}: train_y labels train_x, but {split}_y is None, and the {kind} "
+                               f"model scores {split}_x by its labels: give {split}_y or drop {split}_x")  # fmt: skip
 
     def eval_split(self) -> tuple[str, torch.Tensor, torch.Tensor | None]:
         """The split that final metrics are computed on: the test set, else the training set."""

@@ -141,6 +141,7 @@ def check_evaluable(data) -> None:
     with a run folder or without, so that a run does not fail after hours."""
     from .classifier import require_classifier
 
+    data.check_labeled_splits("supervised")
     require_classifier(data)
 
 

@@ -120,6 +120,8 @@ def fit(
     variant = get_variant(model.kind)
     if resume and config is None and out is not None:  # the run's own settings, as --resume takes them
         config = recorded_config(Path(out))
+        if config is not None and config.model_kind != model.kind:
+            raise AAEError(f"resume: {out} holds a run of the {config.model_kind} model, not {model.kind}")
     if train is None:  # else the command line's defaults for the model
         train = config.train if config is not None else defaults(model.kind).train
     if not isinstance(train, TrainConfig):
@@ -130,7 +132,10 @@ def fit(
         raise AAEError(f"the model reads images of {model.model_args['in_dim']} values, {data.name}'s have "
                        f"{data.features} ({'x'.join(map(str, data.image_shape))}): build it with "
                        f"in_dim={data.features}, image_shape={tuple(data.image_shape)} (build_model does)")  # fmt: skip
-    if tuple(model.image_shape) != tuple(data.image_shape):  # else its plots tile the pixels wrongly
+    # Two image shapes that disagree (a flat .npz may be viewed as images; a run made before this
+    # check resumes): else the plots tile the pixels wrongly.
+    if (not resume and len(data.image_shape) > 1 and len(model.image_shape) > 1
+            and tuple(model.image_shape) != tuple(data.image_shape)):  # fmt: skip
         raise AAEError(f"the model views images as {'x'.join(map(str, model.image_shape))}, {data.name}'s are "
                        f"{'x'.join(map(str, data.image_shape))}: build it with image_shape={tuple(data.image_shape)}")  # fmt: skip
     if train.batch_size > len(data.train_x):  # not shrunk without a word: config.json would lie

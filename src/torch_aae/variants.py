@@ -14,7 +14,7 @@
 - `evaluate(model, data, device) -> dict` the final metrics for summary.json;
 - `make_plots(model, data, folder, device) -> list[Path]`;
 - optionally `check_evaluable(data)`: refuses, before `fit` trains, data that `evaluate` could
-  not score (the supervised model's evaluation classifier).
+  not score (a split without labels; the supervised model's missing evaluation classifier).
 """
 
 from __future__ import annotations
