@@ -168,15 +168,15 @@ def test_a_python_resume_without_settings_takes_the_runs_own(loaded, tmp_path):
 
 def test_an_interrupted_run_of_load_datasets_data_names_the_command_that_continues_it(loaded, tmp_path):
     from torch_aae import Interrupted
-    from torch_aae import train as train_module
+    from torch_aae import stopping
 
-    train_module.SOFT_STOP.set()  # as a bench worker's stop request: at the first step's end
+    stopping.SOFT_STOP.set()  # as a bench worker's stop request: at the first step's end
     try:
         with pytest.raises(Interrupted, match=rf"interrupted at epoch 1, step 1; continue with "
                                               rf"`aae train unsupervised --out {tmp_path / 'run'} --resume`$"):  # fmt: skip
             fit(tiny_model(seed=3), loaded, tiny_train(seed=3), out=tmp_path / "run", progress=False)
     finally:
-        train_module.SOFT_STOP.clear()
+        stopping.SOFT_STOP.clear()
 
 
 def _data(**changes):

@@ -15,8 +15,7 @@ import torch
 
 from conftest import subset_of, tiny_model, tiny_train
 from torch_aae import checkpoint as ck
-from torch_aae import train as train_module
-from torch_aae import unsupervised
+from torch_aae import stopping, unsupervised
 from torch_aae.checkpoint import load_checkpoint, load_model, load_state, save_model
 from torch_aae.errors import AAEError, Interrupted
 from torch_aae.train import CHECKPOINT, RunFolder, check_compatible, fit
@@ -547,7 +546,7 @@ def test_a_signal_after_a_soft_stop_is_not_a_second_signal(tmp_path, resume_data
     def both_in_one_step(*args, **kwargs):
         calls.append(1)
         if len(calls) == 6:
-            train_module.SOFT_STOP.set()
+            stopping.SOFT_STOP.set()
             os.kill(os.getpid(), signal.SIGTERM)
         return original(*args, **kwargs)
 
@@ -556,7 +555,7 @@ def test_a_signal_after_a_soft_stop_is_not_a_second_signal(tmp_path, resume_data
         with pytest.raises(Interrupted, match=r"interrupted at epoch 2, step 6;"):
             _fit(resume_data, tmp_path / "run", epochs=3)
     finally:
-        train_module.SOFT_STOP.clear()
+        stopping.SOFT_STOP.clear()
     meta = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
     assert (meta["epoch"], meta["step"]) == (1, 6)
 
@@ -574,14 +573,14 @@ def test_a_bench_workers_sigterm_never_stops_it_mid_step(tmp_path, resume_data, 
         return original(*args, **kwargs)
 
     monkeypatch.setattr(unsupervised, "train_step", two_sigterms)
-    previous = signal.signal(signal.SIGTERM, train_module.soft_stop_handler)
+    previous = signal.signal(signal.SIGTERM, stopping.soft_stop_handler)
     try:
         with pytest.raises(Interrupted, match=r"interrupted at epoch 2, step 6;"):
             _fit(resume_data, tmp_path / "run", epochs=3)
-        assert signal.getsignal(signal.SIGTERM) is train_module.soft_stop_handler
+        assert signal.getsignal(signal.SIGTERM) is stopping.soft_stop_handler
     finally:
         signal.signal(signal.SIGTERM, previous)
-        train_module.SOFT_STOP.clear()
+        stopping.SOFT_STOP.clear()
 
 
 def test_checkpoint_every_n_steps(tmp_path, resume_data, monkeypatch):

@@ -18,9 +18,7 @@ import math
 import os
 import re
 import shutil
-import signal
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -42,6 +40,7 @@ from .config import Config, TrainConfig, from_dict, refuse_unread
 from .data import Dataset
 from .errors import AAEError, AAEWarning, Interrupted
 from .logger import RunLogger
+from .stopping import StopOnSignal
 from .run_folder import (  # noqa: F401  (RunFolder, RESUMES: torch_aae.train's names too)
     CHECKPOINT, DATA_RECORD, RESUMES, RunFolder, check_epochs_left, check_resumable, check_same_data,
     data_record, default_config, record_resume, recorded_config, run_config,
@@ -251,51 +250,6 @@ def _resume_command(kind: str, run_path: Path, data: Dataset) -> str:
     if data.source is None:  # a Dataset built in Python, which the command line cannot load
         return f"fit(model, data, out={str(run_path)!r}, resume=True) and the same Dataset"
     return f"`aae train {kind} --out {run_path} --resume`"
-
-
-# Set from outside the training loop (a parallel bench's worker, when its main process asks it
-# to stop or is gone): stop at the next step and checkpoint, as on a first signal. It never
-# counts as a second signal, so a SIGTERM to a bench's whole process group (each worker gets
-# its own and the main process's request) still stops every worker at a step boundary.
-SOFT_STOP = threading.Event()
-
-
-def soft_stop_handler(signum, frame) -> None:
-    """A signal handler that sets SOFT_STOP: a bench worker's SIGTERM, however many arrive.
-    StopOnSignal leaves it in place."""
-    SOFT_STOP.set()
-
-
-class StopOnSignal:
-    """Ctrl-C (SIGINT) or SIGTERM (`kill`, a scheduler's preemption) during training asks the
-    loop to stop at the next step boundary, where it checkpoints: a signal never leaves a
-    half-done step (say, reconstruction applied, discriminator not) in a checkpoint. A second
-    signal stops at once, keeping the previous checkpoint. Handlers are installed only in the
-    main thread, and SIGINT only where it is not ignored (a background job). SOFT_STOP set
-    elsewhere asks for the same stop as a first signal."""
-
-    def __init__(self):
-        self._signalled, self._previous = False, {}
-
-    @property
-    def requested(self) -> bool:
-        return self._signalled or SOFT_STOP.is_set()
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(sig) not in (signal.SIG_IGN, soft_stop_handler):
-                    self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self._signalled:
-            raise KeyboardInterrupt
-        self._signalled = True
-
-    def __exit__(self, *exc):
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
 
 
 def _train_epochs(model, variant, optimizers, data, train, state, device, run_path, logger,
