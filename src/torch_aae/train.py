@@ -126,34 +126,10 @@ def fit(
     if not isinstance(train, TrainConfig):
         raise AAEError(f"train must be a TrainConfig, not {type(train).__name__}")
     config = default_config(model, data, train) if config is None else run_config(config, model, data, train)
-    data.check()
-    if model.model_args["in_dim"] != data.features:  # else a matrix-product error deep in step 1
-        raise AAEError(f"the model reads images of {model.model_args['in_dim']} values, {data.name}'s have "
-                       f"{data.features} ({'x'.join(map(str, data.image_shape))}): build it with "
-                       f"in_dim={data.features}, image_shape={tuple(data.image_shape)} (build_model does)")  # fmt: skip
-    # Two image shapes that disagree (a flat .npz may be viewed as images; a run made before this
-    # check resumes): else the plots tile the pixels wrongly.
-    if (not resume and len(data.image_shape) > 1 and len(model.image_shape) > 1
-            and tuple(model.image_shape) != tuple(data.image_shape)):  # fmt: skip
-        raise AAEError(f"the model views images as {'x'.join(map(str, model.image_shape))}, {data.name}'s are "
-                       f"{'x'.join(map(str, data.image_shape))}: build it with image_shape={tuple(data.image_shape)}")  # fmt: skip
-    if train.batch_size > len(data.train_x):  # not shrunk without a word: config.json would lie
-        raise AAEError(f"--batch-size {train.batch_size} is larger than the {len(data.train_x)} "
-                       "training images")  # fmt: skip
+    _check_model_and_data(model, data, train, resume)
     if resume and out is None:
         raise AAEError("resume needs the run folder to resume from (out=...)")
-    branch_ckpt = None
-    if branch_from is not None:
-        if resume:
-            raise AAEError("branch_from starts a new run; resume continues the one in out: pick one")
-        if out is not None and Path(out).resolve() in Path(branch_from).resolve().parents:
-            raise AAEError(f"--branch-from {branch_from}: the checkpoint is inside --out {out}; "
-                           "branch into another folder")  # fmt: skip
-        branch_ckpt = load_checkpoint(Path(branch_from))
-        if branch_ckpt.get("config"):  # what the CLI's --branch-from refuses too
-            check_resumable(from_dict(branch_ckpt["config"]), config, f"branch_from: {branch_from}'s run")
-        saved = branch_ckpt["state"]
-        check_epochs_left(train.epochs, saved["epoch"], saved["batch"], "--branch-from")
+    branch_ckpt = None if branch_from is None else _branch_checkpoint(branch_from, out, resume, config)
     run_path = Path(out) if out is not None else None
     # Under torchrun: join the process group; rank 0 alone writes the run folder.
     distributed.check_batch(train.batch_size, distributed.world_from_env())
@@ -244,6 +220,40 @@ def fit(
             folder.close()
         if joined:
             distributed.shutdown()
+
+
+def _check_model_and_data(model, data: Dataset, train: TrainConfig, resume: bool) -> None:
+    """Refuse, before anything is written, data the model cannot train on: late, deep failures
+    (a matrix-product error in step 1) or silently wrong results (plots, a shrunk batch)."""
+    data.check()
+    if model.model_args["in_dim"] != data.features:
+        raise AAEError(f"the model reads images of {model.model_args['in_dim']} values, {data.name}'s have "
+                       f"{data.features} ({'x'.join(map(str, data.image_shape))}): build it with "
+                       f"in_dim={data.features}, image_shape={tuple(data.image_shape)} (build_model does)")  # fmt: skip
+    # Two image shapes that disagree (a flat .npz may be viewed as images; a run made before this
+    # check resumes): else the plots tile the pixels wrongly.
+    if (not resume and len(data.image_shape) > 1 and len(model.image_shape) > 1
+            and tuple(model.image_shape) != tuple(data.image_shape)):  # fmt: skip
+        raise AAEError(f"the model views images as {'x'.join(map(str, model.image_shape))}, {data.name}'s are "
+                       f"{'x'.join(map(str, data.image_shape))}: build it with image_shape={tuple(data.image_shape)}")  # fmt: skip
+    if train.batch_size > len(data.train_x):  # not shrunk without a word: config.json would lie
+        raise AAEError(f"--batch-size {train.batch_size} is larger than the {len(data.train_x)} "
+                       "training images")  # fmt: skip
+
+
+def _branch_checkpoint(branch_from, out, resume: bool, config: Config) -> dict:
+    """The checkpoint a new run branches from, refused under settings its run may not change."""
+    if resume:
+        raise AAEError("branch_from starts a new run; resume continues the one in out: pick one")
+    if out is not None and Path(out).resolve() in Path(branch_from).resolve().parents:
+        raise AAEError(f"--branch-from {branch_from}: the checkpoint is inside --out {out}; "
+                       "branch into another folder")  # fmt: skip
+    ckpt = load_checkpoint(Path(branch_from))
+    if ckpt.get("config"):  # what the CLI's --branch-from refuses too
+        check_resumable(from_dict(ckpt["config"]), config, f"branch_from: {branch_from}'s run")
+    saved = ckpt["state"]
+    check_epochs_left(config.train.epochs, saved["epoch"], saved["batch"], "--branch-from")
+    return ckpt
 
 
 def _resume_command(kind: str, run_path: Path, data: Dataset) -> str:
