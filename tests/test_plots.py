@@ -52,3 +52,16 @@ def test_importing_the_package_leaves_matplotlibs_backend_alone():
             "print(matplotlib.get_backend())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "svg"
+
+
+def test_loss_curves_are_the_same_from_training_and_from_metrics_jsonl(tmp_path):
+    # Training passes its history in the order the step logs; `aae plot` reads metrics.jsonl,
+    # whose keys are sorted: the panels and their lines must not depend on it.
+    from torch_aae import plots
+
+    row = {"epoch": 1, "loss/recon": 0.2, "loss/disc": 0.7, "acc/disc_real": 0.6, "eval/val_error": 0.1,
+           "time/epoch_seconds": 3.0}  # fmt: skip
+    rows = [dict(row, epoch=e) for e in (1, 2, 3)]
+    plots.save_loss_curves(rows, tmp_path / "a.png")
+    plots.save_loss_curves([dict(sorted(r.items())) for r in rows], tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()

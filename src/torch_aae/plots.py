@@ -160,9 +160,12 @@ def save_confusion(counts: np.ndarray, path: Path, title: str):
 def save_loss_curves(history: list[dict], path: Path):
     """One panel per metric family (loss/, acc/, eval/) against the epoch."""
     families = {}
-    for key in history[0] if history else []:
+    order = ("loss", "acc", "eval", "time")  # the same panels whether history comes from training
+    for key in history[0] if history else []:  # or from metrics.jsonl, whose keys are sorted
         if "/" in key:
             families.setdefault(key.split("/")[0], []).append(key)
+    families = {family: sorted(keys) for family, keys in
+                sorted(families.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))}  # fmt: skip
     fig, axes = subplots(1, max(len(families), 1), figsize=(5 * max(len(families), 1), 4))
     axes = np.atleast_1d(axes)
     epochs = [h["epoch"] for h in history]
