@@ -769,3 +769,19 @@ def test_labeled_indices_without_labels():
     ds.train_y = None
     with pytest.raises(AAEError, match="needs labels"):
         D.labeled_indices(ds, "all", seed=0)
+
+
+def test_dataset_from_arrays_is_load_npz_without_the_file(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {"x": rng.random((30, 4, 4)).astype(np.float32), "y": np.arange(30) % 3,
+              "x_test": rng.random((6, 4, 4)).astype(np.float32), "y_test": np.arange(6) % 3}  # fmt: skip
+    np.savez(tmp_path / "toy.npz", **arrays)
+    from_file = D.load_npz(tmp_path / "toy.npz")
+    in_memory = D.Dataset.from_arrays(**{k: torch.from_numpy(v) for k, v in arrays.items()}, name="toy.npz")
+    for split in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(in_memory, split), getattr(from_file, split)), split
+    assert (in_memory.image_shape, in_memory.num_classes, in_memory.source) == ((4, 4), 3, None)
+    with pytest.raises(AAEError, match=r"^mine: x: values in \[0, 254\]; .*\(uint8 pixels: divide by 255\)"):
+        D.Dataset.from_arrays((arrays["x"] * 255).astype(np.uint8), name="mine")
+    with pytest.raises(AAEError, match=r"^arrays: y holds the labels \{1, 2, 3\}"):
+        D.Dataset.from_arrays(arrays["x"], arrays["y"] + 1)

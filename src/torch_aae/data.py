@@ -113,6 +113,16 @@ class Dataset:
             raise AAEError(f"{self.name}: image_shape {tuple(self.image_shape)} holds "
                            f"{math.prod(self.image_shape)} values, not the images' {self.features}")  # fmt: skip
 
+    @classmethod
+    def from_arrays(cls, x, y=None, x_test=None, y_test=None, name: str = "arrays") -> "Dataset":
+        """A Dataset of in-memory images, checked and converted as `load_npz` does a file's
+        arrays: x (n, h, w) or (n, d) in [0, 1] (numpy arrays or tensors), integer labels y
+        holding each of 0..K-1, x_test and y_test as x and y. No validation split is carved."""
+        given = {"x": x, "y": y, "x_test": x_test, "y_test": y_test}
+        arrays = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+                  for k, v in given.items() if v is not None}  # fmt: skip
+        return _dataset_of(arrays, name, name)
+
     def check_labeled_splits(self, kind: str) -> None:
         """Refuse, for a model that scores its validation and test splits by their labels, a
         split without labels beside labeled training images (it failed after training)."""
@@ -317,26 +327,32 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     if unknown:  # e.g. a misspelt y_test: ignored, the metrics would silently use other images
         raise AAEError(f"{path}: unknown array{'s' if len(unknown) > 1 else ''} "
                        f"{', '.join(map(repr, unknown))}; a .npz holds {', '.join(NPZ_KEYS)}")  # fmt: skip
+    return _dataset_of(arrays, str(path), path.name)
+
+
+def _dataset_of(arrays: dict, what: str, name: str) -> Dataset:
+    """The Dataset of arrays x, y, x_test, y_test (load_npz's), each checked; `what` names their
+    source in errors."""
     if "y_test" in arrays and "x_test" not in arrays:
-        raise AAEError(f"{path}: y_test without x_test; add the test images or drop y_test")
-    x = _check_images(arrays["x"], f"{path}: x")
-    y = _check_labels(arrays.get("y"), len(x), f"{path}: y")
+        raise AAEError(f"{what}: y_test without x_test; add the test images or drop y_test")
+    x = _check_images(arrays["x"], f"{what}: x")
+    y = _check_labels(arrays.get("y"), len(x), f"{what}: y")
     x_test = y_test = None
     if "x_test" in arrays:
-        x_test = _check_images(arrays["x_test"], f"{path}: x_test")
+        x_test = _check_images(arrays["x_test"], f"{what}: x_test")
         if x_test.shape[1:] != x.shape[1:]:
-            raise AAEError(f"{path}: x_test shape {x_test.shape[1:]} differs from x {x.shape[1:]}")
-        y_test = _check_labels(arrays.get("y_test"), len(x_test), f"{path}: y_test")
+            raise AAEError(f"{what}: x_test shape {x_test.shape[1:]} differs from x {x.shape[1:]}")
+        y_test = _check_labels(arrays.get("y_test"), len(x_test), f"{what}: y_test")
         if y is not None and y_test is None:
-            raise AAEError(f"{path}: y labels x, but no y_test labels x_test; add y_test (the test "
+            raise AAEError(f"{what}: y labels x, but no y_test labels x_test; add y_test (the test "
                            "metrics need it) or drop x_test")  # fmt: skip
     num_classes = None
     if y is not None:
-        num_classes = _check_classes(y, y_test, path)
+        num_classes = _check_classes(y, y_test, what)
     flat = lambda a: torch.from_numpy(np.ascontiguousarray(a.reshape(len(a), -1), np.float32))
     label = lambda a: None if a is None else torch.from_numpy(a.astype(np.int64))
     return Dataset(
-        name=path.name,
+        name=name,
         train_x=flat(x),
         train_y=label(y),
         test_x=None if x_test is None else flat(x_test),
@@ -387,7 +403,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _check_classes(y: np.ndarray, y_test: np.ndarray | None, path: Path) -> int:
+def _check_classes(y: np.ndarray, y_test: np.ndarray | None, path: str) -> int:
     """The number of classes K: y must hold each of 0..K-1 (a label outside, or a class without
     images, would make a K-way classifier with empty classes), and y_test only those."""
     present = np.unique(y)
