@@ -93,14 +93,14 @@ def test_sigkill_mid_epoch_and_mid_write_then_resume_is_bitwise_equal(tmp_path, 
 
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "group-sigterm", "sigkill"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "group-sigterm", "sigkill", "one-worker"])
 def test_ctrl_c_on_a_parallel_bench_checkpoints_each_seed_without_a_traceback(tmp_path, how):
     # Ctrl-C reaches every process of the foreground group; `timeout -s INT` does the same here.
     out = tmp_path / "bench"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     bench = ["bench", "semi-supervised", "--labels", "100", "--subset", "400", "--hidden", "64",
              "--disc-hidden", "32", "--epochs", "50", "--batch-size", "20", "--checkpoint-every", "1",
-             "--seeds", "2", "--jobs", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+             "--seeds", "3", "--jobs", "2", "--no-progress", "--out", str(out)]  # fmt: skip
     # A background job (pytest run with `&`, some CI runners) starts with SIGINT ignored, which
     # its children inherit: the bench is given the terminal's default, as a user's command has.
     proc = subprocess.Popen([sys.executable, "-m", "torch_aae", *bench], cwd=REPO_ROOT, env=env,
@@ -118,8 +118,10 @@ def test_ctrl_c_on_a_parallel_bench_checkpoints_each_seed_without_a_traceback(tm
         os.killpg(proc.pid, signal.SIGTERM)
     elif how == "sigterm":  # `kill PID`: the main process alone, which must not leave its workers training
         os.kill(proc.pid, signal.SIGTERM)
-    else:  # the main process killed: its workers must stop, checkpoint and end, not train on
+    elif how == "sigkill":  # the main process killed: its workers must stop, checkpoint and end, not train on
         os.kill(proc.pid, signal.SIGKILL)
+    else:  # seed 1's worker alone: the bench stops, though seed 0 (read first) trains on
+        os.kill(_holder_of(seeds[1] / ".lock", workers), signal.SIGTERM)
     _, err = proc.communicate(timeout=120)  # stderr closes once the workers, which share it, end
     time.sleep(0.5)
     assert not [pid for pid in workers if _alive(pid)], "workers left running"
@@ -134,6 +136,19 @@ def test_ctrl_c_on_a_parallel_bench_checkpoints_each_seed_without_a_traceback(tm
                                                 "checkpoint: run the same `aae bench` command again to continue")
     for seed in seeds:
         assert step_of(seed) >= 2 and not (seed / "summary.json").exists()
+    # Seed 2, queued behind them (the pool hands a worker its next seed at once), is not started.
+    assert not (out / "seed-2").exists()
+
+
+def _holder_of(path: Path, pids: list[int]) -> int:
+    """The one of `pids` that holds `path` open (a run folder's lock: the worker training it)."""
+    for pid in pids:
+        try:
+            if any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return pid
+        except OSError:
+            continue
+    raise AssertionError(f"no process holds {path}")
 
 
 def _children(pid: int) -> list[int]:

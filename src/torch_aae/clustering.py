@@ -52,10 +52,10 @@ def make_optimizers(model: ClusteringAAE, cfg: TrainConfig) -> dict[str, torch.o
     return opt
 
 
-
 def check_evaluable(data) -> None:
     """Before training (`fit`): the splits that the clustering model scores have labels."""
     data.check_labeled_splits("clustering")
+
 
 def setup(model, data, config, device, run_path) -> dict:
     return {"input_noise": config.train.input_noise, "code_noise": config.train.code_noise,

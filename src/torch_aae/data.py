@@ -119,8 +119,13 @@ class Dataset:
         arrays: x (n, h, w) or (n, d) in [0, 1] (numpy arrays or tensors), integer labels y
         holding each of 0..K-1, x_test and y_test as x and y. No validation split is carved."""
         given = {"x": x, "y": y, "x_test": x_test, "y_test": y_test}
-        arrays = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
-                  for k, v in given.items() if v is not None}  # fmt: skip
+        def numpy(v):  # bf16 and fp16 tensors as float32, which holds their values exactly
+            if isinstance(v, torch.Tensor):
+                v = v.detach().cpu()
+                return (v.float() if v.dtype in (torch.bfloat16, torch.float16) else v).numpy()
+            return np.asarray(v)
+
+        arrays = {k: numpy(v) for k, v in given.items() if v is not None}
         return _dataset_of(arrays, name, name)
 
     def check_labeled_splits(self, kind: str) -> None:

@@ -89,10 +89,10 @@ def make_optimizers(model: DimReductionAAE, cfg) -> dict:
     return opt
 
 
-
 def check_evaluable(data) -> None:
     """Before training (`fit`): the splits that the dim-reduction model scores have labels."""
     data.check_labeled_splits("dim-reduction")
+
 
 def setup(model, data, config, device, run_path) -> dict:
     """With --labels: the labeled images (as the semi-supervised model); else no labels at all."""

@@ -38,18 +38,18 @@ def _train_seed(config_dict: dict, run: str, progress: bool, threads: int | None
 def _train_in_parallel(todo: list, jobs: int) -> dict:
     """Train the seeds of `todo` in `jobs` worker processes; their summaries by seed.
 
-    Ctrl-C reaches the main process alone (the workers start with SIGINT ignored, so none dies
-    in a traceback): it asks each worker to stop (an Event each worker's watch thread turns
-    into train.SOFT_STOP), on which a training stops at its next step and checkpoints, waits
-    for them, and raises Interrupted. SIGTERM to the main process (`kill PID`) does the same,
-    instead of ending it alone and leaving its workers training. In a worker, SIGTERM (its own,
-    from a signal to the whole process group: `timeout`, a scheduler) asks for the same stop,
-    however many arrive. A worker whose main process is gone (SIGKILL) stops and checkpoints
-    as well, then exits."""
+    The workers ignore Ctrl-C (SIGINT), so none dies in a traceback. Ctrl-C or SIGTERM to the
+    main process (`kill PID`), or a seed that fails, makes it ask every worker to stop (an
+    Event that each worker's watch thread turns into stopping.SOFT_STOP): a training stops at
+    its next step and checkpoints, a seed not started yet is not started, and the main process
+    waits for them (further signals only say so) before it raises Interrupted, or the seed's
+    error. In a worker, SIGTERM (its own, from a signal to the whole process group: `timeout`,
+    a scheduler) asks for the same stop, however many arrive. A worker whose main process is
+    gone (SIGKILL) stops and checkpoints as well, then exits."""
     import multiprocessing
     import os
     import signal
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
     from .errors import Interrupted
 
@@ -58,7 +58,7 @@ def _train_in_parallel(todo: list, jobs: int) -> dict:
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-    try:  # the workers are started by submit(), and inherit the ignored SIGINT
+    try:  # the workers are started by submit(), and inherit the ignored SIGINT until they start
         pool = ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context, initializer=_worker_start,
                                    initargs=(os.getpid(), stop))  # fmt: skip
         futures = {seed: pool.submit(_worker_seed, cfg.to_dict(), str(run), threads)
@@ -66,6 +66,7 @@ def _train_in_parallel(todo: list, jobs: int) -> dict:
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
+
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt
 
@@ -73,42 +74,68 @@ def _train_in_parallel(todo: list, jobs: int) -> dict:
     try:
         with pool:
             try:
+                wait(futures.values(), return_when=FIRST_EXCEPTION)  # not in seed order: the first to fail
+                failed = [f.exception() for f in futures.values() if f.done() and f.exception() is not None]
+                if failed:
+                    raise failed[0]
                 return {seed: future.result() for seed, future in futures.items()}
-            except KeyboardInterrupt:
+            except BaseException as e:  # Ctrl-C, SIGTERM, or a seed that failed
                 stop.set()
-                # One call: shutdown(wait=False) first would drop the pool's manager thread, and
-                # a later wait=True return at once, with the workers still checkpointing.
-                try:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                except KeyboardInterrupt:  # a second Ctrl-C: the workers stop on their own
-                    pass
-                raise Interrupted("interrupted") from None
+                _wait_for_workers(pool, main)
+                if isinstance(e, KeyboardInterrupt):
+                    raise Interrupted("interrupted") from None
+                raise
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous_term)
 
 
-# A bench worker's state: whether it trains a seed now, and whether its main process is gone.
+def _wait_for_workers(pool, main: bool) -> None:
+    """Wait until every worker has checkpointed and ended. In one call: shutdown(wait=False)
+    first would drop the pool's manager thread, and a later wait=True return at once. A signal
+    meanwhile says what is awaited instead of interrupting the wait (an interrupted join leaves
+    the thread marked as ended, and the wait would end with the workers still training)."""
+    import signal
+    import sys
+
+    def waiting(signum, frame):
+        print("aae bench: stopping; waiting for the workers to checkpoint", file=sys.stderr, flush=True)
+
+    saved = {sig: signal.signal(sig, waiting) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+# A bench worker's state: whether it trains a seed now, whether its main process is gone, and
+# the main process's stop request (an Event, given to _worker_start).
 _BUSY, _ORPHANED = threading.Event(), threading.Event()
+_STOP = None
 
 
 def _worker_start(parent: int, stop) -> None:
-    """A bench worker's initializer: SIGTERM asks a training to stop at its next step (never at
-    once: a process-group signal and the pool's own terminate() may both arrive), and a thread
-    watches for the main process's request (`stop`, an Event) and for its end."""
+    """A bench worker's initializer: SIGINT ignored (Ctrl-C is the main process's to handle,
+    whatever thread started the bench), SIGTERM asks a training to stop at its next step (never
+    at once: a process-group signal and the pool's own terminate() may both arrive), and a
+    thread watches for the main process's request (`stop`) and for its end."""
+    global _STOP
     import signal
 
     from .stopping import soft_stop_handler
 
+    _STOP = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, soft_stop_handler)
     threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
 
 
 def _watch_parent(parent: int, stop, every: float = 0.5) -> None:
-    """Pass the main process's stop request on to the training (train.SOFT_STOP). Once the main
-    process is gone (SIGKILL, a crash), stop this worker's training at its next step, with a
-    checkpoint, and end the worker; an idle worker ends at once. Without this, a worker trained
-    on alone, and then waited forever for work that would never come."""
+    """Pass the main process's stop request on to the training (stopping.SOFT_STOP). Once the
+    main process is gone (SIGKILL, a crash), stop this worker's training at its next step, with
+    a checkpoint, and end the worker; an idle worker ends at once. Without this, a worker
+    trained on alone, and then waited forever for work that would never come."""
     import os
 
     from .stopping import SOFT_STOP
@@ -124,20 +151,31 @@ def _watch_parent(parent: int, stop, every: float = 0.5) -> None:
 
 
 def _worker_seed(config_dict: dict, run: str, threads: int) -> dict:
-    """_train_seed in a bench worker; the worker ends after it if its main process is gone,
-    and says on stderr how its seed ended (no main process is left to say it)."""
+    """_train_seed in a bench worker, unless the bench was asked to stop (a seed queued before
+    the request is not started); the worker ends after it if its main process is gone, and says
+    on stderr how its seed ended (no main process is left to say it)."""
     import os
     import sys
 
     from .errors import Interrupted
+    from .stopping import SOFT_STOP
 
     _BUSY.set()
     try:
-        return _train_seed(config_dict, run, False, threads)
+        if SOFT_STOP.is_set() or (_STOP is not None and _STOP.is_set()):
+            raise Interrupted("not started: the bench was asked to stop")
+        summary = _train_seed(config_dict, run, False, threads)
+        if _ORPHANED.is_set():
+            print(f"aae bench: the main process is gone; {run}: finished (summary.json)", file=sys.stderr, flush=True)
+        return summary
     except BaseException as e:
         if _ORPHANED.is_set():
-            what = (str(e).split(";")[0] + ", with a checkpoint: run the same `aae bench` command again "
-                    "to continue") if isinstance(e, Interrupted) else f"{type(e).__name__}: {e}"  # fmt: skip
+            if not isinstance(e, Interrupted):
+                what = f"{type(e).__name__}: {e}"
+            elif str(e).startswith("not started"):
+                what = str(e)
+            else:
+                what = f"{str(e).split(';')[0]}, with a checkpoint: run the same `aae bench` command again to continue"
             print(f"aae bench: the main process is gone; {run}: {what}", file=sys.stderr, flush=True)
         raise
     finally:

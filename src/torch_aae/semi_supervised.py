@@ -156,10 +156,10 @@ def make_optimizers(model: SemiSupervisedAAE, cfg: TrainConfig) -> dict[str, tor
     }
 
 
-
 def check_evaluable(data) -> None:
     """Before training (`fit`): the splits that the semi-supervised model scores have labels."""
     data.check_labeled_splits("semi-supervised")
+
 
 def setup(model, data, config, device, run_path) -> dict:
     """Draw the labeled images (class-balanced, by the data seed: --data-seed, else --seed); save

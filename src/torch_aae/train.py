@@ -40,11 +40,11 @@ from .config import Config, TrainConfig, from_dict, refuse_unread
 from .data import Dataset
 from .errors import AAEError, AAEWarning, Interrupted
 from .logger import RunLogger
-from .stopping import StopOnSignal
 from .run_folder import (  # noqa: F401  (RunFolder, RESUMES: torch_aae.train's names too)
     CHECKPOINT, DATA_RECORD, RESUMES, RunFolder, check_epochs_left, check_resumable, check_same_data,
     data_record, default_config, record_resume, recorded_config, run_config,
 )  # fmt: skip
+from .stopping import StopOnSignal
 from .variants import defaults, get_variant
 
 def resolve_device(name: str | torch.device) -> torch.device:
