@@ -148,7 +148,7 @@ def fit(
     # Variant-specific fixed inputs of the step (e.g. the labeled subset), built once, and
     # validated before the run folder is touched: a bad request leaves no half-made run.
     refuse_unread(config)  # --labels / --lr-sup where no phase reads them
-    if hasattr(variant, "check_evaluable"):  # what the final evaluation needs (a classifier)
+    if hasattr(variant, "check_evaluable"):  # what the final evaluation needs: labels, a classifier
         variant.check_evaluable(data)
     ctx = variant.setup(model, data, config, device, run_path)
     run_files = ctx.pop("run_files", {}) if isinstance(ctx, dict) else {}
