@@ -281,7 +281,9 @@ def test_a_run_recorded_with_a_relative_npz_path_still_resumes(tmp_path, monkeyp
         (lambda: UnsupervisedAAE(16, (4, 4), prior="gaussian", prior_scale=9.0),
          "prior_scale=9.0: prior='gaussian' does not read it; only the uniform, mixture, swiss-roll priors do"),
         (lambda: UnsupervisedAAE(16, (4, 4), prior=GaussianPrior(2, 3.0), prior_components=5),
-         "prior_components=5: prior=GaussianPrior(dim=2, std=3.0) does not read it"),
+         "prior_components=5 given with prior=GaussianPrior(dim=2, std=3.0), which has its own"),
+        (lambda: UnsupervisedAAE(16, (4, 4), prior=GaussianPrior(3, 3.0)),
+         "prior GaussianPrior(dim=3, std=3.0): dim 3, the model's z_dim 2"),
         (lambda: SupervisedAAE(16, (4, 4), prior="mixture"),  # refused by fit before, after the build
          "prior='mixture': the supervised model's prior is the Gaussian N(0, prior_std²)"),
     ],

@@ -19,6 +19,7 @@ from torch_aae import stopping, unsupervised
 from torch_aae.checkpoint import load_checkpoint, load_model, load_state, save_model
 from torch_aae.errors import AAEError, Interrupted
 from torch_aae.train import CHECKPOINT, RunFolder, check_compatible, fit
+from torch_aae.priors import GaussianPrior, MixturePrior, SwissRollPrior, UniformPrior
 
 # ----------------------------------------------------------------------------------------------
 # save_model / load_model
@@ -75,6 +76,39 @@ def test_load_model_with_a_custom_prior(tmp_path):
     save_model(tiny_model(), tmp_path / "g.pt")
     with pytest.raises(AAEError, match="the model's prior is built from its arguments"):
         load_model(tmp_path / "g.pt", prior=Box())
+
+
+@pytest.mark.parametrize(
+    "prior, recorded",
+    [
+        (GaussianPrior(2, 3.0), {"prior": "gaussian", "prior_std": 3.0}),
+        (UniformPrior(2, 2.5), {"prior": "uniform", "prior_scale": 2.5}),
+        (MixturePrior(6, 2.0, 0.4, 0.1), {"prior": "mixture", "prior_scale": 2.0, "prior_components": 6,
+                                          "prior_std_along": 0.4, "prior_std_across": 0.1}),
+        (SwissRollPrior(5, 4.0, width=0.2), {"prior": "swiss-roll", "prior_scale": 4.0,
+                                             "prior_components": 5, "prior_std_across": 0.2}),
+    ],
+    ids=["gaussian", "uniform", "mixture", "swiss-roll"],
+)
+def test_a_built_in_prior_object_is_recorded_by_name_and_reloads_without_it(prior, recorded, tmp_path):
+    """It was recorded as "custom" with the Gaussian's default std: reloading asked for the object,
+    and config.json gave other parameters than those trained with."""
+    model = tiny_model(prior=prior)
+    assert recorded.items() <= model.model_args.items()
+    save_model(model, tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt")
+    assert repr(loaded.prior) == repr(prior)
+    torch.manual_seed(0)
+    expected = prior.sample(50)
+    torch.manual_seed(0)
+    assert torch.equal(loaded.prior.sample(50), expected)
+    with pytest.raises(AAEError, match="the model's prior is built from its arguments"):
+        load_model(tmp_path / "m.pt", prior=prior)
+
+
+def test_a_swiss_roll_of_other_turns_stays_a_custom_prior():
+    """make_prior's swiss roll has 2 turns: one of 3 cannot be rebuilt from the recorded fields."""
+    assert tiny_model(prior=SwissRollPrior(turns=3.0)).model_args["prior"] == "custom"
 
 
 class _Prior:

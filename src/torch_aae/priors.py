@@ -245,6 +245,25 @@ PRIORS = ("gaussian", "mixture", "swiss-roll", "uniform")
 TWO_D_PRIORS = ("mixture", "swiss-roll")
 
 
+def builtin_args(prior) -> dict | None:
+    """The `make_prior` arguments, as the unsupervised model's `prior` and `prior_*` arguments,
+    that rebuild a built-in prior object (GaussianPrior, MixturePrior, SwissRollPrior with 2 turns,
+    UniformPrior): recorded by name, such a prior reloads without the object. None for any other
+    object (a subclass, a swiss roll of other turns, a user's prior)."""
+    kind = type(prior)
+    if kind is GaussianPrior:
+        return {"prior": "gaussian", "prior_std": prior.std}
+    if kind is UniformPrior:
+        return {"prior": "uniform", "prior_scale": prior.half_width}
+    if kind is MixturePrior:
+        return {"prior": "mixture", "prior_scale": prior.radius, "prior_components": prior.num_classes,
+                "prior_std_along": prior.std_along, "prior_std_across": prior.std_across}  # fmt: skip
+    if kind is SwissRollPrior and prior.turns == 2.0:  # make_prior's swiss roll has 2 turns
+        return {"prior": "swiss-roll", "prior_scale": prior.radius,
+                "prior_components": prior.num_classes, "prior_std_across": prior.width}  # fmt: skip
+    return None
+
+
 def make_prior(
     name: str, dim: int, std: float = 1.0, scale: float | None = None, components: int = 10,
     std_along: float = 0.5, std_across: float = 0.05,

@@ -25,7 +25,7 @@ from .data import balanced_label_indices
 from .errors import AAEError
 from .networks import Decoder, Discriminator, Encoder, gaussian_noise
 from . import optim
-from .priors import Prior, check_prior, make_prior, sample_on
+from .priors import Prior, builtin_args, check_prior, make_prior, sample_on
 
 
 class UnsupervisedAAE(nn.Module):
@@ -63,6 +63,20 @@ class UnsupervisedAAE(nn.Module):
         condition_labels: int = 0,
     ):
         super().__init__()
+        if (spec := builtin_args(prior)) is not None:  # recorded by name: reloads without it
+            check_prior(prior, z_dim)
+            given = _changed_prior_args(prior_std=prior_std, prior_scale=prior_scale,
+                                        prior_components=prior_components, prior_std_along=prior_std_along,
+                                        prior_std_across=prior_std_across)  # fmt: skip
+            if given:
+                raise AAEError(f"{', '.join(f'{k}={v!r}' for k, v in given.items())} given with "
+                               f"prior={prior!r}, which has its own: give the prior's parameters "
+                               f"one way, in the object or as prior_* arguments")  # fmt: skip
+            prior, prior_std = spec["prior"], spec.get("prior_std", prior_std)
+            prior_scale = spec.get("prior_scale", prior_scale)
+            prior_components = spec.get("prior_components", prior_components)
+            prior_std_along = spec.get("prior_std_along", prior_std_along)
+            prior_std_across = spec.get("prior_std_across", prior_std_across)
         # Constructor arguments, saved in checkpoints to rebuild the model (never pickled objects).
         self.model_args = dict(
             in_dim=in_dim, image_shape=list(image_shape), z_dim=z_dim, hidden=hidden,
@@ -142,11 +156,15 @@ def _refuse_unrecorded_prior_args(prior, **given) -> None:
     `fit` refuses the ones a prior does not read, as `aae train` refuses their flags)."""
     if isinstance(prior, str) and prior != "gaussian":
         return
+    for field, value in _changed_prior_args(**given).items():
+        raise AAEError(f"{field}={value!r}: prior={prior!r} does not read it; only the "
+                       f"{', '.join(p for p, fields in PRIOR_FIELDS.items() if field in fields)} priors do")  # fmt: skip
+
+
+def _changed_prior_args(**given) -> dict:
+    """The prior_* arguments among `given` whose values are not UnsupervisedAAE's defaults."""
     defaults = inspect.signature(UnsupervisedAAE.__init__).parameters
-    for field, value in given.items():
-        if value != defaults[field].default:
-            raise AAEError(f"{field}={value!r}: prior={prior!r} does not read it; only the "
-                           f"{', '.join(p for p, fields in PRIOR_FIELDS.items() if field in fields)} priors do")  # fmt: skip
+    return {field: value for field, value in given.items() if value != defaults[field].default}
 
 
 def condition_classes(prior) -> int:
