@@ -158,5 +158,8 @@ def test_a_supervised_run_without_a_folder_is_refused_before_training_without_a_
     monkeypatch.setattr(supervised_module, "train_step", lambda *a, **k: pytest.fail("trained"))
     data = synthetic_dataset(40, test=10)
     model = SupervisedAAE(16, (4, 4), n_classes=3, hidden=16, disc_hidden=16)
-    with pytest.raises(AAEError, match="no evaluation classifier for synthetic"):
+    with pytest.raises(AAEError, match="no evaluation classifier for synthetic") as err:
         fit(model, data, config=defaults("supervised", labels="all", epochs=1, batch_size=10), progress=False)
+    # Where it looked, and how to point it elsewhere: no `aae train` flag does (it said one did).
+    assert f"in {tmp_path / 'empty-cache'} " in str(err.value)
+    assert "set TORCH_AAE_CACHE=DIR for the supervised model to find it there" in str(err.value)

@@ -203,8 +203,9 @@ def require_classifier(data: Dataset, cache: str | os.PathLike | None = None) ->
                else "train_and_cache(data) (a Dataset built in Python, which `aae classifier train` cannot load)")  # fmt: skip
         raise AAEError(
             f"no evaluation classifier for {data.name} in {path.parent} (looked for {path.name}); "
-            f"train it first (a few CPU minutes) with {how}; $TORCH_AAE_CACHE, or a command's "
-            "--cache-dir, puts it in another folder"
+            f"train it first (a few CPU minutes) with {how}; the cache is $TORCH_AAE_CACHE, else "
+            "~/.cache/torch_aae (`aae classifier train --cache-dir DIR` writes to DIR: set "
+            "TORCH_AAE_CACHE=DIR for the supervised model to find it there)"
         )
     return path
 

@@ -137,7 +137,7 @@ class TrainConfig:
     view_shift: float = _f(0.0, "clustering, dim-reduction: move y's copy by up to N pixels along each axis")
     view_elastic: float = _f(0.0, "clustering, dim-reduction: distort y's copy elastically, as --label-elastic does (smoothing 4 pixels)")
     view_thickness: float = _f(0.0, "clustering, dim-reduction: thicken or thin the strokes of y's copy by a random amount in [-T, T] (at most 1: a pixel wider or narrower)")
-    lr_step: int = _f(0, "from this epoch on, every learning rate is divided by 10 (0: constant)")
+    lr_step: int = _f(0, "after this many epochs, every learning rate is divided by 10 (0: constant)")
     seed: int = _f(0, "random seed (weights, permutations, prior samples, dropout)")
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
     compile: str = _f("off", "off, or a torch.compile mode for each network: default, reduce-overhead or max-autotune (on CPU it needs a C++ compiler)")
