@@ -119,3 +119,23 @@ def test_bad_input_is_refused_and_changes_nothing(case, workdir, capsys, monkeyp
     assert snapshot(workdir) == before  # nothing written, changed or removed
     assert not (workdir / "new").exists() and not (workdir / "PWNED").exists()
     assert not os.path.exists(workdir / "x.png")
+
+
+def test_overwrite_keeps_a_dataset_kept_in_the_run_folder(tmp_path, capsys):
+    """`--overwrite` loaded the .npz, emptied the folder (the .npz with it), trained and exited 0:
+    the data was gone and the new run could not be evaluated or resumed."""
+    run = tmp_path / "run"
+    run.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(run / "mydata.npz", x=rng.random((40, 4, 4), dtype=np.float32))
+    args = ["--hidden", "8", "--disc-hidden", "8", "--epochs", "1", "--batch-size", "10", "--no-progress"]
+    assert cli.main(["train", "unsupervised", "--dataset", str(run / "mydata.npz"), "--out", str(run), *args]) == 1
+    assert "is not empty and holds no run" in capsys.readouterr().err  # a new run needs an empty folder
+    (run / "config.json").write_text("{}")  # as if a run had been trained there before
+    before = snapshot(run)
+    argv = ["train", "unsupervised", "--dataset", str(run / "mydata.npz"), "--out", str(run), "--overwrite", *args]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"aae: error: --overwrite: {run} also holds files that a run does not write (mydata.npz); "
+                   "move them out first, or give another --out"]  # fmt: skip
+    assert snapshot(run) == before

@@ -375,11 +375,29 @@ def test_overwrite_replaces_the_run(tmp_path):
     run = tmp_path / "run"
     (run / "plots").mkdir(parents=True)
     (run / "plots" / "old.png").write_bytes(b"x")
-    (run / "stray.txt").write_text("x")
     (run / "config.json").write_text("{}")
+    (run / "eval.json").write_text("{}")
+    (run / ".summary.json.0a1b2c3d.tmp").write_text("x")  # a killed write's temporary file
     folder = RunFolder(run, overwrite=True)
     assert sorted(p.name for p in run.iterdir()) == [".lock"]
     folder.close()
+
+
+@pytest.mark.parametrize("foreign", ["mydata.npz", "notes.txt", "branch/config.json"])
+def test_overwrite_deletes_nothing_that_a_run_does_not_write(tmp_path, foreign):
+    """It deleted a dataset kept in the run folder (and trained on it first), a user's notes, a
+    run branched into a subfolder: now refused before anything is loaded, and nothing goes."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / foreign).parent.mkdir(parents=True, exist_ok=True)
+    (run / foreign).write_text("mine")
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    top = foreign.split("/")[0]
+    with pytest.raises(AAEError, match=rf"--overwrite: .*run also holds files that a run does not write \({top}\); "
+                                       r"move them out first, or give another --out"):
+        RunFolder(run, overwrite=True)
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
@@ -420,11 +438,11 @@ def test_locked_run_folder(tmp_path):
     run = tmp_path / "run"
     first = RunFolder(run)
     (run / "config.json").write_text("{}")
-    (run / "keep.txt").write_text("x")
+    (run / "eval.json").write_text("x")
     try:
         with pytest.raises(AAEError, match="in use by another training process"):
             RunFolder(run, overwrite=True)
-        assert (run / "keep.txt").exists()  # the refused overwrite deleted nothing
+        assert (run / "eval.json").exists()  # the refused overwrite deleted nothing
         save_model(tiny_model(), run / CHECKPOINT)
         with pytest.raises(AAEError, match="in use"):
             RunFolder(run, resume=True)

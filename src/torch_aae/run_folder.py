@@ -28,6 +28,10 @@ CHECKPOINT = Path("checkpoints") / "latest.pt"
 
 # What a run folder holds from its start (config.json is written before the first step).
 RUN_MARKERS = ("config.json", "checkpoints", "metrics.jsonl", "summary.json")
+# Everything the library writes at a run folder's top level (and temporary files, ".NAME.*.tmp"):
+# --overwrite deletes these, and refuses a folder that holds anything else.
+RUN_FILES = (*RUN_MARKERS, ".lock", "resumes.jsonl", "data.json", "labeled_indices.json", "plots",
+             "tensorboard", "eval.json", "report.html")  # fmt: skip
 
 
 def recorded_config(run: Path) -> Config | None:
@@ -92,11 +96,24 @@ class RunFolder:
                 f"{path} already holds a run; pass --resume to continue it or --overwrite "
                 "to replace it (from Python: fit(..., resume=True) or overwrite=True)"
             )
+        if exists and overwrite:
+            # Never delete what the library did not write: a dataset, a user's notes, a run
+            # branched into a subfolder.
+            foreign = sorted(p.name for p in path.iterdir() if not _written_by_runs(p.name))
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+                raise AAEError(f"--overwrite: {path} also holds files that a run does not write "
+                               f"({shown}); move them out first, or give another --out")  # fmt: skip
         return exists
 
     def close(self) -> None:
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
+
+
+def _written_by_runs(name: str) -> bool:
+    """Whether a run folder's top-level entry `name` is one the library writes."""
+    return name in RUN_FILES or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def model_fields(model) -> dict:
