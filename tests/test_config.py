@@ -58,6 +58,17 @@ def test_configs_are_frozen():
         (C.DataConfig, {"labels": "0"}, "--labels 0"),
         (C.DataConfig, {"labels": "-10"}, "--labels -10"),
         (C.DataConfig, {"labels": "some"}, "give a number of images or 'all'"),
+        # Accepted before, then blamed on the learning rates as a diverged loss:
+        (C.TrainConfig, {"input_noise": float("inf")}, "--input-noise inf: must be finite"),
+        (C.TrainConfig, {"code_noise": float("inf")}, "--code-noise inf: must be finite"),
+        (C.TrainConfig, {"cat_noise": float("inf")}, "--cat-noise inf: must be finite"),
+        (C.TrainConfig, {"label_elastic": float("inf")}, "--label-elastic inf: must be finite"),
+        (C.ModelConfig, {"head_distance": float("nan")}, "--head-distance nan: must be finite"),
+        # A traceback before (an int64 overflow in a seed derived from it):
+        (C.TrainConfig, {"seed": 2**64}, "--seed 18446744073709551616: must be in 0..4294967295"),
+        (C.TrainConfig, {"seed": 9223372036854775000}, "--seed 9223372036854775000: must be in 0..4294967295"),
+        (C.TrainConfig, {"seed": -1}, "--seed -1: must be in 0..4294967295"),
+        (C.DataConfig, {"data_seed": 2**32}, "--data-seed 4294967296: must be in 0..4294967295"),
     ],
 )
 def test_bad_values_are_refused(cls, kwargs, message):
@@ -274,3 +285,18 @@ def test_a_field_the_model_does_not_take_is_named_before_its_value_is_checked(ki
     with pytest.raises(AAEError) as err:
         C.Config(kind, model=C.ModelConfig(**model), train=C.TrainConfig(**train))
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("command", [["sample", "RUN", "--out", "x.png"], ["evaluate", "RUN", "--parzen"],
+                                     ["classifier", "train"]])  # fmt: skip
+def test_the_other_commands_refuse_a_seed_out_of_range(command, capsys):
+    from torch_aae import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*command, "--seed", str(2**32)])
+    assert exit_.value.code == 2
+    assert "argument --seed: 4294967296: a seed must be in 0..4294967295" in capsys.readouterr().err
+    train = C.TrainConfig(seed=2**32 - 1)  # the largest seed trains: its derived seeds fit int64
+    from torch_aae.train import epoch_permutation
+
+    assert len(epoch_permutation(5, train.seed, 10_000)) == 5

@@ -53,6 +53,16 @@ class _Parser(argparse.ArgumentParser):
 NO_PROGRESS = "no progress bar (there is none anyway when stderr is not a terminal)"
 
 
+
+def _seed(text: str) -> int:
+    """argparse type of a seed: an integer in 0..2**32-1."""
+    from .config import SEED_LIMIT
+
+    value = int(text)
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"{value}: a seed must be in 0..{SEED_LIMIT - 1}")
+    return value
+
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="aae", description="Adversarial Autoencoders (Makhzani et al., 2015) on PyTorch."
@@ -89,7 +99,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                          "histogram of the samples")  # fmt: skip
     # The --parzen options default to None here, so that one given without --parzen is refused.
     ev.add_argument("--samples", type=int, default=None, help="samples for --parzen (default: 10000)")
-    ev.add_argument("--seed", type=int, default=None, help="seed of the --parzen samples (default: 0)")
+    ev.add_argument("--seed", type=_seed, default=None, help="seed of the --parzen samples (default: 0)")
     ev.add_argument("--sigma-grid", type=float, nargs=3, metavar=("LO", "HI", "N"), default=None,
                     help="the --parzen window widths searched: N values log-spaced over [LO, HI] "
                          "(default: 0.1 1 10, the protocol of the paper's Table 1)")  # fmt: skip
@@ -106,7 +116,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                         help=f"number of samples, at most {MAX_SAMPLES} (default: 100)")  # fmt: skip
     sample.add_argument("--out", required=True,
                         help=f"image file to write: {', '.join(IMAGE_SUFFIXES)}")  # fmt: skip
-    sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sample.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     sample.add_argument("--class", dest="cls", type=int, default=None, metavar="K",
                         help="every sample of class (or cluster) K: the supervised, semi-supervised, "
                              "clustering and dim-reduction models, and a model trained with "
@@ -171,7 +181,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     ct.add_argument("--cache-dir", default=None, help="classifier cache (default: $TORCH_AAE_CACHE, else ~/.cache/torch_aae)")
     given = argparse.SUPPRESS if suppress_defaults else None  # (args.explicit: the flags given)
     ct.add_argument("--epochs", type=int, default=given or 4, help="passes over the training set (default: 4)")
-    ct.add_argument("--seed", type=int, default=given or 0, help="random seed (default: 0)")
+    ct.add_argument("--seed", type=_seed, default=given or 0, help="random seed (default: 0)")
     ct.add_argument("--retrain", action="store_true", help="train again even if a cached classifier exists")
     ct.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     ct.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)

@@ -44,6 +44,7 @@ class DataConfig:
                 raise AAEError(f"--labels {self.labels}: must be positive")
         if self.val_size < 0:
             raise AAEError(f"--val-size {self.val_size}: must be >= 0")
+        check_seed(self.data_seed, "--data-seed")
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ class TrainConfig:
             raise AAEError(f"--beta1-reg {self.beta1_reg}: must be in [0, 1)")
         if self.lr_step < 0:
             raise AAEError(f"--lr-step {self.lr_step}: must be >= 0")
+        check_seed(self.seed)
         if self.checkpoint_every < 0:
             raise AAEError(f"--checkpoint-every {self.checkpoint_every}: must be >= 0")
         if self.optimizer not in ("adam", "sgd"):
@@ -357,10 +359,24 @@ def _check_type(value, hint, where):
 
 
 def _check_field_types(section) -> None:
-    """Refuse a field of the wrong type (e.g. TrainConfig(epochs=1.5)) when the section is made."""
+    """Refuse a field of the wrong type (e.g. TrainConfig(epochs=1.5)) when the section is made,
+    and a float that is not finite (no setting reads inf or NaN: --input-noise inf trained, then
+    was blamed on the learning rates as a diverged loss)."""
     name = type(section).__name__.replace("Config", "").lower()
     for key, hint in get_type_hints(type(section)).items():
-        _check_type(getattr(section, key), hint, f"{name}.{key}")
+        value = getattr(section, key)
+        _check_type(value, hint, f"{name}.{key}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise AAEError(f"--{key.replace('_', '-')} {value}: must be finite")
+
+
+SEED_LIMIT = 2**32  # seeds are in 0..2**32-1 (numpy's range; the permutations' seed * 100003 + epoch fits int64)
+
+
+def check_seed(value: int | None, flag: str = "--seed") -> None:
+    """Refuse a seed outside 0..2**32-1 (a larger one overflowed int64 in a derived seed, a traceback)."""
+    if value is not None and not 0 <= value < SEED_LIMIT:
+        raise AAEError(f"{flag} {value}: must be in 0..{SEED_LIMIT - 1}")
 
 
 def _positive(obj, name: str, allow_none: bool = False):
