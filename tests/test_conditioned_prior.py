@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import REPO_ROOT, synthetic_dataset, tiny_model, tiny_train
+from conftest import REPO_ROOT, subset_of, synthetic_dataset, tiny_model, tiny_train
 
 from torch_aae import cli, unsupervised
 from torch_aae.config import Config, DataConfig, ModelConfig
@@ -256,3 +256,22 @@ def test_disc_noise_is_the_unsupervised_models_alone():
         Config("semi-supervised", train=tiny_train(disc_noise=0.5))
     with pytest.raises(AAEError, match="--disc-noise -1"):
         tiny_train(disc_noise=-1.0)
+
+
+def test_disc_noise_refuses_another_length_on_resume_and_branch(mnist, tmp_path):
+    """Its schedule falls to 0 over --epochs: a resume or branch with other epochs silently
+    restarted the noise midway (and a branch was no longer equal to a run trained so)."""
+    from torch_aae.run_folder import check_resumable
+
+    data = subset_of(mnist, 100)
+    run = tmp_path / "run"
+    fit(tiny_model(), data, tiny_train(epochs=1, batch_size=50, disc_noise=0.5), out=run, progress=False)
+    message = "has --disc-noise 0.5, which falls to 0 over its 1 epochs: --epochs 2 would change that schedule"
+    with pytest.raises(AAEError, match=message):
+        fit(tiny_model(), data, tiny_train(epochs=2, batch_size=50, disc_noise=0.5), out=run, resume=True,
+            progress=False)  # fmt: skip
+    saved = Config(train=tiny_train(epochs=1, disc_noise=0.5))
+    with pytest.raises(AAEError, match=message):
+        check_resumable(saved, Config(train=tiny_train(epochs=2, disc_noise=0.5)), what="branch: the checkpoint")
+    check_resumable(Config(train=tiny_train(epochs=1)), Config(train=tiny_train(epochs=2)))  # no noise: allowed
+    check_resumable(saved, Config(train=tiny_train(epochs=1, disc_noise=0.5, log_every=7)))

@@ -168,6 +168,11 @@ def check_resumable(saved: Config, config: Config, what: str = "resume: the run"
             if a != b and f.name not in RESUMABLE:
                 raise AAEError(f"{what} was made with {section}.{f.name}={a!r}, not {b!r}; "
                                "start a new run for other settings")  # fmt: skip
+    # The instance noise falls to 0 over the whole run, so its schedule is a function of --epochs.
+    if config.train.disc_noise and saved.train.epochs != config.train.epochs:
+        raise AAEError(f"{what} has --disc-noise {config.train.disc_noise}, which falls to 0 over its "
+                       f"{saved.train.epochs} epochs: --epochs {config.train.epochs} would change that "
+                       "schedule midway; start a new run for another length")  # fmt: skip
 
 
 # What a run trained on (`data_record`), so that what loads its data again can tell other data:
