@@ -751,7 +751,7 @@ def test_a_checkpoint_inside_an_epoch_counts_that_epoch(tmp_path, resume_data, m
     from torch_aae import train as train_module
 
     mid = tmp_path / "mid"  # stopped after step 6: epoch 1 done, and 2 of epoch 2's 4 steps
-    monkeypatch.setattr(train_module, "_stop_now", lambda stop, step, *a: step == 6)
+    monkeypatch.setattr(train_module, "_stop_now", lambda stop, step, *a, **k: step == 6)
     with pytest.raises(AAEError, match="interrupted at epoch 2, step 6"):
         _fit(resume_data, mid, epochs=3)
     with pytest.raises(AAEError, match="trained 1 epochs and 2 steps of the next; give --epochs 2 or more"):

@@ -113,3 +113,35 @@ def test_world_comes_from_torchrun_environment(monkeypatch):
     monkeypatch.setenv("RANK", "two")
     with pytest.raises(AAEError, match="must be integers"):
         distributed.world_from_env()
+
+
+def test_ranks_agree_on_a_stop_every_few_steps_whatever_log_every(monkeypatch):
+    """Agreed only every --log-every steps, a SIGTERM under torchrun with a large one (1000 here,
+    more than the run's steps) was never honoured: the run trained to its end."""
+    from torch_aae import train as train_module
+    from torch_aae.distributed import World
+
+    asked = []
+    monkeypatch.setattr(train_module.distributed, "any_rank",
+                        lambda flag, world, device: asked.append(flag) or flag)  # fmt: skip
+    world = World(rank=0, size=2)
+    assert world.active
+
+    class Stop:
+        requested = False
+
+    stop, stopped = Stop(), []
+    for step in range(1, 31):
+        stop.requested = step >= 12
+        if train_module._stop_now(stop, step, 1000, world, "cpu", epoch_end=step == 25):
+            stopped.append(step)
+    assert stopped == [20, 25, 30]
+    assert asked == [False, True, True, True]  # steps 10, 20, 25 (the epoch's end) and 30
+    assert train_module.STOP_AGREE_STEPS == 10
+    asked.clear()
+    stopped.clear()
+    for step in range(1, 13):
+        stop.requested = step >= 9
+        if train_module._stop_now(stop, step, 4, world, "cpu"):
+            stopped.append(step)
+    assert stopped == [12] and asked == [False, False, True]  # a smaller --log-every: every 4 steps

@@ -325,9 +325,10 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
                     _means(distributed.average_sums(state.sums, world), state.batch, check=True)
                     start = _tick(state, start)
                     checkpoint()
-                # A signal: stop between two steps. Several processes agree on it every
-                # log_every steps (one small all-reduce), so that all stop at the same step.
-                if stop is not None and _stop_now(stop, state.step, train.log_every, world, device):
+                # A signal: stop between two steps. Several processes agree on it every few
+                # steps (STOP_AGREE_STEPS), so that all stop at the same step.
+                if stop is not None and _stop_now(stop, state.step, train.log_every, world, device,
+                                                  epoch_end=b + 1 == steps_per_epoch):  # fmt: skip
                     _tick(state, start)
                     bar.close()
                     _means(distributed.average_sums(state.sums, world), state.batch, check=True)
@@ -360,10 +361,17 @@ def _train_epochs(model, variant, optimizers, data, train, state, device, run_pa
             tqdm.write(f"epoch {epoch + 1}/{train.epochs} {shown}", file=sys.stderr)
 
 
-def _stop_now(stop, step: int, every: int, world, device) -> bool:
+# Under torchrun the processes agree on a stop request (one small all-reduce, a host sync) every
+# this many steps at most, and at each epoch's end: a SIGTERM is honoured within that many steps
+# whatever --log-every (it was agreed only every --log-every steps, so a large one ignored it).
+STOP_AGREE_STEPS = 10
+
+
+def _stop_now(stop, step: int, every: int, world, device, epoch_end: bool = False) -> bool:
     if not world.active:
         return stop.requested
-    return step % every == 0 and distributed.any_rank(stop.requested, world, device)
+    due = step % min(every, STOP_AGREE_STEPS) == 0 or epoch_end
+    return due and distributed.any_rank(stop.requested, world, device)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
