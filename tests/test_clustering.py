@@ -96,6 +96,30 @@ def test_log_probabilities_rank_images_that_float32_softmax_calls_equally_certai
     assert clustering.paper_cluster_error(log_q, np.array([5, 6, 5]), np.array([0]), np.array([6])) == 0.0
 
 
+def _pairwise_log_probabilities(logits):
+    """The former computation, kept as the reference: log q_i = -log1p(sum_{j != i} exp(l_j - l_i)),
+    from an (n, K, K) array (36 TiB for --clusters 100000 on 500 images: a MemoryError after training)."""
+    diff = logits[:, None, :] - logits[:, :, None]
+    k = logits.shape[1]
+    diff[:, np.arange(k), np.arange(k)] = -np.inf
+    top = diff.max(2, keepdims=True)
+    others = top[..., 0] + np.log(np.exp(diff - top).sum(2))
+    return -np.logaddexp(0.0, others)
+
+
+def test_log_probabilities_equal_the_pairwise_formula_in_n_k_memory():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(64, 7)) * rng.choice([0.1, 1.0, 30.0, 300.0], size=(64, 1))
+    logits[0] = [5.0, 5.0, 1.0, 0.0, 0.0, -3.0, 5.0]  # a three-way tie at the top
+    logits[1] = [0.0] * 7
+    log_q = clustering.log_probabilities(logits)
+    assert np.allclose(log_q, _pairwise_log_probabilities(logits), rtol=1e-12, atol=1e-300)
+    assert np.allclose(np.exp(log_q).sum(1), 1.0, rtol=1e-12)
+    assert log_q[0, 0] == log_q[0, 1] == log_q[0, 6] and abs(np.exp(log_q[1, 0]) - 1 / 7) < 1e-15
+    many = clustering.log_probabilities(rng.normal(size=(200, 20_000)).astype(np.float32))  # pairwise: 640 GB
+    assert many.shape == (200, 20_000) and np.isfinite(many).all()
+
+
 def test_the_papers_rule_lengths_must_match():
     with pytest.raises(AAEError, match="differ in length"):
         clustering.paper_cluster_error(np.zeros((2, 3)), [0], [0], [0])

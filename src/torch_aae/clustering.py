@@ -92,21 +92,20 @@ def cluster_error(train_clusters, train_labels, test_clusters, test_labels, n_cl
 
 
 def log_probabilities(logits) -> np.ndarray:
-    """log q(y|x) from logits (n, K), in float64 and without rounding to 0 near certainty:
-    log q_i = -log1p(sum_{j != i} exp(l_j - l_i)), so that images whose q(y_i|x) all round to
-    1.0 in float32 are still ranked (as the paper's rule must rank them)."""
+    """log q(y|x) from logits (n, K), in float64 and without rounding to 0 near certainty, so
+    that images whose q(y_i|x) all round to 1.0 in float32 are still ranked (as the paper's rule
+    must rank them). With m the largest logit and r = sum over the other classes j of
+    exp(l_j - m), logsumexp(l) = m + log1p(r), so log q_i = (l_i - m) - log1p(r): exact near
+    q = 1, where 1 - q underflows, and O(n K) memory."""
     logits = np.asarray(logits, dtype=np.float64)
-    k = logits.shape[1]
-    out = np.empty_like(logits)
-    for start in range(0, len(logits), 2048):  # (chunk, K, K) at a time
-        chunk = logits[start : start + 2048]
-        diff = chunk[:, None, :] - chunk[:, :, None]  # (n, i, j): l_j - l_i
-        diff[:, np.arange(k), np.arange(k)] = -np.inf  # leave out j = i
-        top = diff.max(2, keepdims=True)
-        top = np.where(np.isfinite(top), top, 0.0)  # K = 1: nothing left
-        others = top[..., 0] + np.log(np.exp(diff - top).sum(2))  # log sum_{j != i} exp(l_j - l_i)
-        out[start : start + 2048] = -np.logaddexp(0.0, others)  # -log(1 + exp(others))
-    return out
+    if logits.ndim != 2 or logits.shape[1] == 0:
+        raise AAEError(f"log_probabilities: logits of shape {logits.shape}; expected (n, K)")
+    rows = np.arange(len(logits))
+    top = logits.argmax(1)
+    shifted = logits - logits[rows, top][:, None]  # l_j - m: 0 at the top class, <= 0 elsewhere
+    others = np.exp(shifted)
+    others[rows, top] = 0.0  # the top class left out: r sums the others alone
+    return shifted - np.log1p(others.sum(1))[:, None]
 
 
 def paper_cluster_error(ref_log_probs, ref_labels, test_clusters, test_labels) -> float:
