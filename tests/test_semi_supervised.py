@@ -11,7 +11,7 @@ from conftest import subset_of, tiny_train
 from torch_aae import semi_supervised as semi
 from torch_aae.config import Config, DataConfig, ModelConfig
 from torch_aae.data import cycled_batch
-from torch_aae.errors import AAEError
+from torch_aae.errors import AAEError, AAEWarning
 from torch_aae.train import fit
 
 
@@ -259,6 +259,11 @@ def test_bench_seeds_reports_mean_and_std(data, tmp_path, monkeypatch):
     assert [(c["command"], c["jobs"], c["trained"]) for c in again["calls"]] == [
         ("aae bench ...", 1, [0, 1]), ("aae bench ... --seeds 3", 1, [2])]
     assert again["seeds"] == [0, 1, 2] and again["test_error"][:2] == result["test_error"]
+    assert again["left_out"] == []
+    # Fewer seeds: the table is of those, and says which seed folders it leaves out.
+    with pytest.warns(AAEWarning, match=r"seed-1, seed-2 outside --seed 0 --seeds 1, left out of the table"):
+        fewer = bench.bench_seeds(config, 1, tmp_path, "aae bench ... --seeds 1", progress=False)
+    assert fewer["seeds"] == [0] and fewer["left_out"] == [1, 2]
 
 
 def test_bench_seeds_in_parallel_jobs_match_one_by_one(tmp_path):

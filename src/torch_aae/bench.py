@@ -290,6 +290,7 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
     metric = BENCH_METRIC[config.model_kind]
     out = Path(out)
     _check_bench_folder(out)
+    left_out = _seeds_left_out(out, config.train.seed, seeds)
     todo, summaries = [], {}
     for k in range(seeds):
         seed = config.train.seed + k
@@ -334,6 +335,7 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
         f"{metric}_mean": float(errors.mean()),
         f"{metric}_std": float(errors.std(ddof=1)) if len(errors) > 1 else 0.0,
         "runs": runs,
+        "left_out": left_out,
         f"paper_{metric}": paper,
         **_also(config.model_kind, runs),
         "command": command,
@@ -393,6 +395,23 @@ def _check_bench_folder(out) -> None:
     others = [name for name in others if not (name.startswith("seed-") and (out / name).is_dir())]
     if others:
         raise AAEError(f"{out} holds {others[0]!r}, which no bench writes: give a new or empty folder")
+
+
+def _seeds_left_out(out, first: int, seeds: int) -> list[int]:
+    """The seed folders in OUT outside this call's seeds, which its table leaves out: said in a
+    warning and in bench.json (a call with fewer --seeds rewrote the table without a word)."""
+    import warnings
+
+    from .errors import AAEWarning
+
+    if not out.is_dir():
+        return []
+    held = sorted(int(p.name[5:]) for p in out.glob("seed-*") if p.name[5:].isdigit())
+    outside = [k for k in held if not first <= k < first + seeds]
+    if outside:
+        warnings.warn(f"{out}: {', '.join(f'seed-{k}' for k in outside)} outside --seed {first} "
+                      f"--seeds {seeds}, left out of the table (bench.json's left_out)", AAEWarning, stacklevel=3)  # fmt: skip
+    return outside
 
 
 def _check_same_config(run, cfg) -> None:
