@@ -785,3 +785,14 @@ def test_dataset_from_arrays_is_load_npz_without_the_file(tmp_path):
         D.Dataset.from_arrays((arrays["x"] * 255).astype(np.uint8), name="mine")
     with pytest.raises(AAEError, match=r"^arrays: y holds the labels \{1, 2, 3\}"):
         D.Dataset.from_arrays(arrays["x"], arrays["y"] + 1)
+
+
+def test_the_folders_searched_for_missing_data_are_named_absolute(tmp_path, monkeypatch):
+    """`in data/mnist, data` did not say relative to what."""
+    from torch_aae.data import find_dataset_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TORCH_AAE_DATA", raising=False)
+    with pytest.raises(AAEError, match=rf"mnist: no train-images-idx3-ubyte.gz \(or train-images-idx3-ubyte\) "
+                                       rf"in {tmp_path}/data/mnist, {tmp_path}/data; run `aae download"):
+        find_dataset_dir("mnist")

@@ -292,7 +292,7 @@ def find_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Pa
         theirs = "fashion-mnist" if name == "mnist" else "mnist"
         raise AAEError(f"{name}: {', '.join(other)} hold{'s' if len(other) == 1 else ''} {theirs}'s "
                        f"files, not {name}'s (the two share file names); {hint}")  # fmt: skip
-    looked = ", ".join(str(c) for c in candidates)
+    looked = ", ".join(str(c.absolute()) for c in candidates)  # "data/mnist": relative to what?
     raise AAEError(f"{name}: no {first} (or {first.removesuffix('.gz')}) in {looked}; {hint}")
 
 
