@@ -317,6 +317,19 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ck.os, "fsync", full)
+    with pytest.raises(OSError) as err:
+        ck.atomic_write_json(tmp_path / "summary.json", {"a": 2})
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "summary.json")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_atomic_write_gives_the_mode_of_an_ordinary_new_file(tmp_path):
     old = os.umask(0o027)
     try:
