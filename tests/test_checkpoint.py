@@ -824,3 +824,28 @@ def test_a_run_with_a_summary_has_its_plots(tmp_path, resume_data, monkeypatch):
     monkeypatch.setattr(train_module, "make_plots", original)
     _fit(resume_data, run, epochs=1, resume=True)
     assert (run / "summary.json").is_file() and (run / "plots" / "losses.png").is_file()
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_a_stop_in_the_final_evaluation_says_training_is_done_and_resume_finishes_it(mnist, tmp_path, monkeypatch, how):
+    """Ctrl-C there printed `aae: interrupted` alone, and SIGTERM killed the process without a
+    word (exit 143): neither said the training was finished, nor how to get its summary."""
+    data = subset_of(mnist, 100, 50)
+    run = tmp_path / "run"
+    evaluate = unsupervised.evaluate
+
+    def stopped(*args):
+        if how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise KeyboardInterrupt  # (after a SIGTERM, raised by its handler before this line)
+
+    monkeypatch.setattr(unsupervised, "evaluate", stopped)
+    with pytest.raises(Interrupted, match=r"interrupted in the final evaluation; the training is finished and its last "
+                                          r"checkpoint written; fit\(model, data, out='.*run', resume=True\) and the same "
+                                          r"Dataset evaluates it and writes summary.json"):
+        fit(tiny_model(), data, tiny_train(epochs=1, batch_size=50), out=run, progress=False)
+    assert not (run / "summary.json").exists() and (run / CHECKPOINT).is_file()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone after it
+    monkeypatch.setattr(unsupervised, "evaluate", evaluate)
+    summary = fit(tiny_model(), data, tiny_train(epochs=1, batch_size=50), out=run, resume=True, progress=False)
+    assert json.loads((run / "summary.json").read_text())["test_recon_bce"] == summary["test_recon_bce"]

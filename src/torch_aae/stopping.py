@@ -50,3 +50,24 @@ class StopOnSignal:
     def __exit__(self, *exc):
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
+
+
+class SigtermInterrupts:
+    """Within, SIGTERM raises KeyboardInterrupt as Ctrl-C does (main thread only, and not in a
+    bench worker, whose SIGTERM only asks for a soft stop): work without step boundaries to stop
+    at, the final evaluation, ends with the caller's message instead of a silent kill."""
+
+    def __enter__(self):
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, soft_stop_handler):
+                self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    @staticmethod
+    def _handle(signum, frame):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)

@@ -44,7 +44,7 @@ from .run_folder import (  # noqa: F401  (RunFolder, RESUMES: torch_aae.train's 
     CHECKPOINT, DATA_RECORD, RESUMES, RunFolder, check_epochs_left, check_resumable, check_same_data,
     data_record, default_config, record_resume, recorded_config, run_config,
 )  # fmt: skip
-from .stopping import StopOnSignal
+from .stopping import SigtermInterrupts, StopOnSignal
 from .variants import defaults, get_variant
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -201,17 +201,24 @@ def fit(
             raise Interrupted(f"interrupted after the last epoch{where}")
         summary = None
         if world.main:
-            summary = variant.evaluate(model, data, device)
-            summary.update(
-                epochs=state.epoch,
-                train_seconds=round(state.train_seconds, 3),
-                samples_per_second=round(state.images_seen / max(state.train_seconds, 1e-9), 1),
-            )
-            if world.active:
-                summary["processes"] = world.size
-            if run_path is not None:  # summary.json last: a run with one has its plots too
-                make_plots(model, data, run_path, device, state.history)
-                atomic_write_json(run_path / "summary.json", summary)
+            try:
+                with SigtermInterrupts():
+                    summary = variant.evaluate(model, data, device)
+                    summary.update(
+                        epochs=state.epoch,
+                        train_seconds=round(state.train_seconds, 3),
+                        samples_per_second=round(state.images_seen / max(state.train_seconds, 1e-9), 1),
+                    )
+                    if world.active:
+                        summary["processes"] = world.size
+                    if run_path is not None:  # summary.json last: a run with one has its plots too
+                        make_plots(model, data, run_path, device, state.history)
+                        atomic_write_json(run_path / "summary.json", summary)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: training is done and checkpointed
+                where = (f"; {_resume_command(model.kind, run_path, data)} evaluates it and writes "
+                         "summary.json" if run_path else "")  # fmt: skip
+                raise Interrupted(f"interrupted in the final evaluation; the training is finished "
+                                  f"and its last checkpoint written{where}") from None  # fmt: skip
         return distributed.broadcast_object(summary, world)
     finally:
         model.eval()  # as after a finished fit, also when a signal or an error stopped it mid-epoch
