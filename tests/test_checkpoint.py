@@ -106,6 +106,24 @@ def test_a_built_in_prior_object_is_recorded_by_name_and_reloads_without_it(prio
         load_model(tmp_path / "m.pt", prior=prior)
 
 
+def test_a_run_that_recorded_a_built_in_prior_object_as_custom_still_resumes(mnist, tmp_path):
+    """Runs trained before built-in prior objects were recorded by name hold "custom" and the
+    prior_std argument: the same object resumes them (refused as another prior, without this)."""
+    data, run = subset_of(mnist, 100, 50), tmp_path / "run"
+    old = tiny_model(prior=GaussianPrior(2, 3.0))
+    old.model_args = old.model_args_before  # as earlier versions recorded it
+    assert old.model_args["prior"] == "custom" and old.model_args["prior_std"] == 5.0
+    fit(old, data, tiny_train(epochs=1, batch_size=50), out=run, progress=False)
+    summary = fit(tiny_model(prior=GaussianPrior(2, 3.0)), data, tiny_train(epochs=2, batch_size=50), out=run,
+                  resume=True, progress=False)  # fmt: skip
+    assert summary["epochs"] == 2
+    assert json.loads((run / "config.json").read_text())["model"]["prior"] == "custom"
+    # (As before, a "custom" record cannot tell which object it was: any prior of the dim resumes it.)
+    fresh = tmp_path / "fresh"
+    fit(tiny_model(prior=GaussianPrior(2, 3.0)), data, tiny_train(epochs=1, batch_size=50), out=fresh, progress=False)
+    assert json.loads((fresh / "config.json").read_text())["model"]["prior"] == "gaussian"  # new runs: by name
+
+
 def test_a_swiss_roll_of_other_turns_stays_a_custom_prior():
     """make_prior's swiss roll has 2 turns: one of 3 cannot be rebuilt from the recorded fields."""
     assert tiny_model(prior=SwissRollPrior(turns=3.0)).model_args["prior"] == "custom"

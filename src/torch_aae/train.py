@@ -117,6 +117,7 @@ def fit(
         The summary: final evaluation metrics plus epochs, train_seconds, samples_per_second.
     """
     variant = get_variant(model.kind)
+    _record_as_before(model, Path(out) / CHECKPOINT if resume and out is not None else branch_from)
     if resume and config is None and out is not None:  # the run's own settings, as --resume takes them
         config = recorded_config(Path(out))
         if config is not None and config.model_kind != model.kind:
@@ -561,6 +562,16 @@ def _restore_loaded(ckpt: dict, path: Path, model, optimizers, device, scaler=No
         train_seconds=s["train_seconds"], epoch_seconds=s["epoch_seconds"],
         images_seen=s["images_seen"],
     )  # fmt: skip
+
+
+def _record_as_before(model, checkpoint) -> None:
+    """A run trained with a built-in prior object before such objects were recorded by name
+    recorded "custom": resumed or branched with the same object, the model records it so again."""
+    before = getattr(model, "model_args_before", None)
+    if before is None or checkpoint is None or not Path(checkpoint).is_file():
+        return  # (a missing checkpoint is refused later, with the usual message)
+    if load_checkpoint(Path(checkpoint)).get("model_args") == before:
+        model.model_args = dict(before)
 
 
 def check_compatible(ckpt: dict, model) -> None:

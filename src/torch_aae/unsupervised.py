@@ -63,8 +63,10 @@ class UnsupervisedAAE(nn.Module):
         condition_labels: int = 0,
     ):
         super().__init__()
+        before = None
         if (spec := builtin_args(prior)) is not None:  # recorded by name: reloads without it
             check_prior(prior, z_dim)
+            before = prior_std  # earlier versions recorded "custom" and the prior_std argument
             given = _changed_prior_args(prior_std=prior_std, prior_scale=prior_scale,
                                         prior_components=prior_components, prior_std_along=prior_std_along,
                                         prior_std_across=prior_std_across)  # fmt: skip
@@ -94,6 +96,9 @@ class UnsupervisedAAE(nn.Module):
             raise AAEError(f"condition_labels {condition_labels!r}: must be an integer >= 0")
         if condition_labels:
             self.model_args["condition_labels"] = condition_labels
+        if before is not None:  # what earlier versions recorded: `fit` resumes their runs under it
+            self.model_args_before = {k: v for k, v in self.model_args.items() if not k.startswith("prior")}
+            self.model_args_before.update(prior="custom", prior_std=before)
         self.image_shape = tuple(image_shape)
         if isinstance(prior, str):
             prior = make_prior(prior, z_dim, prior_std, **prior_args)
