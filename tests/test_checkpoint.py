@@ -867,3 +867,13 @@ def test_a_stop_in_the_final_evaluation_says_training_is_done_and_resume_finishe
     monkeypatch.setattr(unsupervised, "evaluate", evaluate)
     summary = fit(tiny_model(), data, tiny_train(epochs=1, batch_size=50), out=run, resume=True, progress=False)
     assert json.loads((run / "summary.json").read_text())["test_recon_bce"] == summary["test_recon_bce"]
+
+
+def test_a_stop_in_the_final_evaluation_without_a_run_folder_claims_no_checkpoint(mnist, monkeypatch):
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(unsupervised, "evaluate", stopped)
+    with pytest.raises(Interrupted) as err:
+        fit(tiny_model(), subset_of(mnist, 100, 50), tiny_train(epochs=1, batch_size=50), progress=False)
+    assert str(err.value) == "interrupted in the final evaluation; the training is finished"

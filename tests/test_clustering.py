@@ -114,6 +114,11 @@ def test_log_probabilities_equal_the_pairwise_formula_in_n_k_memory():
     logits[1] = [0.0] * 7
     log_q = clustering.log_probabilities(logits)
     assert np.allclose(log_q, _pairwise_log_probabilities(logits), rtol=1e-12, atol=1e-300)
+    infinite = np.array([[np.inf, 0.0, 0.0], [-np.inf, 1.0, 2.0], [-np.inf, -np.inf, 3.0]])
+    expected = np.array([[0.0, -np.inf, -np.inf], [-np.inf, -np.log1p(np.e), -np.log1p(np.exp(-1.0))],
+                         [-np.inf, -np.inf, 0.0]])  # fmt: skip
+    assert np.allclose(clustering.log_probabilities(infinite), expected, rtol=1e-15)
+    assert clustering.log_probabilities(np.array([[-np.inf]]))[0, 0] == 0.0  # K = 1: certain
     assert np.allclose(np.exp(log_q).sum(1), 1.0, rtol=1e-12)
     assert log_q[0, 0] == log_q[0, 1] == log_q[0, 6] and abs(np.exp(log_q[1, 0]) - 1 / 7) < 1e-15
     many = clustering.log_probabilities(rng.normal(size=(200, 20_000)).astype(np.float32))  # pairwise: 640 GB

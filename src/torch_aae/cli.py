@@ -55,12 +55,15 @@ NO_PROGRESS = "no progress bar (there is none anyway when stderr is not a termin
 
 
 def _seed(text: str) -> int:
-    """argparse type of a seed: an integer in 0..2**32-1."""
+    """argparse type of a seed: an integer below 2**46 in magnitude (config.check_seed)."""
     from .config import SEED_LIMIT
 
-    value = int(text)
-    if not 0 <= value < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"{value}: a seed must be in 0..{SEED_LIMIT - 1}")
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a seed is an integer") from None
+    if not -SEED_LIMIT < value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"{value}: a seed must be below 2**46 in magnitude")
     return value
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:

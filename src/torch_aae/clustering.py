@@ -102,7 +102,9 @@ def log_probabilities(logits) -> np.ndarray:
         raise AAEError(f"log_probabilities: logits of shape {logits.shape}; expected (n, K)")
     rows = np.arange(len(logits))
     top = logits.argmax(1)
-    shifted = logits - logits[rows, top][:, None]  # l_j - m: 0 at the top class, <= 0 elsewhere
+    with np.errstate(invalid="ignore"):  # inf - inf, set right below
+        shifted = logits - logits[rows, top][:, None]  # l_j - m: 0 at the top class, <= 0 elsewhere
+    shifted[rows, top] = 0.0  # also where m is +inf or -inf (inf - inf is NaN)
     others = np.exp(shifted)
     others[rows, top] = 0.0  # the top class left out: r sums the others alone
     return shifted - np.log1p(others.sum(1))[:, None]

@@ -370,13 +370,14 @@ def _check_field_types(section) -> None:
             raise AAEError(f"--{key.replace('_', '-')} {value}: must be finite")
 
 
-SEED_LIMIT = 2**32  # seeds are in 0..2**32-1 (numpy's range; the permutations' seed * 100003 + epoch fits int64)
+SEED_LIMIT = 2**46  # |seed| below it: the seeds derived from it (seed * 100003 + epoch) fit int64
 
 
 def check_seed(value: int | None, flag: str = "--seed") -> None:
-    """Refuse a seed outside 0..2**32-1 (a larger one overflowed int64 in a derived seed, a traceback)."""
-    if value is not None and not 0 <= value < SEED_LIMIT:
-        raise AAEError(f"{flag} {value}: must be in 0..{SEED_LIMIT - 1}")
+    """Refuse a seed of magnitude 2**46 or more (a seed derived from it overflowed int64: a
+    traceback). Every seed that trained before this check, but absurd ones, passes it."""
+    if value is not None and not -SEED_LIMIT < value < SEED_LIMIT:
+        raise AAEError(f"{flag} {value}: must be below 2**46 in magnitude")
 
 
 def _positive(obj, name: str, allow_none: bool = False):

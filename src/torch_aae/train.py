@@ -178,8 +178,10 @@ def fit(
                 if not (run_path / DATA_RECORD).is_file():  # a run older than data.json: checked from now on
                     atomic_write_json(run_path / DATA_RECORD, data_record(data))
                 if state.epoch == train.epochs and not state.batch:
-                    print(f"{run_path}: already trained {train.epochs} epochs; evaluating only "
-                          "(raise --epochs to train on)", file=sys.stderr)  # fmt: skip
+                    more = ("its --disc-noise schedule spans them: a new run trains longer" if train.disc_noise
+                            else "raise --epochs to train on")  # fmt: skip
+                    print(f"{run_path}: already trained {train.epochs} epochs; evaluating only ({more})",
+                          file=sys.stderr)  # fmt: skip
         else:
             if writes is not None:
                 atomic_write_json(run_path / "config.json", config.to_dict())
@@ -216,10 +218,9 @@ def fit(
                         make_plots(model, data, run_path, device, state.history)
                         atomic_write_json(run_path / "summary.json", summary)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: training is done and checkpointed
-                where = (f"; {_resume_command(model.kind, run_path, data)} evaluates it and writes "
-                         "summary.json" if run_path else "")  # fmt: skip
-                raise Interrupted(f"interrupted in the final evaluation; the training is finished "
-                                  f"and its last checkpoint written{where}") from None  # fmt: skip
+                where = (f" and its last checkpoint written; {_resume_command(model.kind, run_path, data)} "
+                         "evaluates it and writes summary.json" if run_path else "")  # fmt: skip
+                raise Interrupted(f"interrupted in the final evaluation; the training is finished{where}") from None
         return distributed.broadcast_object(summary, world)
     finally:
         model.eval()  # as after a finished fit, also when a signal or an error stopped it mid-epoch
