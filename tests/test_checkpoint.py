@@ -836,7 +836,7 @@ def test_a_run_with_a_summary_has_its_plots(tmp_path, resume_data, monkeypatch):
     run = tmp_path / "run"
     original = train_module.make_plots
     monkeypatch.setattr(train_module, "make_plots", plots_interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="interrupted in the final evaluation; the training is finished"):
         _fit(resume_data, run, epochs=1)
     assert not (run / "summary.json").exists()
     monkeypatch.setattr(train_module, "make_plots", original)
