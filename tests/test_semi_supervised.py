@@ -266,6 +266,24 @@ def test_bench_seeds_reports_mean_and_std(data, tmp_path, monkeypatch):
     assert fewer["seeds"] == [0] and fewer["left_out"] == [1, 2]
 
 
+def test_a_seed_resumed_with_more_epochs_and_unfinished_is_trained_on_not_taken_as_done(tmp_path):
+    """`aae train --resume --epochs 2` on a bench seed rewrites its config.json at once; stopped
+    before its end, it kept the 1-epoch summary.json, which the bench took as the 2-epoch result."""
+    from torch_aae import bench
+
+    def config(epochs):
+        return Config("semi-supervised", DataConfig(labels="100", subset=600),
+                      ModelConfig(z_dim=2, hidden=32, disc_hidden=32), tiny_train(epochs=epochs))  # fmt: skip
+
+    bench.bench_seeds(config(1), 1, tmp_path, "aae bench ...", progress=False)
+    recorded = json.loads((tmp_path / "seed-0" / "config.json").read_text())
+    recorded["train"]["epochs"] = 2  # as the stopped resume left it
+    (tmp_path / "seed-0" / "config.json").write_text(json.dumps(recorded))
+    result = bench.bench_seeds(config(2), 1, tmp_path, "aae bench ... --epochs 2", progress=False)
+    assert result["runs"][0]["epochs"] == 2 and result["calls"][-1]["trained"] == [0]
+    assert json.loads((tmp_path / "seed-0" / "summary.json").read_text())["epochs"] == 2
+
+
 def test_bench_seeds_in_parallel_jobs_match_one_by_one(tmp_path):
     # Two worker processes (spawned: they load the data themselves, from a small subset) give
     # the same per-seed errors as training the seeds one after the other.

@@ -297,8 +297,11 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
         cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
         run = out / f"seed-{seed}"
         _check_same_config(run, cfg)
-        if (run / "summary.json").is_file():
-            summaries[seed] = json.loads((run / "summary.json").read_text())
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else None
+        # A summary of fewer epochs is stale: the seed was resumed with more (`aae train
+        # --resume --epochs N`) and has not finished them; it was taken as this bench's result.
+        if summary is not None and summary.get("epochs") == cfg.train.epochs:
+            summaries[seed] = summary
         else:
             todo.append((seed, cfg, run))
     try:
