@@ -143,6 +143,7 @@ def make_plots(model, data, folder, device) -> list:
     rep = collect(model.represent, x, device).numpy()
     written = [folder / "representation.png", folder / "clusters.png"]
     plots.save_latent_scatter(rep, None if y is None else y.numpy(), written[0],
-                              f"{split} images: {model.z_dim}-D representation W'y + z")  # fmt: skip
+                              f"{split} images: {model.z_dim}-D representation W'y + z",
+                              axis_name="representation")  # fmt: skip
     clustering.save_cluster_rows(model, data.train_x, device, written[1])
     return written

@@ -46,7 +46,8 @@ def save_image_rows(images, image_shape, row_labels: list[str], path: Path, titl
     (e.g. "cluster: size")."""
     nrow = len(row_labels)
     grid = image_grid(images, image_shape, nrow)
-    fig, ax = subplots(figsize=(grid.shape[1] / 56 + 1.5, grid.shape[0] / 56 + 0.8))
+    # At least 3 inches high: the axis label below is longer than a few rows of images.
+    fig, ax = subplots(figsize=(grid.shape[1] / 56 + 1.5, max(grid.shape[0] / 56 + 0.8, 3.0)))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
     height = grid.shape[0] / nrow
     ax.set_yticks([height * (i + 0.5) for i in range(nrow)], row_labels, fontsize=8)
@@ -71,10 +72,12 @@ def pca_2d(codes: np.ndarray) -> np.ndarray:
     return centred @ vt[:2].T
 
 
-def save_latent_scatter(codes, labels, path: Path, title: str = "test codes", prior=None):
+def save_latent_scatter(codes, labels, path: Path, title: str = "test codes", prior=None,
+                        axis_name: str = "code"):  # fmt: skip
     """Scatter of codes (2-D, or their first two principal components) coloured by label.
 
     Args:
+        axis_name: what the axes are dimensions of ("code"; "representation" for W'y + z).
         prior: optional (samples (m, 2), labels (m,) or None) of a 2-D prior, drawn faintly in
             grey behind the codes, so one can see whether the codes fill it; with labels (a
             prior conditioned on them), a first panel shows the samples coloured by label.
@@ -88,7 +91,7 @@ def save_latent_scatter(codes, labels, path: Path, title: str = "test codes", pr
     if panels == 2:
         _scatter(axes[0, 0], fig, prior[0], prior[1], "prior samples of each class's part", False)
     _scatter(ax, fig, pca_2d(codes), labels,
-             title + (" (first two principal components)" if principal else ""), principal)
+             title + (" (first two principal components)" if principal else ""), principal, axis_name)
     if prior is not None:
         ax.legend(loc="upper right", fontsize=8, markerscale=5)
     if panels == 2:  # both panels over the same square, so that the two can be compared
@@ -116,7 +119,7 @@ def class_colours(k: int) -> list:
     return colours[:k]
 
 
-def _scatter(ax, fig, xy, labels, title, principal: bool):
+def _scatter(ax, fig, xy, labels, title, principal: bool, axis_name: str = "code"):
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
     if labels is None:
@@ -128,8 +131,8 @@ def _scatter(ax, fig, xy, labels, title, principal: bool):
                         s=2, alpha=0.6)  # fmt: skip
         fig.colorbar(sc, ax=ax, ticks=np.unique(labels), label="class")
     ax.set_title(title)
-    ax.set_xlabel("first principal component" if principal else "code dimension 1")
-    ax.set_ylabel("second principal component" if principal else "code dimension 2")
+    ax.set_xlabel("first principal component" if principal else f"{axis_name} dimension 1")
+    ax.set_ylabel("second principal component" if principal else f"{axis_name} dimension 2")
     ax.set_aspect("equal", adjustable="datalim")
 
 

@@ -2,7 +2,7 @@
 
 It holds the resolved config (config.json), the final metrics (summary.json, and eval.json when
 `aae evaluate` has been run), the per-epoch curves and history table (metrics.jsonl), and every
-PNG of RUN/plots, each image embedded as a base64 `data:` URI. It reads the run's files only: no
+PNG of RUN/plots but losses.png (the per-epoch curves stand for it), each image embedded as a base64 `data:` URI. It reads the run's files only: no
 model is loaded, so it takes a second whatever the model.
 """
 

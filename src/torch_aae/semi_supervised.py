@@ -394,7 +394,7 @@ def make_plots(model, data, folder, device) -> list:
 
 def plot_codes_and_samples(model, data, folder, device, n_samples: int) -> list:
     """latent.png (the evaluation split's style codes z, coloured by label) and samples.png
-    (n_samples decodings of one-hot y and z from the priors, 10 per row)."""
+    (n_samples decodings of one-hot y and z from the priors, in 10 rows; y drawn for each)."""
     from . import plots
     from .metrics import collect
 

@@ -342,7 +342,7 @@ def manifold(model: UnsupervisedAAE, n: int = 20, extent: float | None = None) -
     (the others 0). The default extent is 2 prior std devs for a Gaussian prior ([-10, 10] for
     the blog's std 5), else the largest |coordinate| of 10,000 prior samples."""
     if extent is None:
-        extent = 2 * model.prior.std if hasattr(model.prior, "std") else prior_extent(model.prior)
+        extent = manifold_extent(model)
     device = next(model.parameters()).device
     axis = torch.linspace(-extent, extent, n)
     grid = torch.zeros(n * n, model.z_dim)
@@ -350,6 +350,11 @@ def manifold(model: UnsupervisedAAE, n: int = 20, extent: float | None = None) -
     grid[:, 1] = axis.flip(0).repeat_interleave(n)  # y decreases down the rows
     with torch.no_grad():
         return model.decode(grid.to(device)).cpu()
+
+
+def manifold_extent(model: UnsupervisedAAE) -> float:
+    """`manifold`'s default half-width: 2 prior std devs, else the prior samples' largest |coordinate|."""
+    return 2 * model.prior.std if hasattr(model.prior, "std") else prior_extent(model.prior)
 
 
 def prior_extent(prior, n: int = 10_000) -> float:
@@ -389,6 +394,8 @@ def make_plots(model: UnsupervisedAAE, data, folder, device) -> list:
                           "decoded prior samples")  # fmt: skip
     if model.z_dim == 2:
         written.append(folder / "manifold.png")
-        plots.save_image_grid(manifold(model).numpy(), model.image_shape, 20, written[-1],
-                              "manifold: decoded grid over the code space")  # fmt: skip
+        e = manifold_extent(model)
+        plots.save_image_grid(manifold(model, extent=e).numpy(), model.image_shape, 20, written[-1],
+                              f"manifold: codes decoded over [-{e:.3g}, {e:.3g}]²\n"
+                              "(z1 left to right, z2 bottom to top)")  # fmt: skip
     return written
