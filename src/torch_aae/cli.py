@@ -56,13 +56,11 @@ NO_PROGRESS = "no progress bar (there is none anyway when stderr is not a termin
 
 def _seed(text: str) -> int:
     """argparse type of a seed: an integer below 2**46 in magnitude (config.check_seed)."""
-    from .config import SEED_LIMIT
-
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: a seed is an integer") from None
-    if not -SEED_LIMIT < value < SEED_LIMIT:
+    if not cfg.seed_in_range(value):
         raise argparse.ArgumentTypeError(f"{value}: a seed must be below 2**46 in magnitude")
     return value
 

@@ -373,10 +373,14 @@ def _check_field_types(section) -> None:
 SEED_LIMIT = 2**46  # |seed| below it: the seeds derived from it (seed * 100003 + epoch) fit int64
 
 
+def seed_in_range(value: int) -> bool:
+    return -SEED_LIMIT < value < SEED_LIMIT
+
+
 def check_seed(value: int | None, flag: str = "--seed") -> None:
     """Refuse a seed of magnitude 2**46 or more (a seed derived from it overflowed int64: a
     traceback). Every seed that trained before this check, but absurd ones, passes it."""
-    if value is not None and not -SEED_LIMIT < value < SEED_LIMIT:
+    if value is not None and not seed_in_range(value):
         raise AAEError(f"{flag} {value}: must be below 2**46 in magnitude")
 
 
