@@ -99,7 +99,7 @@ CASES = {
                            "--device 'banana': choose auto, cpu or cuda[:N]"),  # fmt: skip
     "sample, bad format": (["sample", "{run}", "--out", "{root}/x.xyz"], "give a file name ending in .png"),
     "sample, no suffix": (["sample", "{run}", "--out", "{root}/x"], "give a file name ending in .png"),
-    "sample, a folder": (["sample", "{run}", "--out", "{root}/notes"], "a folder; give an image file"),
+    "sample, a folder": (["sample", "{run}", "--out", "{root}/notes"], "a folder; give a file such as"),
     "sample, too many": (["sample", "{run}", "-n", "1000000", "--out", "{root}/x.png"],
                          "-n 1000000: must be in 1..10000"),  # fmt: skip
 }

@@ -66,6 +66,13 @@ def test_sample_and_plot(cli_run, tmp_path):
     proc = run_cli("sample", run, "-n", "16", "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes()[:8] == PNG_MAGIC and f"wrote {out}" in proc.stdout
+    # an existing file is kept unless --overwrite says otherwise
+    out.write_bytes(b"mine")
+    proc = run_cli("sample", run, "-n", "4", "--out", out)
+    assert proc.returncode == 1 and "exists: give another name, or --overwrite" in proc.stderr
+    assert out.read_bytes() == b"mine"
+    proc = run_cli("sample", run, "-n", "4", "--out", out, "--overwrite")
+    assert proc.returncode == 0 and out.read_bytes()[:8] == PNG_MAGIC, proc.stderr
     for png in (run / "plots").iterdir():
         png.unlink()
     proc = run_cli("plot", run)

@@ -82,6 +82,21 @@ def test_report_out_flag_and_errors(run, tmp_path):
         write_report(run, tmp_path / "r.png")
 
 
+def test_report_keeps_an_existing_out_file_without_overwrite(run, tmp_path, capsys):
+    """`aae report --out FILE` replaced FILE without a word; RUN/report.html, the run's own, is rewritten."""
+    mine = tmp_path / "notes.html"
+    mine.write_text("my notes")
+    assert cli.main(["report", str(run), "--out", str(mine)]) == 1
+    assert capsys.readouterr().err.strip() == (f"aae: error: --out {mine} exists: give another name, "
+                                               "or --overwrite to replace it")  # fmt: skip
+    assert mine.read_text() == "my notes"
+    assert cli.main(["report", str(run), "--out", str(mine), "--overwrite"]) == 0
+    assert mine.read_text().startswith("<!DOCTYPE html>")
+    for _ in range(2):
+        assert cli.main(["report", str(run)]) == 0
+    assert (run / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
 def test_report_flags_an_eval_json_of_an_older_checkpoint(run, tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(run, folder)

@@ -109,7 +109,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="write a run's self-contained HTML report")
     rep.add_argument("run", help="run folder")
-    rep.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html)")
+    rep.add_argument("--out", default=None,
+                     help="HTML file to write (default: RUN/report.html, rewritten on each call)")
+    rep.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
     sample = sub.add_parser("sample", help="decode prior samples of a trained model into a PNG")
     sample.add_argument("run", help="run folder or checkpoint file")
@@ -117,6 +119,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                         help=f"number of samples, at most {MAX_SAMPLES} (default: 100)")  # fmt: skip
     sample.add_argument("--out", required=True,
                         help=f"image file to write: {', '.join(IMAGE_SUFFIXES)}")  # fmt: skip
+    sample.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sample.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     sample.add_argument("--class", dest="cls", type=int, default=None, metavar="K",
                         help="every sample of class (or cluster) K: the supervised, semi-supervised, "
@@ -352,6 +355,8 @@ def cmd_evaluate(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
+    if args.out is not None:  # RUN/report.html, the default, is the run's own and is rewritten
+        _out_file(args.out, (".html", ".htm"), "report.html", args.overwrite)
     print(f"wrote {write_report(args.run, args.out)}")
     return 0
 
@@ -363,11 +368,7 @@ def cmd_sample(args) -> int:
 
     if not 0 < args.n <= MAX_SAMPLES:
         raise AAEError(f"-n {args.n}: must be in 1..{MAX_SAMPLES} (one grid image)")
-    out = Path(args.out)
-    if args.out.endswith("/") or out.is_dir():
-        raise AAEError(f"--out {args.out}: a folder; give an image file such as {out / 'samples.png'}")
-    if out.suffix.lower() not in IMAGE_SUFFIXES:
-        raise AAEError(f"--out {args.out}: give a file name ending in {', '.join(IMAGE_SUFFIXES)}")
+    out = _out_file(args.out, IMAGE_SUFFIXES, "samples.png", args.overwrite)
     model = load_model(args.run, device=resolve_device(args.device))
     torch.manual_seed(args.seed)
     title = f"{args.n} samples"
@@ -432,21 +433,30 @@ def cmd_encode(args) -> int:
 
 def _codes_file(args) -> Path:
     """`aae encode`'s --out, refused before any encoding if it cannot or may not be written."""
+    out = Path(args.out)
+    if args.images is not None and out.is_file() and out.resolve() == Path(args.images).resolve():
+        raise AAEError(f"--out {args.out} is the --images file: give another name")
+    return _out_file(args.out, (".npz",), "codes.npz", args.overwrite)
+
+
+def _out_file(given: str, suffixes: tuple[str, ...], example: str, overwrite: bool) -> Path:
+    """A command's --out file, refused before any work if it cannot or may not be written.
+
+    An existing file is replaced only with --overwrite: it may be what the user meant to keep.
+    """
     import os
 
-    out = Path(args.out)
-    if args.out.endswith("/") or out.is_dir():
-        raise AAEError(f"--out {args.out}: a folder; give a file such as {out / 'codes.npz'}")
-    if out.suffix.lower() != ".npz":
-        raise AAEError(f"--out {args.out}: give a file name ending in .npz")
-    if args.images is not None and out.exists() and out.resolve() == Path(args.images).resolve():
-        raise AAEError(f"--out {args.out} is the --images file: give another name")
-    if out.exists() and not args.overwrite:
-        raise AAEError(f"--out {args.out} exists: give another name, or --overwrite to replace it")
+    out = Path(given)
+    if given.endswith("/") or out.is_dir():
+        raise AAEError(f"--out {given}: a folder; give a file such as {out / example}")
+    if out.suffix.lower() not in suffixes:
+        raise AAEError(f"--out {given}: give a file name ending in {', '.join(suffixes)}")
+    if out.exists() and not overwrite:
+        raise AAEError(f"--out {given} exists: give another name, or --overwrite to replace it")
     if out.parent.exists() and not out.parent.is_dir():
-        raise AAEError(f"--out {args.out}: {out.parent} is a file, not a folder")
+        raise AAEError(f"--out {given}: {out.parent} is a file, not a folder")
     if out.parent.exists() and not os.access(out.parent, os.W_OK):
-        raise AAEError(f"--out {args.out}: {out.parent} is not writable")
+        raise AAEError(f"--out {given}: {out.parent} is not writable")
     return out
 
 
