@@ -11,6 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from torch_aae import bench
 from torch_aae.config import ModelConfig
+from torch_aae.errors import AAEError
 from torch_aae.variants import VARIANTS
 
 
@@ -37,6 +38,13 @@ def test_every_model_kind_reports_the_keys(kind):
     for key in ("images_per_second", "matmul_gflops", "model_gflops", "fraction_of_peak", "flops_per_image"):
         assert r[key] > 0
     assert r["model_gflops"] == pytest.approx(r["images_per_second"] * r["flops_per_image"] / 1e9, rel=0.01)
+
+
+@pytest.mark.parametrize("batch_size", [0, bench.MAX_THROUGHPUT_BATCH + 1])
+def test_throughput_refuses_a_batch_no_training_takes(batch_size):
+    """--batch-size 100000 ran its warm-up at about 7.5 GB before timing anything."""
+    with pytest.raises(AAEError, match=rf"--batch-size {batch_size}: must be in 1\.\.60000"):
+        bench.throughput("unsupervised", batch_size=batch_size, steps=1)
 
 
 def test_images_per_second_is_the_rate_of_the_timed_steps(monkeypatch):

@@ -17,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .config import Config, ModelConfig, TrainConfig
 from .data import Dataset
+from .errors import AAEError
 from .parallel import _train_in_parallel, _train_seed
 from .train import resolve_device
 from .variants import defaults, get_variant
@@ -99,6 +100,9 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+MAX_THROUGHPUT_BATCH = 60_000  # the bench holds 8 batches of synthetic images: 1.5 GB at this size
+
+
 def throughput(
     model_kind: str = "unsupervised",
     batch_size: int = 100,
@@ -124,6 +128,9 @@ def throughput(
     from . import optim
     from .train import autocast, check_precision
 
+    if not 0 < batch_size <= MAX_THROUGHPUT_BATCH:
+        raise AAEError(f"--batch-size {batch_size}: must be in 1..{MAX_THROUGHPUT_BATCH} (MNIST's training "
+                       "set, the largest batch `aae train` takes on it)")  # fmt: skip
     dev = resolve_device(device)
     check_precision(precision, dev)
     variant = get_variant(model_kind)
@@ -282,7 +289,7 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
     import numpy as np
 
     from .checkpoint import atomic_write_bytes, atomic_write_json
-    from .errors import AAEError, Interrupted
+    from .errors import Interrupted
 
     if config.model_kind not in BENCH_METRIC:
         raise AAEError(f"bench: no test score to report for the {config.model_kind} model "

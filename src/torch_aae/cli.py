@@ -148,7 +148,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     tp = what.add_parser("throughput", help="training images/s vs. the machine's matmul throughput")
     tp.add_argument("--model", default="unsupervised", choices=sorted(VARIANTS),
                     help="the model whose training step is timed (default: unsupervised, the blog's architecture)")
-    tp.add_argument("--batch-size", type=int, default=100, help="images per step (default: 100)")
+    tp.add_argument("--batch-size", type=int, default=100, help="images per step, at most 60000 (default: 100)")
     tp.add_argument("--z-dim", type=int, default=2, help="dimension of the code z (default: 2)")
     tp.add_argument("--steps", type=int, default=200, help="timed training steps (default: 200)")
     tp.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
