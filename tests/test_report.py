@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import PNG_MAGIC, subset_of, tiny_model, tiny_train
 from torch_aae import cli
 from torch_aae.errors import AAEError
-from torch_aae.report import render_report, write_report
+from torch_aae.report import _table, render_report, write_report
 from torch_aae.train import fit
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -161,3 +161,9 @@ def test_the_config_tables_leave_out_what_the_model_does_not_read():
     mixture = Config("unsupervised", model=ModelConfig(prior="mixture", prior_components=10)).to_dict()
     model = _read_by(mixture["model"], mixture)
     assert model["prior_components"] == 10 and "prior_std_along" in model and "prior_std" not in model
+
+
+def test_tables_right_align_numbers_but_not_booleans():
+    text = _table({"epochs": 3, "lr": 0.001, "resume": True, "name": "x"})
+    assert "<th>epochs</th><td class='num'>3</td>" in text and "<th>lr</th><td class='num'>0.001</td>" in text
+    assert "<th>resume</th><td class=''>True</td>" in text and "<th>name</th><td class=''>x</td>" in text

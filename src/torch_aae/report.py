@@ -44,9 +44,11 @@ def _fmt(value) -> str:
 
 def _table(rows: dict, caption: str | None = None) -> str:
     """A two-column key/value table."""
+    def cls(v) -> str:  # numbers right-aligned; True and False are words
+        return "num" if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+
     cells = "".join(
-        f"<tr><th>{html.escape(str(k))}</th>"
-        f"<td class='{'num' if isinstance(v, (int, float)) else ''}'>{html.escape(_fmt(v))}</td></tr>"
+        f"<tr><th>{html.escape(str(k))}</th><td class='{cls(v)}'>{html.escape(_fmt(v))}</td></tr>"
         for k, v in rows.items()
     )
     cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
