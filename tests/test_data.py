@@ -786,3 +786,45 @@ def test_dataset_from_arrays_is_load_npz_without_the_file(tmp_path):
     with pytest.raises(AAEError, match=r"^arrays: y holds the labels \{1, 2, 3\}"):
         D.Dataset.from_arrays(arrays["x"], arrays["y"] + 1)
 
+
+
+def test_download_falls_through_an_http_protocol_error(tmp_path, monkeypatch):
+    """A dropped chunked reply (http.client.IncompleteRead) or a reply that is not HTTP
+    (BadStatusLine) ended `aae download` in a traceback, and the next mirror was never tried."""
+    import http.client
+
+    good = _mirror(tmp_path / "good")
+    real_urlopen = DL.urllib.request.urlopen
+    errors = iter([http.client.IncompleteRead(b""), http.client.BadStatusLine("hello")])
+
+    def urlopen(url, timeout):
+        if url.startswith("http://broken/"):
+            raise next(errors, http.client.BadStatusLine("hello"))
+        return real_urlopen(url, timeout=timeout)
+
+    monkeypatch.setattr(DL.urllib.request, "urlopen", urlopen)
+    folder = DL.download_mnist(tmp_path / "root", base_urls=("http://broken/", good))
+    for fname, md5 in D.MNIST_GZ_MD5.items():
+        assert md5_of(folder / fname) == md5
+    with pytest.raises(AAEError, match=r"could not download train-images-idx3-ubyte.gz: http://broken/: "):
+        DL.download_mnist(tmp_path / "root2", base_urls=("http://broken/",))
+
+
+def test_download_fills_in_the_root_itself_where_training_reads_mnist_from_it(tmp_path):
+    """Training reads MNIST from ROOT itself when ROOT/mnist lacks it; download fetched all four
+    files into ROOT/mnist instead (from the network, with three of them already in ROOT)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    for fname in D.MNIST_GZ_MD5:
+        if not fname.startswith("t10k-labels"):
+            (root / fname).symlink_to(MNIST_DIR / fname)
+    (root / "mnist").mkdir()  # empty, as a failed download leaves it
+    assert DL.download_mnist(root, base_urls=_mirror(tmp_path / "good")) == root
+    assert md5_of(root / "t10k-labels-idx1-ubyte.gz") == D.MNIST_GZ_MD5["t10k-labels-idx1-ubyte.gz"]
+    assert list((root / "mnist").iterdir()) == [] and D.find_dataset_dir("mnist", root) == root
+    # A file of that name in ROOT that is not MNIST's is left alone: the files go to ROOT/mnist.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "train-images-idx3-ubyte.gz").write_bytes(b"my own file")
+    assert DL.download_mnist(other, base_urls=_mirror(tmp_path / "good2")) == other / "mnist"
+    assert (other / "train-images-idx3-ubyte.gz").read_bytes() == b"my own file"

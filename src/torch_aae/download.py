@@ -3,6 +3,7 @@ md5-checked and written atomically (the tests fetch from local file:// mirrors).
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import urllib.request
@@ -25,14 +26,15 @@ def download_mnist(
     file there unpacked or gzipped again, with the right IDX bytes, counts as present).
 
     Args:
-        root: data root; files go to root/mnist.
+        root: data root; files go to root/mnist, or to root itself where training would read
+            them from there (MNIST's training images in root, none in root/mnist).
         base_urls: mirrors tried in order (any urllib URL, `file://` included).
     Returns:
         The folder holding the four files.
     """
     if isinstance(base_urls, str):
         base_urls = (base_urls,)
-    folder = Path(root) / "mnist"
+    folder = _target_folder(Path(root))
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file where a folder should be, no permission, ...
@@ -50,11 +52,24 @@ def download_mnist(
             try:
                 _fetch_atomic(base.rstrip("/") + "/" + fname, target, md5, timeout)
                 break
-            except (OSError, ValueError, AAEError) as e:  # ValueError: not a URL
+            except (OSError, ValueError, AAEError, http.client.HTTPException) as e:  # ValueError: not a URL
                 errors.append(f"{base}: {e}")
         else:
             raise AAEError(f"could not download {fname}: " + "; ".join(errors))
     return folder
+
+
+def _target_folder(root: Path) -> Path:
+    """ROOT/mnist, or ROOT itself where `find_dataset_dir` reads MNIST from there: ROOT holds
+    MNIST's training images (checked by md5, so that no file of ROOT that is not MNIST's is
+    replaced) and ROOT/mnist has none."""
+    first, raw_md5 = MNIST_FILES["train_images"]
+    if idx_path(root / "mnist", first) is None:
+        present = idx_path(root, first)
+        if present is not None and (md5sum(present) == MNIST_GZ_MD5.get(present.name)
+                                    or _idx_md5(present) == raw_md5):  # fmt: skip
+            return root
+    return root / "mnist"
 
 
 def _fetch_atomic(url: str, target: Path, md5: str, timeout: float) -> None:
