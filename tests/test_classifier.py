@@ -10,6 +10,7 @@ from conftest import REPO_ROOT, run_cli, subset_of, tiny_model
 from torch_aae import cli
 from torch_aae.checkpoint import save_model
 from torch_aae.classifier import (
+    Classifier,
     cache_dir,
     cached_classifier,
     classifier_accuracy,
@@ -73,6 +74,44 @@ def test_cache_round_trip_is_keyed_by_the_test_split(clf, data, tmp_path):
     loaded = cached_classifier(subset_of(data, 100, 500), tmp_path)
     assert torch.equal(predict(loaded, data.test_x), predict(clf, data.test_x))
     assert (tmp_path / classifier_path(data).name).with_suffix(".json").is_file()
+
+
+def test_a_cached_classifier_of_other_data_is_refused_not_run(clf, data, tmp_path):
+    """A cache file of other data under this data's name (copied or renamed) was loaded, then
+    failed in a reshape, or scored the wrong test split without a word."""
+    from torch_aae.classifier import train_and_cache
+
+    path = classifier_path(data, tmp_path)
+    save_classifier(clf, path, {"dataset": "other", "checksum": "0123456789abcdef"})
+    for load in (lambda: cached_classifier(data, tmp_path), lambda: train_and_cache(data, tmp_path, epochs=1)):
+        with pytest.raises(AAEError, match=r"the classifier of other data \(other, 28x28 images, 10 classes\), "
+                                           r"not of .*; delete it, or replace it with `aae classifier train --retrain`"):
+            load()
+    wide = Classifier((28, 14), 10, **TINY_NET)  # the right test split's checksum, other images
+    save_classifier(wide, path, {"dataset": data.name, "checksum": data_checksum(data)})
+    with pytest.raises(AAEError, match=r"28x14 images"):
+        cached_classifier(data, tmp_path)
+    path.write_bytes(path.read_bytes()[:100])  # truncated: the message says what replaces it
+    with pytest.raises(AAEError, match=r"not a readable checkpoint .*; `aae classifier train --retrain` replaces it"):
+        cached_classifier(data, tmp_path)
+
+
+def test_images_smaller_than_the_two_poolings_are_refused():
+    with pytest.raises(AAEError, match="needs images of at least 4x4 pixels, not 3x40"):
+        Classifier((3, 40), 3)
+    Classifier((4, 4), 3)
+
+
+def test_a_cache_that_cannot_be_written_is_refused_before_the_training(data, tmp_path, monkeypatch):
+    from torch_aae import classifier as C
+
+    monkeypatch.setattr(C, "train_classifier", lambda *a, **k: pytest.fail("trained before the cache was checked"))
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(AAEError, match=rf"classifier cache {tmp_path / 'afile'}: cannot make it"):
+        C.train_and_cache(data, tmp_path / "afile", epochs=1)
+    classifier_path(data, tmp_path / "c").mkdir(parents=True)  # a folder where the file goes
+    with pytest.raises(AAEError, match="is not a file; move it away"):
+        C.train_and_cache(data, tmp_path / "c", epochs=1, retrain=True)
 
 
 def test_zero_epochs_are_refused_with_a_cached_classifier_too(clf, data, tmp_path):

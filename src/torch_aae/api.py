@@ -314,7 +314,7 @@ def sample_metrics(model, data: Dataset, device, n_samples: int = 10000, seed: i
     if path is None or not path.is_file():
         note(f"note: classifier_fd and the class histogram skipped: {why}")
         return out
-    classifier = load_classifier(path, device)
+    classifier = load_classifier(path, device, data)
     fd = frechet_distance(features(classifier, samples).numpy(),
                           features(classifier, data.test_x).numpy())  # fmt: skip
     out["classifier_fd"] = fd

@@ -50,6 +50,9 @@ class Classifier(nn.Module):
         super().__init__()
         if len(image_shape) != 2:
             raise AAEError(f"the evaluation classifier needs grey (h, w) images, not {image_shape}")
+        if min(image_shape) < 4:  # two 2x2 poolings
+            raise AAEError(f"the evaluation classifier needs images of at least 4x4 pixels, not "
+                           f"{image_shape[0]}x{image_shape[1]}")  # fmt: skip
         self.model_args = dict(image_shape=list(image_shape), n_classes=n_classes,
                                channels=list(channels), hidden=hidden, dropout=dropout)  # fmt: skip
         self.image_shape = tuple(image_shape)
@@ -183,11 +186,21 @@ def save_classifier(classifier: Classifier, path: str | os.PathLike, info: dict)
                                           **info})  # fmt: skip
 
 
-def load_classifier(path: str | os.PathLike, device="cpu") -> Classifier:
-    """Rebuild a saved classifier (weights_only loading), in eval mode."""
+def load_classifier(path: str | os.PathLike, device="cpu", data: Dataset | None = None) -> Classifier:
+    """Rebuild a saved classifier (weights_only loading), in eval mode; with `data`, refuse one
+    trained on other data (a file of the cache copied or renamed)."""
     ckpt = load_checkpoint(Path(path))
     if ckpt["model_kind"] != KIND:
         raise AAEError(f"{path}: a {ckpt['model_kind']} checkpoint, not an evaluation classifier")
+    if data is not None:
+        args, info = ckpt["model_args"], ckpt.get("config", {})
+        other_test_split = info.get("checksum", data_checksum(data)) != data_checksum(data)  # train_and_cache records it
+        if (other_test_split or tuple(args["image_shape"]) != tuple(data.image_shape)
+                or args["n_classes"] != data.num_classes):  # fmt: skip
+            raise AAEError(f"{path}: the classifier of other data ({info.get('dataset', '?')}, "
+                           f"{args['image_shape'][0]}x{args['image_shape'][1]} images, {args['n_classes']} "
+                           f"classes), not of {data.name}; delete it, or replace it with `aae classifier "
+                           "train --retrain`")  # fmt: skip
     model = Classifier(**ckpt["model_args"])
     load_state(model, ckpt["networks"], "networks")
     return model.to(device).eval()
@@ -210,10 +223,32 @@ def require_classifier(data: Dataset, cache: str | os.PathLike | None = None) ->
     return path
 
 
+def _check_writable(path: Path) -> None:
+    """Refuse a cache where the classifier at `path` cannot be written, with the folder named."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where the folder should be, no permission, ...
+        raise AAEError(f"classifier cache {folder}: cannot make it ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK):
+        raise AAEError(f"classifier cache {folder}: not writable")
+    if path.exists() and not path.is_file():
+        raise AAEError(f"classifier cache: {path} is not a file; move it away")
+
+
 def cached_classifier(data: Dataset, cache: str | os.PathLike | None = None,
                       device="cpu") -> Classifier:  # fmt: skip
     """The cached classifier of `data` (see `require_classifier`), in eval mode on `device`."""
-    return load_classifier(require_classifier(data, cache), device)
+    return _load_cached(require_classifier(data, cache), device, data)
+
+
+def _load_cached(path: Path, device, data: Dataset) -> Classifier:
+    try:
+        return load_classifier(path, device, data)
+    except AAEError as e:
+        if "--retrain" in str(e):
+            raise
+        raise AAEError(f"{e}; `aae classifier train --retrain` replaces it") from None
 
 
 def train_and_cache(data: Dataset, cache: str | os.PathLike | None = None,
@@ -230,10 +265,11 @@ def train_and_cache(data: Dataset, cache: str | os.PathLike | None = None,
         raise AAEError(f"--epochs {epochs}: must be positive")
     path = classifier_path(data, cache)
     if path.is_file() and not retrain:
-        model = load_classifier(path, device)
+        model = _load_cached(path, device, data)
         acc = classifier_accuracy(model, data.test_x, data.test_y)
         info = {**load_checkpoint(path)["config"], "test_accuracy": round(acc, 5)}
         return model, {**info, "path": str(path), "cached": True}
+    _check_writable(path)  # before the training, which a cache that cannot be written would lose
     start = time.perf_counter()
     model = train_classifier(data, epochs, seed=seed, device=device, progress=progress)
     info = {
