@@ -86,6 +86,12 @@ CASES = {
                                   "--condition-labels 700: only 100 labeled training images exist"),  # fmt: skip
     ".npz, x_test unlabeled": (["train", "semi-supervised", "--out", "{new}", "--dataset",
                                 "{root}/no_y_test.npz"], "no y_test labels x_test"),  # fmt: skip
+    ".npz with --data-dir": (["train", "unsupervised", "--out", "{new}", *TINY, "--dataset", "{root}/no_y_test.npz",
+                              "--data-dir", "{root}"], "no_y_test.npz is read from its own path, not from a data folder"),
+    "bench, .npz with --data-dir": (["bench", "parzen", "--out", "{new}", "--dataset", "{root}/no_y_test.npz",
+                                     "--data-dir", "{root}"], "is read from its own path"),
+    "classifier, .npz with --data-dir": (["classifier", "train", "--dataset", "{root}/no_y_test.npz", "--data-dir",
+                                          "{root}", "--cache-dir", "{root}/cache"], "is read from its own path"),
     ".npz, colour images": (["train", "unsupervised", "--out", "{new}", "--dataset", "{root}/rgb.npz"],
                             "expected grayscale images"),  # fmt: skip
     "parzen option alone": (["evaluate", "{run}", "--samples", "5", "--seed", "1"],

@@ -283,9 +283,17 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _refuse_data_dir_with_npz(dataset: str, data_dir: str | None) -> None:
+    """--data-dir beside --dataset FILE.npz would be recorded and never read."""
+    if data_dir is not None and dataset.endswith(".npz"):
+        raise AAEError(f"--data-dir {data_dir}: --dataset {dataset} is read from its own path, not "
+                       "from a data folder: drop one")  # fmt: skip
+
+
 def _config_from_args(args) -> cfg.Config:
     from .data import absolute_path
 
+    _refuse_data_dir_with_npz(args.dataset, args.data_dir)
     # Paths made absolute, as load_dataset records them: the bench compares its seeds' configs.
     paths = {"dataset": absolute_path(args.dataset) if args.dataset.endswith(".npz") else args.dataset,
              "data_dir": None if args.data_dir is None else absolute_path(args.data_dir)}  # fmt: skip
@@ -510,6 +518,7 @@ def cmd_classifier(args) -> int:
     from .data import load_dataset
     from .train import resolve_device
 
+    _refuse_data_dir_with_npz(args.dataset, args.data_dir)
     data = load_dataset(args.dataset, args.data_dir)
     _, info = train_and_cache(data, args.cache_dir, args.epochs, args.seed,
                               resolve_device(args.device), args.retrain, not args.no_progress)  # fmt: skip
