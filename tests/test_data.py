@@ -785,7 +785,11 @@ def test_dataset_from_arrays_is_load_npz_without_the_file(tmp_path):
         D.Dataset.from_arrays((arrays["x"] * 255).astype(np.uint8), name="mine")
     with pytest.raises(AAEError, match=r"^arrays: y holds the labels \{1, 2, 3\}"):
         D.Dataset.from_arrays(arrays["x"], arrays["y"] + 1)
-
+    # KeyError 'x' and numpy's "inhomogeneous shape" ValueError before
+    with pytest.raises(AAEError, match=r"^arrays: no images: from_arrays needs x$"):
+        D.Dataset.from_arrays(None)
+    with pytest.raises(AAEError, match=r"^mine: x_test is not an array of one shape \("):
+        D.Dataset.from_arrays(arrays["x"], x_test=[[0.1, 0.2], [0.3]], name="mine")
 
 
 def test_download_falls_through_an_http_protocol_error(tmp_path, monkeypatch):

@@ -119,13 +119,19 @@ class Dataset:
         arrays: x (n, h, w) or (n, d) in [0, 1] (numpy arrays or tensors), integer labels y
         holding each of 0..K-1, x_test and y_test as x and y. No validation split is carved."""
         given = {"x": x, "y": y, "x_test": x_test, "y_test": y_test}
-        def numpy(v):  # bf16 and fp16 tensors as float32, which holds their values exactly
+        if x is None:
+            raise AAEError(f"{name}: no images: from_arrays needs x")
+
+        def numpy(k, v):  # bf16 and fp16 tensors as float32, which holds their values exactly
             if isinstance(v, torch.Tensor):
                 v = v.detach().cpu()
                 return (v.float() if v.dtype in (torch.bfloat16, torch.float16) else v).numpy()
-            return np.asarray(v)
+            try:
+                return np.asarray(v)
+            except ValueError as e:  # ragged nested lists
+                raise AAEError(f"{name}: {k} is not an array of one shape ({e})") from None
 
-        arrays = {k: numpy(v) for k, v in given.items() if v is not None}
+        arrays = {k: numpy(k, v) for k, v in given.items() if v is not None}
         return _dataset_of(arrays, name, name)
 
     def check_labeled_splits(self, kind: str) -> None:
