@@ -53,7 +53,7 @@ def download_mnist(
                 _fetch_atomic(base.rstrip("/") + "/" + fname, target, md5, timeout)
                 break
             except (OSError, ValueError, AAEError, http.client.HTTPException) as e:  # ValueError: not a URL
-                errors.append(f"{base}: {e}")
+                errors.append(f"{base}: {' '.join(str(e).split())}")  # one line (a redirect loop's has three)
         else:
             raise AAEError(f"could not download {fname}: " + "; ".join(errors))
     return folder
