@@ -409,6 +409,7 @@ def test_overwrite_replaces_the_run(tmp_path):
     (run / "config.json").write_text("{}")
     (run / "eval.json").write_text("{}")
     (run / ".summary.json.0a1b2c3d.tmp").write_text("x")  # a killed write's temporary file
+    (run / ".DS_Store").write_text("x")  # a file browser's: refused the overwrite before
     folder = RunFolder(run, overwrite=True)
     assert sorted(p.name for p in run.iterdir()) == [".lock"]
     folder.close()

@@ -32,6 +32,8 @@ RUN_MARKERS = ("config.json", "checkpoints", "metrics.jsonl", "summary.json")
 # --overwrite deletes these, and refuses a folder that holds anything else.
 RUN_FILES = (*RUN_MARKERS, ".lock", "resumes.jsonl", "data.json", "labeled_indices.json", "plots",
              "tensorboard", "eval.json", "report.html")  # fmt: skip
+# What file browsers leave in any folder they show: deleted with the run, not a user's file.
+OS_LITTER = (".DS_Store", "Thumbs.db", "desktop.ini")
 
 
 def recorded_config(run: Path) -> Config | None:
@@ -113,7 +115,7 @@ class RunFolder:
 
 def _written_by_runs(name: str) -> bool:
     """Whether a run folder's top-level entry `name` is one the library writes."""
-    return name in RUN_FILES or (name.startswith(".") and name.endswith(".tmp"))
+    return name in RUN_FILES or name in OS_LITTER or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def model_fields(model) -> dict:
