@@ -13,7 +13,7 @@ from conftest import REPO_ROOT
 from torch_aae import cli
 
 TINY = ["--hidden", "32", "--disc-hidden", "32", "--subset", "100", "--epochs", "1",
-        "--no-progress", "--data-dir", str(REPO_ROOT / "data")]  # fmt: skip
+        "--no-progress", "--data-dir", str(REPO_ROOT / "data")]  # fmt: skip (--data-dir last)
 
 
 def snapshot(folder):
@@ -58,7 +58,7 @@ CASES = {
                                    "--batch-size 101 is larger than the 100 training images"),  # fmt: skip
     "negative lr": (["train", "unsupervised", "--out", "{new}", *TINY, "--lr-recon", "-1"],
                     "--lr-recon -1.0: must be positive"),  # fmt: skip
-    "NaN in .npz": (["train", "unsupervised", "--out", "{new}", *TINY, "--dataset", "{root}/nan.npz"],
+    "NaN in .npz": (["train", "unsupervised", "--out", "{new}", *TINY[:-2], "--dataset", "{root}/nan.npz"],
                     "contains NaN"),  # fmt: skip
     "too many labels": (["train", "semi-supervised", "--out", "{new}", *TINY, "--labels", "500"],
                         "--labels 500: only 100 labeled"),  # fmt: skip
@@ -86,8 +86,8 @@ CASES = {
                                   "--condition-labels 700: only 100 labeled training images exist"),  # fmt: skip
     ".npz, x_test unlabeled": (["train", "semi-supervised", "--out", "{new}", "--dataset",
                                 "{root}/no_y_test.npz"], "no y_test labels x_test"),  # fmt: skip
-    ".npz with --data-dir": (["train", "unsupervised", "--out", "{new}", *TINY, "--dataset", "{root}/no_y_test.npz",
-                              "--data-dir", "{root}"], "no_y_test.npz is read from its own path, not from a data folder"),
+    ".npz with --data-dir": (["train", "unsupervised", "--out", "{new}", *TINY, "--dataset", "{root}/no_y_test.npz"],
+                             "no_y_test.npz is read from its own path, not from a data folder"),
     "bench, .npz with --data-dir": (["bench", "parzen", "--out", "{new}", "--dataset", "{root}/no_y_test.npz",
                                      "--data-dir", "{root}"], "is read from its own path"),
     "classifier, .npz with --data-dir": (["classifier", "train", "--dataset", "{root}/no_y_test.npz", "--data-dir",

@@ -432,6 +432,13 @@ def test_overwrite_deletes_nothing_that_a_run_does_not_write(tmp_path, foreign):
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
 
 
+def test_a_folder_holding_only_a_file_browsers_litter_is_new(tmp_path):
+    folder = tmp_path / "fresh"
+    folder.mkdir()
+    (folder / ".DS_Store").write_text("x")  # a folder opened in Finder: refused as "not empty" before
+    assert RunFolder.check(folder, resume=False, overwrite=False) is False
+
+
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_a_folder_that_holds_no_run_is_never_emptied(tmp_path, overwrite):
     folder = tmp_path / "notes"

@@ -81,19 +81,27 @@ def test_a_cached_classifier_of_other_data_is_refused_not_run(clf, data, tmp_pat
     failed in a reshape, or scored the wrong test split without a word."""
     from torch_aae.classifier import train_and_cache
 
+    built = data  # subset_of's Dataset, as built in Python
+    data = subset_of(built, 2000, 500)
+    data.source = {"dataset": "mnist"}  # as load_dataset records it
     path = classifier_path(data, tmp_path)
     save_classifier(clf, path, {"dataset": "other", "checksum": "0123456789abcdef"})
     for load in (lambda: cached_classifier(data, tmp_path), lambda: train_and_cache(data, tmp_path, epochs=1)):
-        with pytest.raises(AAEError, match=r"the classifier of other data \(other, 28x28 images, 10 classes\), "
-                                           r"not of .*; delete it, or replace it with `aae classifier train --retrain`"):
+        with pytest.raises(AAEError, match=r"the classifier of other data \(other, 28x28 images, 10 classes, test "
+                                           rf"split 0123456789abcdef\), not of .* \(test split {data_checksum(data)}\); "
+                                           rf"delete it, or replace it with `aae classifier train --cache-dir {tmp_path} "
+                                           r"--retrain`, or train_and_cache\(data, retrain=True\) from Python$"):
             load()
     wide = Classifier((28, 14), 10, **TINY_NET)  # the right test split's checksum, other images
     save_classifier(wide, path, {"dataset": data.name, "checksum": data_checksum(data)})
     with pytest.raises(AAEError, match=r"28x14 images"):
         cached_classifier(data, tmp_path)
     path.write_bytes(path.read_bytes()[:100])  # truncated: the message says what replaces it
-    with pytest.raises(AAEError, match=r"not a readable checkpoint .*; `aae classifier train --retrain` replaces it"):
+    with pytest.raises(AAEError, match=r"not a readable checkpoint .*; delete it, or replace it with `aae classifier "
+                                       rf"train --cache-dir {tmp_path} --retrain`"):
         cached_classifier(data, tmp_path)
+    with pytest.raises(AAEError, match=r"replace it with train_and_cache\(data, retrain=True\) \(a Dataset built in Python"):
+        cached_classifier(built, tmp_path)
 
 
 def test_images_smaller_than_the_two_poolings_are_refused():
@@ -202,3 +210,39 @@ def test_a_supervised_run_without_a_folder_is_refused_before_training_without_a_
     # Where it looked, and how to point it elsewhere: no `aae train` flag does (it said one did).
     assert f"in {tmp_path / 'empty-cache'} " in str(err.value)
     assert "set TORCH_AAE_CACHE=DIR for the supervised model to find it there" in str(err.value)
+
+
+def test_a_supervised_run_is_refused_before_training_with_a_cache_of_other_data(tmp_path, monkeypatch):
+    """Only the cache file's existence was checked before training: a file of other data (or a
+    truncated one) trained the run, then failed at its final evaluation."""
+    from conftest import synthetic_dataset
+
+    from torch_aae import SupervisedAAE, defaults, fit
+    from torch_aae import supervised as supervised_module
+
+    monkeypatch.setenv("TORCH_AAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(supervised_module, "train_step", lambda *a, **k: pytest.fail("trained"))
+    data = synthetic_dataset(40, test=10)
+    model = SupervisedAAE(16, (4, 4), n_classes=3, hidden=16, disc_hidden=16)
+    classifier_path(data).parent.mkdir()
+    for info in ({"checksum": "0123456789abcdef"}, None):
+        save_classifier(Classifier((4, 4), 3, **TINY_NET), classifier_path(data), info or {})
+        if info is None:  # the right classifier, truncated
+            classifier_path(data).write_bytes(classifier_path(data).read_bytes()[:100])
+        with pytest.raises(AAEError, match="the classifier of other data" if info else "not a readable checkpoint"):
+            fit(model, data, config=defaults("supervised", labels="all", epochs=1, batch_size=10), progress=False)
+
+
+def test_parzen_metrics_skip_a_cache_of_other_data_with_a_note(tmp_path):
+    from conftest import synthetic_dataset
+
+    from torch_aae.api import sample_metrics
+
+    data = synthetic_dataset(40, test=10)
+    classifier_path(data, tmp_path).parent.mkdir(exist_ok=True)
+    save_classifier(Classifier((4, 4), 3, **TINY_NET), classifier_path(data, tmp_path), {"checksum": "0" * 16})
+    notes = []
+    out = sample_metrics(tiny_model(in_dim=16, image_shape=(4, 4)), data, "cpu", n_samples=20, cache_dir=tmp_path,
+                         note=notes.append, sigmas=(0.5,), val=data.train_x[:10])  # fmt: skip
+    assert "parzen_ll" in out and "classifier_fd" not in out
+    assert len(notes) == 1 and "skipped: " in notes[0] and "the classifier of other data" in notes[0]

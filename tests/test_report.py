@@ -94,6 +94,7 @@ def test_report_keeps_an_existing_out_file_without_overwrite(run, tmp_path, caps
     assert mine.read_text().startswith("<!DOCTYPE html>")
     for _ in range(2):
         assert cli.main(["report", str(run)]) == 0
+    assert cli.main(["report", str(run), "--out", str(run / "report.html")]) == 0  # the default, named
     assert (run / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 

@@ -291,13 +291,23 @@ def sample_metrics(model, data: Dataset, device, n_samples: int = 10000, seed: i
         given, 0.0 for the training images), parzen_seconds, and when the classifier
         is cached classifier_fd and sample_class_* (see `metrics.class_histogram`).
     """
-    from .classifier import classifier_path, features, load_classifier, predict
+    from .classifier import cached_classifier, classifier_path, features, predict
     from .metrics import class_histogram, frechet_distance
     from .parzen import SIGMA_GRID, parzen_evaluate, validation_images
 
     if data.test_x is None:
         raise AAEError(f"{data.name}: sample metrics need a test split (x_test in the .npz)")
     note = note or (lambda msg: print(msg, file=sys.stderr))
+    # The classifier first: a cache that cannot serve is told before minutes of Parzen scoring.
+    classifier = why = None
+    try:
+        path = classifier_path(data, cache_dir)
+        if path.is_file():
+            classifier = cached_classifier(data, cache_dir, device)
+        else:
+            why = f"no evaluation classifier cached at {path} (`aae classifier train` makes it)"
+    except AAEError as e:  # no labeled test split, a cache of other data, a corrupt file
+        why = str(e)
     samples = draw_samples(model, n_samples, device, seed)  # (n_samples, features)
     start = time.perf_counter()
     held_out = val is not None
@@ -305,16 +315,9 @@ def sample_metrics(model, data: Dataset, device, n_samples: int = 10000, seed: i
                           SIGMA_GRID if sigmas is None else sigmas, progress=progress)  # fmt: skip
     out["parzen_val_held_out"] = float(held_out)
     out["parzen_seconds"] = round(time.perf_counter() - start, 1)
-    try:
-        path = classifier_path(data, cache_dir)
-    except AAEError as e:
-        path, why = None, str(e)
-    else:
-        why = f"no evaluation classifier cached at {path} (`aae classifier train` makes it)"
-    if path is None or not path.is_file():
+    if classifier is None:
         note(f"note: classifier_fd and the class histogram skipped: {why}")
         return out
-    classifier = load_classifier(path, device, data)
     fd = frechet_distance(features(classifier, samples).numpy(),
                           features(classifier, data.test_x).numpy())  # fmt: skip
     out["classifier_fd"] = fd

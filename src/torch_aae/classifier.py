@@ -193,14 +193,12 @@ def load_classifier(path: str | os.PathLike, device="cpu", data: Dataset | None 
     if ckpt["model_kind"] != KIND:
         raise AAEError(f"{path}: a {ckpt['model_kind']} checkpoint, not an evaluation classifier")
     if data is not None:
-        args, info = ckpt["model_args"], ckpt.get("config", {})
-        other_test_split = info.get("checksum", data_checksum(data)) != data_checksum(data)  # train_and_cache records it
-        if (other_test_split or tuple(args["image_shape"]) != tuple(data.image_shape)
-                or args["n_classes"] != data.num_classes):  # fmt: skip
+        args, info, checksum = ckpt["model_args"], ckpt.get("config", {}), data_checksum(data)
+        theirs = info.get("checksum", checksum)  # train_and_cache records it
+        if theirs != checksum or tuple(args["image_shape"]) != tuple(data.image_shape) or args["n_classes"] != data.num_classes:
             raise AAEError(f"{path}: the classifier of other data ({info.get('dataset', '?')}, "
                            f"{args['image_shape'][0]}x{args['image_shape'][1]} images, {args['n_classes']} "
-                           f"classes), not of {data.name}; delete it, or replace it with `aae classifier "
-                           "train --retrain`")  # fmt: skip
+                           f"classes, test split {theirs}), not of {data.name} (test split {checksum})")  # fmt: skip
     model = Classifier(**ckpt["model_args"])
     load_state(model, ckpt["networks"], "networks")
     return model.to(device).eval()
@@ -210,17 +208,24 @@ def require_classifier(data: Dataset, cache: str | os.PathLike | None = None) ->
     """The path of data's cached classifier; a clear error when it has not been trained yet."""
     path = classifier_path(data, cache)
     if not path.is_file():
-        dataset = (data.source or {}).get("dataset", data.name)
-        flag = "" if dataset == "mnist" else f" --dataset {dataset}"
-        how = (f"`aae classifier train{flag}`, or train_and_cache(data) from Python" if data.source is not None
-               else "train_and_cache(data) (a Dataset built in Python, which `aae classifier train` cannot load)")  # fmt: skip
         raise AAEError(
             f"no evaluation classifier for {data.name} in {path.parent} (looked for {path.name}); "
-            f"train it first (a few CPU minutes) with {how}; the cache is $TORCH_AAE_CACHE, else "
+            f"train it first (a few CPU minutes) with {_how_to_train(data)}; the cache is $TORCH_AAE_CACHE, else "
             "~/.cache/torch_aae (`aae classifier train --cache-dir DIR` writes to DIR: set "
             "TORCH_AAE_CACHE=DIR for the supervised model to find it there)"
         )
     return path
+
+
+def _how_to_train(data: Dataset, retrain: str = "") -> str:
+    """The command (or call) that trains data's classifier; `retrain`: its --retrain flag (or
+    argument), and --cache-dir for a cache found elsewhere than by default."""
+    dataset = (data.source or {}).get("dataset", data.name)
+    flag = "" if dataset == "mnist" else f" --dataset {dataset}"
+    if data.source is None:
+        return (f"train_and_cache(data{retrain and ', retrain=True'}) (a Dataset built in Python, which "
+                "`aae classifier train` cannot load)")  # fmt: skip
+    return f"`aae classifier train{flag}{retrain}`, or train_and_cache(data{retrain and ', retrain=True'}) from Python"
 
 
 def _check_writable(path: Path) -> None:
@@ -243,12 +248,18 @@ def cached_classifier(data: Dataset, cache: str | os.PathLike | None = None,
 
 
 def _load_cached(path: Path, device, data: Dataset) -> Classifier:
+    """load_classifier(path, device, data), its errors saying how to replace the file."""
     try:
         return load_classifier(path, device, data)
     except AAEError as e:
-        if "--retrain" in str(e):
-            raise
-        raise AAEError(f"{e}; `aae classifier train --retrain` replaces it") from None
+        retrain = " --retrain" if path.parent == cache_dir() else f" --cache-dir {path.parent} --retrain"
+        raise AAEError(f"{e}; delete it, or replace it with {_how_to_train(data, retrain)}") from None
+
+
+def check_cached(data: Dataset, cache: str | os.PathLike | None = None) -> None:
+    """Before the work that needs it: data's cached classifier exists and is data's (it is
+    small: loading it costs a fraction of a second)."""
+    _load_cached(require_classifier(data, cache), "cpu", data)
 
 
 def train_and_cache(data: Dataset, cache: str | os.PathLike | None = None,

@@ -363,7 +363,8 @@ def cmd_evaluate(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    if args.out is not None:  # RUN/report.html, the default, is the run's own and is rewritten
+    own = Path(args.run) / "report.html"  # the default, the run's own: rewritten on each call
+    if args.out is not None and Path(args.out).resolve() != own.resolve():
         _out_file(args.out, (".html", ".htm"), "report.html", args.overwrite)
     print(f"wrote {write_report(args.run, args.out)}")
     return 0

@@ -84,7 +84,7 @@ class RunFolder:
             raise AAEError("--resume and --overwrite contradict each other; pick one")
         if path.exists() and not path.is_dir():
             raise AAEError(f"{path} is a file, not a run folder")
-        exists = path.exists() and any(p.name != ".lock" for p in path.iterdir())
+        exists = path.exists() and any(p.name != ".lock" and p.name not in OS_LITTER for p in path.iterdir())
         if resume and not (path / CHECKPOINT).is_file():
             hint = ("; the run stopped before its first checkpoint: start it again with --overwrite"
                     if (path / "config.json").is_file() else "")  # fmt: skip

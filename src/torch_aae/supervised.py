@@ -138,11 +138,11 @@ MODEL = SupervisedAAE  # the variant registry's entry point
 
 def check_evaluable(data) -> None:
     """Before training (`fit`): the evaluation classifier that scores the run at its end exists,
-    with a run folder or without, so that a run does not fail after hours."""
-    from .classifier import require_classifier
+    with a run folder or without, and is this data's, so that a run does not fail after hours."""
+    from .classifier import check_cached
 
     data.check_labeled_splits("supervised")
-    require_classifier(data)
+    check_cached(data)
 
 
 def setup(model: SupervisedAAE, data, config, device, run_path) -> dict:
