@@ -216,9 +216,9 @@ def test_branch_from_trains_on_in_a_new_folder(capsys, cli_run, tmp_path):
 def test_train_errors_in_process(capsys, tmp_path, monkeypatch, flags, fragment):
     monkeypatch.chdir(tmp_path)
     flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    data_dir = [] if "--dataset" in flags else ["--data-dir", REPO_ROOT / "data"]  # a .npz takes none
     line = _main_error(capsys, ["train", "unsupervised", "--out", tmp_path / "run", *TINY,
-                                "--subset", "100", "--epochs", "1", "--data-dir",
-                                REPO_ROOT / "data", *flags])  # fmt: skip
+                                "--subset", "100", "--epochs", "1", *data_dir, *flags])  # fmt: skip
     assert fragment in line
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -327,10 +327,14 @@ def test_resumed_config_can_set_epochs_to_the_default_value():
 
 def test_data_paths_are_recorded_absolute_and_data_dir_may_change_on_resume(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    args = cli.build_parser().parse_args(["train", "unsupervised", "--out", "r", "--dataset", "mine.npz"])
+    assert cli._config_from_args(args).data.dataset == str(tmp_path / "mine.npz")
+    args = cli.build_parser().parse_args(["train", "unsupervised", "--out", "r", "--data-dir", "~/data"])
+    assert cli._config_from_args(args).data.data_dir == os.path.expanduser("~/data")
     args = cli.build_parser().parse_args(["train", "unsupervised", "--out", "r", "--dataset", "mine.npz",
                                           "--data-dir", "~/data"])  # fmt: skip
-    data = cli._config_from_args(args).data
-    assert (data.dataset, data.data_dir) == (str(tmp_path / "mine.npz"), os.path.expanduser("~/data"))
+    with pytest.raises(AAEError, match=r"^--data-dir ~/data: --dataset mine.npz is read from its own path"):
+        cli._config_from_args(args)  # it was recorded and never read
     named = cli._config_from_args(cli.build_parser().parse_args(["train", "unsupervised", "--out", "r"])).data
     assert (named.dataset, named.data_dir) == ("mnist", None)  # a name stays a name; no dir: the lookup
     # A run made elsewhere resumes with its files found through another --data-dir.
