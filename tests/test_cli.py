@@ -60,7 +60,7 @@ def test_evaluate(cli_run):
     assert {"prior_mean_abs_max", "prior_std_ratio_min", "prior_std_ratio_max"} <= set(metrics)
 
 
-def test_sample_and_plot(cli_run, tmp_path):
+def test_sample_and_plot(cli_run, tmp_path, capsys):
     run, _ = cli_run
     out = tmp_path / "x.png"
     proc = run_cli("sample", run, "-n", "16", "--out", out)
@@ -68,11 +68,11 @@ def test_sample_and_plot(cli_run, tmp_path):
     assert out.read_bytes()[:8] == PNG_MAGIC and f"wrote {out}" in proc.stdout
     # an existing file is kept unless --overwrite says otherwise
     out.write_bytes(b"mine")
-    proc = run_cli("sample", run, "-n", "4", "--out", out)
-    assert proc.returncode == 1 and "exists: give another name, or --overwrite" in proc.stderr
+    assert cli.main(["sample", str(run), "-n", "4", "--out", str(out)]) == 1  # in process: no import to wait for
+    assert "exists: give another name, or --overwrite to replace it" in capsys.readouterr().err
     assert out.read_bytes() == b"mine"
-    proc = run_cli("sample", run, "-n", "4", "--out", out, "--overwrite")
-    assert proc.returncode == 0 and out.read_bytes()[:8] == PNG_MAGIC, proc.stderr
+    assert cli.main(["sample", str(run), "-n", "4", "--out", str(out), "--overwrite"]) == 0
+    assert out.read_bytes()[:8] == PNG_MAGIC
     for png in (run / "plots").iterdir():
         png.unlink()
     proc = run_cli("plot", run)
