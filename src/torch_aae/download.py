@@ -39,14 +39,10 @@ def download_mnist(
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file where a folder should be, no permission, ...
         raise AAEError(f"cannot make {folder}: {e.strerror or e}") from None
-    raw_md5 = dict(MNIST_FILES.values())  # file name -> md5 of its IDX bytes
     for fname, md5 in MNIST_GZ_MD5.items():
+        if _holds(folder, fname):
+            continue
         target = folder / fname
-        if target.is_file() and md5sum(target) == md5:
-            continue
-        present = idx_path(folder, fname)  # unpacked, or gzipped again: as good, if its bytes are
-        if present is not None and _idx_md5(present) == raw_md5[fname]:
-            continue
         errors = []
         for base in base_urls:
             try:
@@ -63,13 +59,20 @@ def _target_folder(root: Path) -> Path:
     """ROOT/mnist, or ROOT itself where `find_dataset_dir` reads MNIST from there: ROOT holds
     MNIST's training images (checked by md5, so that no file of ROOT that is not MNIST's is
     replaced) and ROOT/mnist has none."""
-    first, raw_md5 = MNIST_FILES["train_images"]
-    if idx_path(root / "mnist", first) is None:
-        present = idx_path(root, first)
-        if present is not None and (md5sum(present) == MNIST_GZ_MD5.get(present.name)
-                                    or _idx_md5(present) == raw_md5):  # fmt: skip
-            return root
+    first = MNIST_FILES["train_images"][0]
+    if idx_path(root / "mnist", first) is None and _holds(root, first):
+        return root
     return root / "mnist"
+
+
+def _holds(folder: Path, fname: str) -> bool:
+    """Whether `folder` holds MNIST's file `fname` (a .gz name): as published, or unpacked or
+    gzipped again by another tool, with the right IDX bytes."""
+    present = idx_path(folder, fname)  # the .gz first, else the unpacked file
+    if present is None:
+        return False
+    raw_md5 = dict(MNIST_FILES.values())[fname]  # of the IDX bytes
+    return md5sum(present) == MNIST_GZ_MD5.get(present.name) or _idx_md5(present) == raw_md5
 
 
 def _fetch_atomic(url: str, target: Path, md5: str, timeout: float) -> None:
