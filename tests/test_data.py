@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -469,7 +470,7 @@ def test_aae_download_defaults_to_where_training_looks(tmp_path, monkeypatch, ca
     from torch_aae import cli
 
     monkeypatch.setenv("TORCH_AAE_DATA", str(tmp_path / "env"))
-    monkeypatch.setattr(DL.download_mnist, "__defaults__", ((_mirror(tmp_path / "good"),), 60.0))  # offline
+    monkeypatch.setattr(DL.download_mnist, "__defaults__", ((_mirror(tmp_path / "good"),), 60.0, 600.0))  # offline
     assert cli.main(["download"]) == 0
     assert (tmp_path / "env" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
 
@@ -812,6 +813,41 @@ def test_download_falls_through_an_http_protocol_error(tmp_path, monkeypatch):
         assert md5_of(folder / fname) == md5
     with pytest.raises(AAEError, match=r"could not download train-images-idx3-ubyte.gz: http://broken/: "):
         DL.download_mnist(tmp_path / "root2", base_urls=("http://broken/",))
+
+
+def test_download_gives_up_a_trickling_or_endless_mirror(tmp_path, monkeypatch):
+    """The timeout bounded each read only: a server that sent a few bytes at a time held the
+    download for as long as it liked, and one that sent without end filled the disk."""
+    clock = [0.0]
+
+    class Reply(io.BytesIO):  # slow: 10 bytes a second; endless: full reads without end, at once
+        def __init__(self, endless):
+            super().__init__()
+            self.endless = endless
+
+        def read(self, n=-1):
+            if self.endless:
+                return b"\0" * n
+            clock[0] += 1.0
+            return b"\0" * 10
+
+    good = _mirror(tmp_path / "good")
+    real_urlopen = DL.urllib.request.urlopen
+
+    def urlopen(url, timeout):
+        if url.startswith("http://slow/") or url.startswith("http://endless/"):
+            return Reply(endless=url.startswith("http://endless/"))
+        return real_urlopen(url, timeout=timeout)
+
+    monkeypatch.setattr(DL.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(DL.time, "monotonic", lambda: clock[0])
+    with pytest.raises(AAEError, match=r"http://slow/: gave up after 30 s \(310 bytes received\); "
+                                       r"http://endless/: the reply exceeds 64 MiB"):  # fmt: skip
+        DL.download_mnist(tmp_path / "root", base_urls=("http://slow/", "http://endless/"), deadline=30)
+    assert list((tmp_path / "root" / "mnist").iterdir()) == []  # no .part left behind
+    folder = DL.download_mnist(tmp_path / "root", base_urls=("http://slow/", good), deadline=30)
+    for fname, md5 in D.MNIST_GZ_MD5.items():
+        assert md5_of(folder / fname) == md5
 
 
 def test_download_fills_in_the_root_itself_where_training_reads_mnist_from_it(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
+import time
 import urllib.request
 from pathlib import Path
 
@@ -17,10 +17,16 @@ MNIST_URLS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
+MAX_BYTES = 64 << 20  # MNIST's largest file has 9.9 MB: a reply longer than this is not it
+
+
 
 
 def download_mnist(
-    root: str | os.PathLike, base_urls: tuple[str, ...] = MNIST_URLS, timeout: float = 60.0
+    root: str | os.PathLike,
+    base_urls: tuple[str, ...] = MNIST_URLS,
+    timeout: float = 60.0,
+    deadline: float = 600.0,
 ) -> Path:
     """Fetch the missing MNIST files into ROOT/mnist, md5-checked, each written atomically (a
     file there unpacked or gzipped again, with the right IDX bytes, counts as present).
@@ -29,6 +35,9 @@ def download_mnist(
         root: data root; files go to root/mnist, or to root itself where training would read
             them from there (MNIST's training images in root, none in root/mnist).
         base_urls: mirrors tried in order (any urllib URL, `file://` included).
+        timeout: seconds to wait for the connection and for each read.
+        deadline: seconds for one file from one mirror; a mirror that sends slower than that
+            is given up for the next one.
     Returns:
         The folder holding the four files.
     """
@@ -46,7 +55,7 @@ def download_mnist(
         errors = []
         for base in base_urls:
             try:
-                _fetch_atomic(base.rstrip("/") + "/" + fname, target, md5, timeout)
+                _fetch_atomic(base.rstrip("/") + "/" + fname, target, md5, timeout, deadline)
                 break
             except (OSError, ValueError, AAEError, http.client.HTTPException) as e:  # ValueError: not a URL
                 errors.append(f"{base}: {' '.join(str(e).split())}")  # one line (a redirect loop's has three)
@@ -75,11 +84,11 @@ def _holds(folder: Path, fname: str) -> bool:
     return md5sum(present) == MNIST_GZ_MD5.get(present.name) or _idx_md5(present) == raw_md5
 
 
-def _fetch_atomic(url: str, target: Path, md5: str, timeout: float) -> None:
+def _fetch_atomic(url: str, target: Path, md5: str, timeout: float, deadline: float) -> None:
     fd, tmp = create_temp_file(target, ".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            shutil.copyfileobj(resp, out)
+            _copy_bounded(resp, out, deadline)
             out.flush()
             os.fsync(out.fileno())
         actual = md5sum(Path(tmp))
@@ -89,3 +98,17 @@ def _fetch_atomic(url: str, target: Path, md5: str, timeout: float) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _copy_bounded(resp, out, deadline: float) -> None:
+    """Copy the reply into `out`, giving up past `deadline` seconds or MAX_BYTES bytes (the
+    socket's timeout bounds each read only: a server that trickles bytes would hold on forever,
+    one that sends without end would fill the disk)."""
+    start, size = time.monotonic(), 0
+    while chunk := resp.read(1 << 16):
+        size += len(chunk)
+        if size > MAX_BYTES:
+            raise AAEError(f"the reply exceeds {MAX_BYTES >> 20} MiB, more than any MNIST file")
+        if time.monotonic() - start > deadline:
+            raise AAEError(f"gave up after {deadline:g} s ({size} bytes received)")
+        out.write(chunk)
