@@ -98,6 +98,21 @@ def test_report_keeps_an_existing_out_file_without_overwrite(run, tmp_path, caps
     assert (run / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 
+def test_report_names_a_bad_run_before_the_out_file_and_refuses_a_lone_overwrite(run, tmp_path, capsys):
+    """`aae report NOSUCH --out existing.html` said "--out exists" before "no such run folder";
+    `--overwrite` without `--out` did nothing without a word."""
+    mine = tmp_path / "notes.html"
+    mine.write_text("my notes")
+    assert cli.main(["report", str(tmp_path / "nosuch"), "--out", str(mine)]) == 1
+    assert capsys.readouterr().err.strip() == f"aae: error: {tmp_path / 'nosuch'}: no such run folder"
+    assert cli.main(["report", str(tmp_path), "--out", str(mine)]) == 1
+    assert capsys.readouterr().err.strip() == f"aae: error: {tmp_path}: not a run folder (no config.json)"
+    assert cli.main(["report", str(run), "--overwrite"]) == 1
+    assert capsys.readouterr().err.strip() == (f"aae: error: --overwrite goes with --out; without it, "
+                                               f"{run / 'report.html'} is rewritten on each call")  # fmt: skip
+    assert mine.read_text() == "my notes"
+
+
 def test_report_flags_an_eval_json_of_an_older_checkpoint(run, tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(run, folder)

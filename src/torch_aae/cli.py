@@ -361,9 +361,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
+    from .report import run_config, write_report
 
+    run_config(args.run)  # a folder that is no run is named before --out's checks
     own = Path(args.run) / "report.html"  # the default, the run's own: rewritten on each call
+    if args.out is None and args.overwrite:
+        raise AAEError(f"--overwrite goes with --out; without it, {own} is rewritten on each call")
     if args.out is not None and Path(args.out).resolve() != own.resolve():
         _out_file(args.out, (".html", ".htm"), "report.html", args.overwrite)
     print(f"wrote {write_report(args.run, args.out)}")

@@ -122,8 +122,8 @@ def histogram_png(metrics: dict) -> bytes | None:
     return _png(fig)
 
 
-def render_report(run: str | os.PathLike) -> str:
-    """The HTML text of the report of run folder `run`."""
+def run_config(run: str | os.PathLike) -> dict:
+    """The config of run folder `run` as a dict, or an AAEError that says why it is not one."""
     run = Path(run)
     if not run.exists():
         raise AAEError(f"{run}: no such run folder")
@@ -137,6 +137,12 @@ def render_report(run: str | os.PathLike) -> str:
         if recorded is None:
             raise AAEError(f"{run}: not a run folder (no config.json)")
         config = recorded.to_dict()
+    return config
+
+
+def render_report(run: str | os.PathLike) -> str:
+    """The HTML text of the report of run folder `run`."""
+    config, run = run_config(run), Path(run)
     summary, evaluation = read_json(run / "summary.json"), read_json(run / "eval.json")
     history = read_history(run)
     plots = sorted((run / "plots").glob("*.png"))
