@@ -174,7 +174,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
             cfg.add_arguments(seeds, section, defaults=getattr(VARIANTS[kind], "CLI_DEFAULTS", {}),
                               suppress=suppress_defaults, model_kind=kind)  # fmt: skip
 
-    dl = sub.add_parser("download", help="download MNIST (md5-checked) into DATA_DIR/mnist")
+    dl = sub.add_parser("download", help="download MNIST (md5-checked) into DATA_DIR/mnist (or DATA_DIR itself, where training reads MNIST from there)")
     dl.add_argument("--data-dir", help="data root (default: $TORCH_AAE_DATA, else ./data)")
 
     clf = sub.add_parser("classifier", help="the evaluation classifier that scores generated images")
