@@ -112,10 +112,7 @@ def test_the_papers_figure_is_shown_for_mnist_only(kind, data, model, expected):
     assert bench._setting(Config(kind, DataConfig(**data), ModelConfig(**model))) == expected
 
 
-def test_calls_keep_a_bench_json_written_before_them(tmp_path):
-    import json
-
-    (tmp_path / "bench.json").write_text(json.dumps({"command": "aae bench old", "jobs": 2}))
-    calls = bench._calls(tmp_path, "aae bench new", 3, [5])
+def test_calls_keep_a_bench_json_written_before_them():
+    calls = bench._calls({"command": "aae bench old", "jobs": 2}, "aae bench new", 3, [5])
     assert [(c["command"], c["jobs"], c["trained"]) for c in calls] == [("aae bench old", 2, None), ("aae bench new", 3, [5])]
     assert calls[0]["note"] == "recorded before calls were" and "ended" in calls[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -329,6 +330,24 @@ def test_bench_seeds_refuses_a_folder_that_is_not_a_benchs(tmp_path, content, me
     with pytest.raises(AAEError, match=message):
         bench.bench_seeds(config, 1, tmp_path, "aae bench ...", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(content)
+
+
+@pytest.mark.parametrize("damaged", ["bench.json", "seed-0/config.json", "seed-0/summary.json"])
+def test_a_bench_names_a_damaged_file_of_its_folder_before_training(tmp_path, damaged):
+    """A truncated bench.json, or a seed's config.json or summary.json, ended the bench in a
+    JSONDecodeError traceback (bench.json's only after every seed had trained)."""
+    from torch_aae import bench
+    from torch_aae.errors import AAEError
+
+    config = Config("semi-supervised", DataConfig(labels="100", subset=600),
+                    ModelConfig(z_dim=2, hidden=32, disc_hidden=32), tiny_train(epochs=1))  # fmt: skip
+    (tmp_path / "seed-0").mkdir()
+    (tmp_path / "seed-0" / "config.json").write_text(json.dumps(config.to_dict()))
+    (tmp_path / damaged).write_text('{"seeds": [0')
+    with pytest.raises(AAEError, match=rf"^{re.escape(str(tmp_path / damaged))}: unreadable \("):
+        bench.bench_seeds(config, 1, tmp_path, "aae bench ...", progress=False)
+    assert sorted(p.name for p in (tmp_path / "seed-0").iterdir()) == sorted(
+        ["config.json"] + (["summary.json"] if damaged == "seed-0/summary.json" else []))  # nothing trained
 
 
 def test_a_bench_folder_of_another_model_is_named_as_such(tmp_path):

@@ -283,12 +283,11 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
     Returns:
         The content of OUT/bench.json (also written, with OUT/bench.md).
     """
-    import json
     from pathlib import Path
 
     import numpy as np
 
-    from .checkpoint import atomic_write_bytes, atomic_write_json
+    from .checkpoint import atomic_write_bytes, atomic_write_json, read_json
     from .errors import Interrupted
 
     if config.model_kind not in BENCH_METRIC:
@@ -297,6 +296,7 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
     metric = BENCH_METRIC[config.model_kind]
     out = Path(out)
     _check_bench_folder(out)
+    earlier = read_json(out / "bench.json")  # read before training: unreadable is an error now, not after it
     left_out = _seeds_left_out(out, config.train.seed, seeds)
     todo, summaries = [], {}
     for k in range(seeds):
@@ -304,7 +304,7 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
         cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
         run = out / f"seed-{seed}"
         _check_same_config(run, cfg)
-        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else None
+        summary = read_json(run / "summary.json")
         # A summary of fewer epochs is stale: the seed was resumed with more (`aae train
         # --resume --epochs N`) and has not finished them; it was taken as this bench's result.
         if summary is not None and summary.get("epochs") == cfg.train.epochs:
@@ -353,22 +353,20 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "jobs": jobs,
-        "calls": _calls(out, command, jobs, [seed for seed, _, _ in todo]),
+        "calls": _calls(earlier, command, jobs, [seed for seed, _, _ in todo]),
     }
     atomic_write_json(out / "bench.json", result)
     atomic_write_bytes(out / "bench.md", bench_markdown(result).encode())
     return result
 
 
-def _calls(out, command: str, jobs: int, trained: list[int]) -> list[dict]:
+def _calls(old: dict | None, command: str, jobs: int, trained: list[int]) -> list[dict]:
     """bench.json's `calls`: every call of the bench on OUT, oldest first (command, jobs, the
-    seeds it trained or continued, when it ended); `command` and `jobs` beside them are the
-    latest's. A bench.json from before `calls` gives its one recorded call, marked so."""
-    import json
-
+    seeds it trained or continued, when it ended), after those of OUT's earlier bench.json `old`;
+    `command` and `jobs` beside them are the latest's. A bench.json from before `calls` gives its
+    one recorded call, marked so."""
     previous = []
-    if (out / "bench.json").is_file():
-        old = json.loads((out / "bench.json").read_text())
+    if old is not None:
         previous = old.get("calls") or [{"command": old.get("command"), "jobs": old.get("jobs"),
                                          "trained": None, "note": "recorded before calls were"}]  # fmt: skip
     return [*previous, {"command": command, "jobs": jobs, "trained": trained,
@@ -426,16 +424,14 @@ def _seeds_left_out(out, first: int, seeds: int) -> list[int]:
 
 def _check_same_config(run, cfg) -> None:
     """Refuse a run folder that holds a run of another config (it would mix into the table)."""
-    import json
-
-    from .errors import AAEError
-
-    saved_path = run / "config.json"
-    if not saved_path.is_file():
-        return
+    from .checkpoint import read_json
     from .config import SECTIONS
 
-    saved, wanted = json.loads(saved_path.read_text()), cfg.to_dict()
+    saved, wanted = read_json(run / "config.json"), cfg.to_dict()
+    if saved is None:
+        return
+    if not isinstance(saved, dict):
+        raise AAEError(f"{run / 'config.json'}: not a run's config (a JSON object)")
     if saved.get("model_kind") != wanted["model_kind"]:  # before its settings, which differ anyway
         raise AAEError(f"{run} holds a run of the {saved.get('model_kind')} model, not "
                        f"{wanted['model_kind']}: use another --out")  # fmt: skip
