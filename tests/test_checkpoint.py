@@ -415,6 +415,22 @@ def test_overwrite_replaces_the_run(tmp_path):
     folder.close()
 
 
+def test_overwrite_removes_a_link_in_the_run_not_what_it_points_to(tmp_path):
+    """A run's tensorboard/ linked to a shared folder: --overwrite failed with "Cannot call
+    rmtree on a symbolic link" halfway, after deleting part of the run."""
+    run, shared = tmp_path / "run", tmp_path / "shared_tb"
+    (shared / "run").mkdir(parents=True)
+    (shared / "run" / "events.out").write_text("x")
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "metrics.jsonl").write_text("")
+    (run / "tensorboard").symlink_to(shared / "run", target_is_directory=True)
+    folder = RunFolder(run, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]
+    assert (shared / "run" / "events.out").read_text() == "x"  # the link's target is not the run's
+    folder.close()
+
+
 @pytest.mark.parametrize("foreign", ["mydata.npz", "notes.txt", "branch/config.json"])
 def test_overwrite_deletes_nothing_that_a_run_does_not_write(tmp_path, foreign):
     """It deleted a dataset kept in the run folder (and trained on it first), a user's notes, a

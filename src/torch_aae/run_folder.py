@@ -68,7 +68,7 @@ class RunFolder:
         if overwrite and exists:
             for child in self.path.iterdir():
                 if child.name != ".lock":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()  # a link, not its target
         # Temporary files of writes that a crash interrupted (the files they were to replace
         # are intact): safe to delete now that the folder is ours.
         for stale in self.path.glob("**/.*.tmp"):
