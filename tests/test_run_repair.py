@@ -87,6 +87,31 @@ def test_a_lost_config_json_is_taken_from_the_checkpoint_and_still_guards_the_re
     assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
 
 
+def test_a_config_json_edited_against_its_checkpoint_is_refused_on_resume(data, tmp_path):
+    """A resume takes its settings from config.json (the command line's `--resume`, or fit without
+    train=): edited by hand, it resumed at batch 20 where the run trained at 50, and with a
+    learning rate that the optimizer's saved state then overrode; a missing section read as the
+    defaults. resumes.jsonl logged no change."""
+    run = tmp_path / "run"
+    _fit(data, run, epochs=1)
+    recorded = json.loads((run / "config.json").read_text())
+
+    def resume_with(config):
+        (run / "config.json").write_text(json.dumps(config))
+        return fit(tiny_model(seed=3), data, out=run, resume=True, progress=False)
+
+    with pytest.raises(AAEError, match=r"config.json disagrees with latest.pt, which the run saved: "
+                                       r"train.batch_size 20 there, 50 in the checkpoint; train.lr_recon "
+                                       r"0.01 there, 0.001 in the checkpoint; it was edited or damaged"):  # fmt: skip
+        resume_with({**recorded, "train": {**recorded["train"], "batch_size": 20, "lr_recon": 0.01}})
+    with pytest.raises(AAEError, match=r"train.batch_size 100 there, 50 in the checkpoint; .* \(and \d+ more\)"):
+        resume_with({k: v for k, v in recorded.items() if k != "train"})
+    assert not (run / "resumes.jsonl").exists()  # refused before anything was written
+    # What a resume may change, config.json may hold (a resume stopped before its checkpoint).
+    summary = resume_with({**recorded, "train": {**recorded["train"], "epochs": 2}})
+    assert summary["epochs"] == 2
+
+
 def test_a_damaged_metrics_file_is_one_error_that_names_its_line(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2, "loss/re')
     with pytest.raises(AAEError, match=r"metrics.jsonl:2: unreadable .*--resume` rewrites"):

@@ -157,10 +157,9 @@ def run_config(config: Config, model, data: Dataset, train: TrainConfig) -> Conf
                                model=dataclasses.replace(config.model, **model_fields(model)))  # fmt: skip
 
 
-def check_resumable(saved: Config, config: Config, what: str = "resume: the run") -> None:
-    """Refuse to resume a run, or to branch from its checkpoint, under settings other than its
-    own (bar RESUMABLE's): the optimizers' states would bring back the saved learning rates,
-    and the labeled images would be drawn again, whatever the new config says."""
+def _unresumable_differences(saved: Config, config: Config) -> list[tuple[str, object, object]]:
+    """(section.name, saved value, config's value) of each setting outside RESUMABLE that differs."""
+    differences = []
     for section in SECTIONS:
         before, after = getattr(saved, section), getattr(config, section)
         for f in dataclasses.fields(after):
@@ -168,13 +167,43 @@ def check_resumable(saved: Config, config: Config, what: str = "resume: the run"
             if f.name == "dataset" and a.endswith(".npz"):  # a run made before paths were absolute
                 a, b = str(Path(a).absolute()), str(Path(b).absolute())
             if a != b and f.name not in RESUMABLE:
-                raise AAEError(f"{what} was made with {section}.{f.name}={a!r}, not {b!r}; "
-                               "start a new run for other settings")  # fmt: skip
+                differences.append((f"{section}.{f.name}", a, b))
+    return differences
+
+
+def check_resumable(saved: Config, config: Config, what: str = "resume: the run") -> None:
+    """Refuse to resume a run, or to branch from its checkpoint, under settings other than its
+    own (bar RESUMABLE's): the optimizers' states would bring back the saved learning rates,
+    and the labeled images would be drawn again, whatever the new config says."""
+    differences = _unresumable_differences(saved, config)
+    if differences:
+        name, a, b = differences[0]
+        raise AAEError(f"{what} was made with {name}={a!r}, not {b!r}; start a new run for other settings")
     # The instance noise falls to 0 over the whole run, so its schedule is a function of --epochs.
     if config.train.disc_noise and saved.train.epochs != config.train.epochs:
         raise AAEError(f"{what} has --disc-noise {config.train.disc_noise}, which falls to 0 over its "
                        f"{saved.train.epochs} epochs: --epochs {config.train.epochs} would change that "
                        "schedule midway; start a new run for another length")  # fmt: skip
+
+
+def check_config_file(run: Path) -> None:
+    """Refuse a config.json that disagrees with the run's checkpoint on a setting that a resume
+    may not change: edited by hand or damaged (a missing section reads as the defaults), it would
+    resume the run under other settings than it trained with, some of them (the learning rates,
+    which the optimizers' states bring back) without effect."""
+    path, checkpoint = Path(run) / "config.json", Path(run) / CHECKPOINT
+    if not path.is_file() or not checkpoint.is_file():
+        return
+    saved = load_checkpoint(checkpoint)
+    if not (saved.get("config") and "state" in saved):  # not a training checkpoint
+        return
+    differences = _unresumable_differences(from_dict(saved["config"]), recorded_config(run))
+    if differences:
+        shown = "; ".join(f"{name} {b!r} there, {a!r} in the checkpoint" for name, a, b in differences[:3])
+        more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
+        raise AAEError(f"{path} disagrees with {checkpoint.name}, which the run saved: {shown}{more}; "
+                       "it was edited or damaged since. Put the checkpoint's values back, or delete "
+                       "config.json to resume under the checkpoint's own")  # fmt: skip
 
 
 # What a run trained on (`data_record`), so that what loads its data again can tell other data:

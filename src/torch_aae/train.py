@@ -41,7 +41,8 @@ from .data import Dataset
 from .errors import AAEError, AAEWarning, Interrupted
 from .logger import RunLogger
 from .run_folder import (  # noqa: F401  (RunFolder, RESUMES: torch_aae.train's names too)
-    CHECKPOINT, DATA_RECORD, RESUMES, RunFolder, check_epochs_left, check_resumable, check_same_data,
+    CHECKPOINT, DATA_RECORD, RESUMES, RunFolder, check_config_file, check_epochs_left, check_resumable,
+    check_same_data,
     data_record, default_config, record_resume, recorded_config, run_config,
 )  # fmt: skip
 from .stopping import SigtermInterrupts, StopOnSignal
@@ -141,6 +142,8 @@ def fit(
         graphs.check(model.kind, device, train, world.active)
     if run_path is not None:
         RunFolder.check(out, resume, overwrite)
+        if resume:
+            check_config_file(run_path)
         saved = recorded_config(run_path) if resume else None  # config.json, or the checkpoint's
         if saved is not None:
             check_resumable(saved, config)
