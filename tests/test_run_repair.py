@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import warnings
 
 import pytest
@@ -100,9 +101,9 @@ def test_a_config_json_edited_against_its_checkpoint_is_refused_on_resume(data, 
         (run / "config.json").write_text(json.dumps(config))
         return fit(tiny_model(seed=3), data, out=run, resume=True, progress=False)
 
-    with pytest.raises(AAEError, match=r"config.json disagrees with latest.pt, which the run saved: "
+    with pytest.raises(AAEError, match=r"config.json disagrees with latest.pt, the run's checkpoint: "
                                        r"train.batch_size 20 there, 50 in the checkpoint; train.lr_recon "
-                                       r"0.01 there, 0.001 in the checkpoint; it was edited or damaged"):  # fmt: skip
+                                       r"0.01 there, 0.001 in the checkpoint; one of them was edited"):  # fmt: skip
         resume_with({**recorded, "train": {**recorded["train"], "batch_size": 20, "lr_recon": 0.01}})
     with pytest.raises(AAEError, match=r"train.batch_size 100 there, 50 in the checkpoint; .* \(and \d+ more\)"):
         resume_with({k: v for k, v in recorded.items() if k != "train"})
@@ -110,6 +111,24 @@ def test_a_config_json_edited_against_its_checkpoint_is_refused_on_resume(data, 
     # What a resume may change, config.json may hold (a resume stopped before its checkpoint).
     summary = resume_with({**recorded, "train": {**recorded["train"], "epochs": 2}})
     assert summary["epochs"] == 2
+
+
+def test_a_checkpoint_of_another_run_copied_in_is_refused_by_what_reads_the_run(data, tmp_path, capsys):
+    """`aae evaluate`, `plot`, `encode` and `sample` scored and drew a checkpoint copied in from
+    another run (another --hidden here; another model kind alike) on this run's data."""
+    run, other = tmp_path / "run", tmp_path / "other"
+    _fit(data, run, epochs=1)
+    fit(tiny_model(seed=3, hidden=16), data, tiny_train(epochs=1, seed=3), out=other, progress=False)
+    shutil.copy(other / "checkpoints" / "latest.pt", run / "checkpoints" / "latest.pt")
+    capsys.readouterr()
+    message = (f"aae: error: {run / 'config.json'} disagrees with latest.pt, the run's checkpoint: "
+               "model.hidden 32 there, 16 in the checkpoint; one of them was edited, replaced or damaged")
+    for argv in (["evaluate", str(run)], ["plot", str(run)], ["encode", str(run), "--out", str(tmp_path / "c.npz")],
+                 ["sample", str(run), "--out", str(tmp_path / "s.png")]):  # fmt: skip
+        assert cli.main(argv) == 1, argv
+        assert capsys.readouterr().err.startswith(message), argv
+    assert not (run / "eval.json").exists() and not (tmp_path / "c.npz").exists()
+    assert cli.main(["sample", str(run / "checkpoints" / "latest.pt"), "--out", str(tmp_path / "s.png")]) == 0  # a file alone
 
 
 def test_a_damaged_metrics_file_is_one_error_that_names_its_line(tmp_path):

@@ -224,6 +224,10 @@ def model_from_checkpoint(ckpt: dict, path, device: str | torch.device = "cpu", 
     from .train import resolve_device
 
     device = resolve_device(device) if isinstance(device, str) else device
+    if Path(path).is_dir():  # a run folder's checkpoint: of the run its config.json records
+        from .run_folder import check_config_file
+
+        check_config_file(Path(path), ckpt)
     args = dict(ckpt["model_args"])
     if args.get("prior") == "custom":
         if prior is None:

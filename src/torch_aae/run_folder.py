@@ -186,24 +186,33 @@ def check_resumable(saved: Config, config: Config, what: str = "resume: the run"
                        "schedule midway; start a new run for another length")  # fmt: skip
 
 
-def check_config_file(run: Path) -> None:
-    """Refuse a config.json that disagrees with the run's checkpoint on a setting that a resume
-    may not change: edited by hand or damaged (a missing section reads as the defaults), it would
-    resume the run under other settings than it trained with, some of them (the learning rates,
-    which the optimizers' states bring back) without effect."""
+def check_config_file(run: Path, saved: dict | None = None) -> None:
+    """Refuse a run folder whose config.json and checkpoint disagree on the model or on a setting
+    that a resume may not change: one of them was edited, replaced or damaged (a missing section
+    of config.json reads as the defaults). A resume would go on under other settings than the
+    run trained with, some of them (the learning rates, which the optimizers' states bring back)
+    without effect; an evaluation would score another run's model on this run's data.
+
+    Args:
+        saved: the checkpoint, when the caller has loaded it; else RUN/checkpoints/latest.pt.
+    """
     path, checkpoint = Path(run) / "config.json", Path(run) / CHECKPOINT
-    if not path.is_file() or not checkpoint.is_file():
+    if not path.is_file() or (saved is None and not checkpoint.is_file()):
         return
-    saved = load_checkpoint(checkpoint)
+    saved = load_checkpoint(checkpoint) if saved is None else saved
     if not (saved.get("config") and "state" in saved):  # not a training checkpoint
         return
-    differences = _unresumable_differences(from_dict(saved["config"]), recorded_config(run))
+    theirs, ours = from_dict(saved["config"]), recorded_config(run)
+    if theirs.model_kind != ours.model_kind:
+        differences = [("model", theirs.model_kind, ours.model_kind)]
+    else:
+        differences = _unresumable_differences(theirs, ours)
     if differences:
         shown = "; ".join(f"{name} {b!r} there, {a!r} in the checkpoint" for name, a, b in differences[:3])
         more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
-        raise AAEError(f"{path} disagrees with {checkpoint.name}, which the run saved: {shown}{more}; "
-                       "it was edited or damaged since. Put the checkpoint's values back, or delete "
-                       "config.json to resume under the checkpoint's own")  # fmt: skip
+        raise AAEError(f"{path} disagrees with {checkpoint.name}, the run's checkpoint: {shown}{more}; "
+                       "one of them was edited, replaced or damaged since the run wrote them. Put "
+                       "back the run's own, or delete config.json to go by the checkpoint's")  # fmt: skip
 
 
 # What a run trained on (`data_record`), so that what loads its data again can tell other data:
