@@ -86,6 +86,8 @@ def test_a_lost_config_json_is_taken_from_the_checkpoint_and_still_guards_the_re
         _fit(data, run, epochs=2, resume=True, lr_recon=0.5)
     _fit(data, run, epochs=2, resume=True)
     assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2
+    # logged against the checkpoint's settings: every setting was "changed" from none before
+    assert _lines(run / "resumes.jsonl")[-1]["changed"] == {"train.epochs": [1, 2]}
 
 
 def test_a_config_json_edited_against_its_checkpoint_is_refused_on_resume(data, tmp_path):

@@ -174,7 +174,7 @@ def fit(
             state = _restore(run_path / CHECKPOINT, model, optimizers, device, scaler)
             check_epochs_left(train.epochs, state.epoch, state.batch, "--resume")
             if writes is not None:
-                record_resume(run_path, config, state)
+                record_resume(run_path, config, state, before=None if saved is None else saved.to_dict())
                 _level_with_checkpoint(run_path, model, state, train, logger)
                 if not (run_path / "config.json").is_file():  # deleted: the checkpoint's, checked above
                     atomic_write_json(run_path / "config.json", config.to_dict())
