@@ -148,6 +148,16 @@ def test_unwritable_eval_json_warns_and_still_returns_the_metrics(data, tmp_path
     assert 0 < metrics["test_recon_bce"] < 1
 
 
+def test_a_damaged_eval_json_is_rewritten_by_evaluate_with_a_warning(data, tmp_path):
+    """A truncated eval.json made `aae evaluate`, the command that writes it, refuse to run."""
+    run = tmp_path / "run"
+    _fit(data, run, epochs=1)
+    (run / "eval.json").write_text('{"test_recon_bce": 0.2, "parz')
+    with pytest.warns(AAEWarning, match=r"eval.json: unreadable \(.*\); rewritten, without the metrics"):
+        metrics = evaluate_run(run)
+    assert json.loads((run / "eval.json").read_text()) == metrics
+
+
 def test_an_os_error_is_one_line(data, tmp_path, capsys):
     run = tmp_path / "run"
     _fit(data, run, epochs=1)

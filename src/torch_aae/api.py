@@ -93,8 +93,13 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
                                       n_samples, seed, cache_dir, note, sigmas=sigmas,
                                       progress=progress, val=_held_out_images(data)))  # fmt: skip
     else:  # keep the sample metrics an earlier --parzen evaluation made of this same checkpoint
-        previous = read_json(Path(run) / "eval.json") or {}
-        if previous.get("checkpoint_step") == step:
+        try:
+            previous = read_json(Path(run) / "eval.json") or {}
+        except AAEError as e:  # damaged: this evaluation replaces it (refusing would keep it so)
+            warnings.warn(f"{e}; rewritten, without the metrics an earlier evaluation kept in it",
+                          AAEWarning, stacklevel=2)  # fmt: skip
+            previous = {}
+        if isinstance(previous, dict) and previous.get("checkpoint_step") == step:
             metrics.update({k: v for k, v in previous.items() if k not in metrics})
     metrics["checkpoint_step"] = step
     try:
