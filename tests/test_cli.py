@@ -411,3 +411,19 @@ def test_sample_of_one_class(tmp_path, capsys):
                      "--out", str(tmp_path / "u.png")]) == 1  # fmt: skip
     assert "a model trained with --condition-labels has" in capsys.readouterr().err
     assert not (tmp_path / "t.png").exists() and not (tmp_path / "u.png").exists()
+
+
+def test_a_stopped_training_exits_130_as_ctrl_c_does_not_1_as_an_error(tmp_path, monkeypatch, capsys):
+    """A training stopped by a signal (checkpointed, to be resumed) printed `aae: error:` and
+    exited 1, as a failed one does; a Ctrl-C outside training already exited 130."""
+    import torch_aae.train as train_module
+    from torch_aae.errors import Interrupted
+
+    def stopped(*args, **kwargs):
+        raise Interrupted("interrupted at epoch 1, step 3; continue with `aae train ... --resume`")
+
+    monkeypatch.setattr(train_module, "fit", stopped)
+    argv = ["train", "unsupervised", "--data-dir", str(REPO_ROOT / "data"), "--subset", "100",
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    assert cli.main(argv) == 130
+    assert capsys.readouterr().err == "aae: interrupted at epoch 1, step 3; continue with `aae train ... --resume`\n"

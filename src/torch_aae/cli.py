@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import config as cfg
-from .errors import AAEError, AAEWarning
+from .errors import AAEError, AAEWarning, Interrupted
 from .variants import VARIANTS
 
 
@@ -213,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     args.explicit = set(vars(build_parser(suppress_defaults=True).parse_args(argv)))
     try:
         return COMMANDS[args.command](args) or 0
+    except Interrupted as e:  # a stop asked for (Ctrl-C, SIGTERM), checkpointed: the shell's 128 + SIGINT
+        print(f"aae: {e}", file=sys.stderr)
+        return 130
     except AAEError as e:
         print(f"aae: error: {e}", file=sys.stderr)
         return 1
