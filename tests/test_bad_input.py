@@ -38,6 +38,8 @@ def workdir(tmp_path_factory):
     np.savez(root / "nan.npz", x=np.full((5, 2, 2), np.nan))
     torch.save({"format_version": 1, "x": Evil(root / "PWNED")}, root / "evil.pt")
     (root / "cut.pt").write_bytes((root / "run" / "checkpoints" / "latest.pt").read_bytes()[:5000])
+    (root / "empty.pt").write_bytes(b"")  # a write cut at its start
+    (root / "tiny.pt").write_bytes(b"{}\n")  # under 4 bytes: was "refused to load: ... possibly code"
     (root / "notes").mkdir()
     (root / "notes" / "mine.txt").write_text("not a run")
     x = np.full((20, 4, 4), 0.5, dtype=np.float32)
@@ -72,6 +74,10 @@ CASES = {
                         "refused to load"),  # fmt: skip
     "truncated checkpoint": (["sample", "{root}/cut.pt", "-n", "4", "--out", "{root}/x.png"],
                              "not a readable checkpoint"),  # fmt: skip
+    "empty checkpoint": (["sample", "{root}/empty.pt", "-n", "4", "--out", "{root}/x.png"],
+                         "empty.pt: not a readable checkpoint (truncated or corrupt?): 0 bytes"),  # fmt: skip
+    "3-byte checkpoint": (["sample", "{root}/tiny.pt", "-n", "4", "--out", "{root}/x.png"],
+                          "tiny.pt: not a readable checkpoint (truncated or corrupt?): 3 bytes"),  # fmt: skip
     "evaluate, no data": (["evaluate", "{run}", "--data-dir", "{root}/nowhere"],
                           "no train-images-idx3-ubyte.gz"),  # fmt: skip
     "overwrite, not a run": (["train", "unsupervised", "--out", "{root}/notes", "--overwrite", *TINY],

@@ -139,9 +139,11 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise AAEError(f"{path}: no such checkpoint")
     with open(path, "rb") as f:
         head = f.read(4)
+    if len(head) < 4:  # shorter than any header: a write cut short (torch.load would call it code)
+        raise AAEError(f"{path}: not a readable checkpoint (truncated or corrupt?): {len(head)} bytes")
     # torch.save writes a zip archive (older versions: a pickle, PROTO opcode first); anything
     # else (a JSON file, text) is not a checkpoint at all, whatever torch.load would say of it.
-    if len(head) == 4 and not (head == b"PK\x03\x04" or head.startswith(b"\x80")):
+    if not (head == b"PK\x03\x04" or head.startswith(b"\x80")):
         raise AAEError(f"{path}: not a checkpoint (not a file written by torch.save; a run's "
                        "checkpoint is RUN/checkpoints/latest.pt)")  # fmt: skip
     if head == b"PK\x03\x04":
