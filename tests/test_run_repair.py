@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import warnings
 
@@ -131,6 +132,21 @@ def test_a_checkpoint_of_another_run_copied_in_is_refused_by_what_reads_the_run(
         assert capsys.readouterr().err.startswith(message), argv
     assert not (run / "eval.json").exists() and not (tmp_path / "c.npz").exists()
     assert cli.main(["sample", str(run / "checkpoints" / "latest.pt"), "--out", str(tmp_path / "s.png")]) == 0  # a file alone
+
+
+@pytest.mark.parametrize("command, content, message", [
+    ("report", "[1]", r"config.json: not a run's config \(a JSON list, not an object\)"),
+    ("evaluate", "[1]", r"config.json: config must be a mapping, got list"),
+    ("evaluate", '{"model_kind": "unsupervised", "train": {"bogus": 1}}',
+     r"config.json: unknown keys in config section 'train': bogus"),
+])
+def test_a_config_json_that_is_json_but_no_config_is_named(tmp_path, capsys, command, content, message):
+    """`aae report` on a config.json holding a list ended in an AttributeError traceback; the
+    other commands' errors did not name the file ("unknown keys in config section 'train'")."""
+    (tmp_path / "config.json").write_text(content)
+    assert cli.main([command, str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"aae: error: {tmp_path}") and re.search(message, err) and err.count("\n") == 1, err
 
 
 def test_a_damaged_metrics_file_is_one_error_that_names_its_line(tmp_path):

@@ -137,6 +137,8 @@ def run_config(run: str | os.PathLike) -> dict:
         if recorded is None:
             raise AAEError(f"{run}: not a run folder (no config.json)")
         config = recorded.to_dict()
+    if not isinstance(config, dict):
+        raise AAEError(f"{run / 'config.json'}: not a run's config (a JSON {type(config).__name__}, not an object)")
     return config
 
 

@@ -45,6 +45,8 @@ def recorded_config(run: Path) -> Config | None:
             return from_dict(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError) as e:
             raise AAEError(f"{path}: unreadable ({e})") from None
+        except AAEError as e:  # valid JSON, not a config: say which file
+            raise AAEError(f"{path}: {e}") from None
     if (Path(run) / CHECKPOINT).is_file():
         saved = load_checkpoint(Path(run) / CHECKPOINT)
         if saved.get("config") and "state" in saved:  # a training checkpoint, not save_model's
