@@ -65,3 +65,28 @@ def test_loss_curves_are_the_same_from_training_and_from_metrics_jsonl(tmp_path)
     plots.save_loss_curves(rows, tmp_path / "a.png")
     plots.save_loss_curves([dict(sorted(r.items())) for r in rows], tmp_path / "b.png")
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_a_plot_stopped_while_written_leaves_the_previous_image(tmp_path, monkeypatch):
+    """Plots were rendered straight into their file: a run killed in savefig left a truncated
+    PNG, which `aae report` then embedded."""
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "plots" / "samples.png"
+    images = np.random.default_rng(0).random((4, 16)).astype(np.float32)
+    plots.save_image_grid(images, (4, 4), 2, path, "before")
+    before = path.read_bytes()
+    real = Figure.savefig
+
+    def killed(self, fname, **kwargs):
+        real(self, fname, **kwargs)
+        if hasattr(fname, "truncate"):
+            fname.truncate(100)
+        else:
+            open(fname, "r+b").truncate(100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", killed)
+    with pytest.raises(KeyboardInterrupt):
+        plots.save_image_grid(images, (4, 4), 2, path, "after")
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["samples.png"]

@@ -3,6 +3,7 @@ matplotlib's backend (a notebook's inline one, say) as it was, and no figure sta
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -185,7 +186,12 @@ def save_loss_curves(history: list[dict], path: Path):
 
 
 def _save(fig, path: Path):
+    """Render `fig` in the format of `path`'s suffix and write it atomically (a run killed while
+    plotting leaves the previous image, not a truncated one that `aae report` would embed)."""
+    from .checkpoint import atomic_write_bytes
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format=path.suffix[1:].lower() or "png")
+    atomic_write_bytes(path, buffer.getvalue())
