@@ -155,6 +155,22 @@ def test_a_damaged_metrics_file_is_one_error_that_names_its_line(tmp_path):
         read_history(tmp_path)
 
 
+def test_plot_draws_what_the_checkpoint_gives_when_metrics_jsonl_is_damaged(data, tmp_path):
+    """A truncated metrics.jsonl made `aae plot` refuse every plot, not just losses.png."""
+    from torch_aae.api import plot_run
+
+    run = tmp_path / "run"
+    _fit(data, run, epochs=1)
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "loss/re')
+    for plot in (run / "plots").iterdir():
+        plot.unlink()
+    with pytest.warns(AAEWarning, match=r"metrics.jsonl:1: unreadable \(Unterminated string starting at: column 14\); "
+                                        r".*; losses.png not drawn"):  # fmt: skip
+        written = plot_run(run)
+    assert written and "losses.png" not in [p.name for p in written]
+    assert sorted(p.name for p in (run / "plots").iterdir()) == sorted(p.name for p in written)
+
+
 def test_unwritable_eval_json_warns_and_still_returns_the_metrics(data, tmp_path):
     run = tmp_path / "run"
     _fit(data, run, epochs=1)

@@ -135,7 +135,13 @@ def plot_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, prior=N
     model trained with a custom prior; `data`: as for `evaluate_run`)."""
     device = resolve_device(device)
     data = _run_data(run, data_dir) if data is None else _given_data(run, data)  # refuses what is not a run folder
-    return make_plots(load_model(run, device, prior), data, Path(run), device, read_history(run))
+    model = load_model(run, device, prior)
+    try:
+        history = read_history(run)
+    except AAEError as e:  # the other plots come from the checkpoint: drawn all the same
+        warnings.warn(f"{e}; losses.png not drawn", AAEWarning, stacklevel=2)
+        history = []
+    return make_plots(model, data, Path(run), device, history)
 
 
 # ----------------------------------------------------------------------------------------------

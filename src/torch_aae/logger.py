@@ -57,6 +57,6 @@ def read_history(folder: Path) -> list[dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise AAEError(f"{path}:{number}: unreadable ({e.msg}); `aae train ... --resume` "
+                raise AAEError(f"{path}:{number}: unreadable ({e.msg}: column {e.colno}); `aae train ... --resume` "
                                "rewrites the file from the checkpoint") from None  # fmt: skip
     return rows
