@@ -116,3 +116,13 @@ def test_calls_keep_a_bench_json_written_before_them():
     calls = bench._calls({"command": "aae bench old", "jobs": 2}, "aae bench new", 3, [5])
     assert [(c["command"], c["jobs"], c["trained"]) for c in calls] == [("aae bench old", 2, None), ("aae bench new", 3, [5])]
     assert calls[0]["note"] == "recorded before calls were" and "ended" in calls[1]
+
+
+def test_seed_folders_left_out_include_negative_seeds(tmp_path):
+    """A bench run with --seed -1 wrote seed--1, which a later call's table left out unsaid."""
+    from torch_aae.errors import AAEWarning
+
+    for name in ("seed--1", "seed-0", "seed-1", "seed-x", "notes"):
+        (tmp_path / name).mkdir()
+    with pytest.warns(AAEWarning, match=r"seed--1, seed-1 outside --seed 0 --seeds 1"):
+        assert bench._seeds_left_out(tmp_path, 0, 1) == [-1, 1]

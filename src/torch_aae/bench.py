@@ -414,7 +414,7 @@ def _seeds_left_out(out, first: int, seeds: int) -> list[int]:
 
     if not out.is_dir():
         return []
-    held = sorted(int(p.name[5:]) for p in out.glob("seed-*") if p.name[5:].isdigit())
+    held = sorted(int(p.name[5:]) for p in out.glob("seed-*") if p.name[5:].removeprefix("-").isdigit())  # seed--1 too
     outside = [k for k in held if not first <= k < first + seeds]
     if outside:
         warnings.warn(f"{out}: {', '.join(f'seed-{k}' for k in outside)} outside --seed {first} "
