@@ -183,8 +183,8 @@ def _check_records(path: Path) -> None:
     if bad is not None:
         raise AAEError(f"{path}: damaged: its record {bad} does not match its CRC-32 (a byte changed "
                        "since it was written); start again from an earlier checkpoint that "
-                       "--keep-checkpoints kept (--branch-from RUN/checkpoints/epoch-NNNN.pt), or "
-                       "train again")  # fmt: skip
+                       "--keep-checkpoints kept (--branch-from RUN/checkpoints/epoch-NNNN.pt; the one "
+                       "of latest.pt's epoch is a hard link to the same damaged bytes), or train again")  # fmt: skip
 
 
 def load_state(module: torch.nn.Module, state: dict, what: str) -> None:
