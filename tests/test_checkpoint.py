@@ -448,6 +448,15 @@ def test_overwrite_deletes_nothing_that_a_run_does_not_write(tmp_path, foreign):
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
 
 
+def test_a_broken_link_as_out_is_named_before_anything_loads(tmp_path):
+    """It failed with "File exists: broken" when making the folder, after the data had loaded."""
+    (tmp_path / "broken").symlink_to(tmp_path / "gone", target_is_directory=True)
+    with pytest.raises(AAEError, match=rf"broken is a symbolic link to {tmp_path / 'gone'}, which does not exist"):
+        RunFolder.check(tmp_path / "broken", resume=False, overwrite=False)
+    (tmp_path / "gone").mkdir()  # made: the link is a new run's folder
+    assert RunFolder.check(tmp_path / "broken", resume=False, overwrite=False) is False
+
+
 def test_a_folder_holding_only_a_file_browsers_litter_is_new(tmp_path):
     folder = tmp_path / "fresh"
     folder.mkdir()

@@ -86,6 +86,9 @@ class RunFolder:
             raise AAEError("--resume and --overwrite contradict each other; pick one")
         if path.exists() and not path.is_dir():
             raise AAEError(f"{path} is a file, not a run folder")
+        if path.is_symlink() and not path.exists():  # mkdir would fail with "File exists" later
+            raise AAEError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; "
+                           "make that folder, or give another --out")  # fmt: skip
         exists = path.exists() and any(p.name != ".lock" and p.name not in OS_LITTER for p in path.iterdir())
         if resume and not (path / CHECKPOINT).is_file():
             hint = ("; the run stopped before its first checkpoint: start it again with --overwrite"
