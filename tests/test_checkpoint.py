@@ -448,11 +448,17 @@ def test_overwrite_deletes_nothing_that_a_run_does_not_write(tmp_path, foreign):
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
 
 
-def test_a_broken_link_as_out_is_named_before_anything_loads(tmp_path):
-    """It failed with "File exists: broken" when making the folder, after the data had loaded."""
-    (tmp_path / "broken").symlink_to(tmp_path / "gone", target_is_directory=True)
-    with pytest.raises(AAEError, match=rf"broken is a symbolic link to {tmp_path / 'gone'}, which does not exist"):
-        RunFolder.check(tmp_path / "broken", resume=False, overwrite=False)
+def test_a_broken_link_as_out_is_named_before_anything_loads(tmp_path, capsys):
+    """`aae train` and `aae bench` failed with "File exists: broken" when making the folder,
+    after the data had loaded."""
+    from torch_aae import cli
+
+    (tmp_path / "broken").symlink_to("gone", target_is_directory=True)  # relative to its folder
+    message = (f"aae: error: --out {tmp_path / 'broken'} is a symbolic link to {tmp_path / 'gone'}, which "
+               "does not exist: give another --out, or remove the link\n")
+    for argv in (["train", "unsupervised"], ["bench", "clustering"]):  # no data here: refused before it loads
+        assert cli.main([*argv, "--out", str(tmp_path / "broken"), "--data-dir", str(tmp_path / "nowhere")]) == 1
+        assert capsys.readouterr().err == message, argv
     (tmp_path / "gone").mkdir()  # made: the link is a new run's folder
     assert RunFolder.check(tmp_path / "broken", resume=False, overwrite=False) is False
 

@@ -149,6 +149,41 @@ def test_a_config_json_that_is_json_but_no_config_is_named(tmp_path, capsys, com
     assert err.startswith(f"aae: error: {tmp_path}") and re.search(message, err) and err.count("\n") == 1, err
 
 
+def test_what_reads_only_the_model_passes_over_a_config_json_it_does_not_need(data, tmp_path, capsys):
+    """`aae sample` and `aae encode --images` rebuild the model from the checkpoint alone: a
+    damaged config.json must not stop them (the check against the checkpoint refused it)."""
+    import numpy as np
+
+    run = tmp_path / "run"
+    _fit(data, run, epochs=1)
+    (run / "config.json").write_text('{"model_kind": "unsup')
+    np.savez(tmp_path / "mine.npz", x=data.test_x[:5].numpy())
+    assert cli.main(["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert cli.main(["encode", str(run), "--images", str(tmp_path / "mine.npz"), "--out", str(tmp_path / "c.npz")]) == 0
+    assert cli.main(["evaluate", str(run)]) == 1  # which reads the run's data by its config
+    assert "config.json: unreadable" in capsys.readouterr().err
+
+
+def test_a_moved_npz_dataset_may_be_pointed_to_in_config_json(tmp_path):
+    """The check of config.json against the checkpoint refused an .npz path edited after the
+    file moved; RUN/data.json's digest checks the content."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((60, 4, 4)).astype(np.float32), y=np.arange(60) % 3,
+             x_test=rng.random((10, 4, 4)).astype(np.float32), y_test=np.arange(10) % 3)  # fmt: skip
+    run = tmp_path / "run"
+    argv = ["--hidden", "16", "--disc-hidden", "16", "--z-dim", "2", "--batch-size", "20", "--out", str(run)]
+    assert cli.main(["train", "unsupervised", "--dataset", str(tmp_path / "d.npz"), "--epochs", "1", *argv]) == 0
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "d.npz").rename(tmp_path / "moved" / "d.npz")
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["dataset"] = str(tmp_path / "moved" / "d.npz")
+    (run / "config.json").write_text(json.dumps(config))
+    assert cli.main(["evaluate", str(run)]) == 0
+    assert cli.main(["train", "unsupervised", "--epochs", "2", "--resume", "--out", str(run)]) == 0
+
+
 def test_a_damaged_metrics_file_is_one_error_that_names_its_line(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2, "loss/re')
     with pytest.raises(AAEError, match=r"metrics.jsonl:2: unreadable .*--resume` rewrites"):

@@ -332,10 +332,13 @@ def test_bench_seeds_refuses_a_folder_that_is_not_a_benchs(tmp_path, content, me
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(content)
 
 
+@pytest.mark.parametrize("content, error", [('{"seeds": [0', r"unreadable \("),
+                                            ("[1]", r"a JSON list, not the object a bench or run writes$")])
 @pytest.mark.parametrize("damaged", ["bench.json", "seed-0/config.json", "seed-0/summary.json"])
-def test_a_bench_names_a_damaged_file_of_its_folder_before_training(tmp_path, damaged):
+def test_a_bench_names_a_damaged_file_of_its_folder_before_training(tmp_path, damaged, content, error):
     """A truncated bench.json, or a seed's config.json or summary.json, ended the bench in a
-    JSONDecodeError traceback (bench.json's only after every seed had trained)."""
+    JSONDecodeError traceback (bench.json's only after every seed had trained), one holding
+    a JSON list in an AttributeError."""
     from torch_aae import bench
     from torch_aae.errors import AAEError
 
@@ -343,8 +346,8 @@ def test_a_bench_names_a_damaged_file_of_its_folder_before_training(tmp_path, da
                     ModelConfig(z_dim=2, hidden=32, disc_hidden=32), tiny_train(epochs=1))  # fmt: skip
     (tmp_path / "seed-0").mkdir()
     (tmp_path / "seed-0" / "config.json").write_text(json.dumps(config.to_dict()))
-    (tmp_path / damaged).write_text('{"seeds": [0')
-    with pytest.raises(AAEError, match=rf"^{re.escape(str(tmp_path / damaged))}: unreadable \("):
+    (tmp_path / damaged).write_text(content)
+    with pytest.raises(AAEError, match=rf"^{re.escape(str(tmp_path / damaged))}: {error}"):
         bench.bench_seeds(config, 1, tmp_path, "aae bench ...", progress=False)
     assert sorted(p.name for p in (tmp_path / "seed-0").iterdir()) == sorted(
         ["config.json"] + (["summary.json"] if damaged == "seed-0/summary.json" else []))  # nothing trained

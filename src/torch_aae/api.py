@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write_json, load_checkpoint, load_model, model_from_checkpoint, read_json, resolve_checkpoint
+from .checkpoint import atomic_write_json, load_checkpoint, model_from_checkpoint, read_json, resolve_checkpoint
 from .config import Config
 from .data import Dataset, load_dataset
 from .errors import AAEError, AAEWarning
 from .logger import read_history
-from .run_folder import check_reloadable, check_same_data, recorded_config
+from .run_folder import check_config_file, check_reloadable, check_same_data, recorded_config
 from .train import make_plots, resolve_device
 from .variants import get_variant
 
@@ -48,6 +48,15 @@ def load_run_config(run: str | os.PathLike) -> Config:
     if config is None:
         raise AAEError(f"{run}: not a run folder (no config.json)")
     return config
+
+
+def _run_checkpoint(run) -> dict:
+    """The run folder's latest checkpoint, checked against its config.json before its data is
+    loaded: a checkpoint copied in from another run is not scored on this run's data."""
+    load_run_config(run)  # first: it refuses what is not a run folder
+    ckpt = load_checkpoint(resolve_checkpoint(run))
+    check_config_file(Path(run), ckpt)
+    return ckpt
 
 
 def _run_data(run, data_dir, as_trained: bool = True) -> Dataset:
@@ -82,8 +91,8 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
     """
     device = resolve_device(device)
     given = data
-    data = _run_data(run, data_dir) if given is None else _given_data(run, given)  # refuses what is not a run folder
-    ckpt = load_checkpoint(resolve_checkpoint(run))
+    ckpt = _run_checkpoint(run)
+    data = _run_data(run, data_dir) if given is None else _given_data(run, given)
     model = model_from_checkpoint(ckpt, run, device, prior)
     metrics = get_variant(model.kind).evaluate(model, data, device)
     step = ckpt["state"]["step"]  # the checkpoint's own, not latest.json's, which a crash can leave behind
@@ -134,8 +143,9 @@ def plot_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, prior=N
     """Redraw the run's plots from its latest checkpoint and metrics history (`prior`: that of a
     model trained with a custom prior; `data`: as for `evaluate_run`)."""
     device = resolve_device(device)
-    data = _run_data(run, data_dir) if data is None else _given_data(run, data)  # refuses what is not a run folder
-    model = load_model(run, device, prior)
+    ckpt = _run_checkpoint(run)
+    data = _run_data(run, data_dir) if data is None else _given_data(run, data)
+    model = model_from_checkpoint(ckpt, run, device, prior)
     try:
         history = read_history(run)
     except AAEError as e:  # the other plots come from the checkpoint: drawn all the same
@@ -229,13 +239,13 @@ def encode_run(run: str | os.PathLike, split: str = "test", device: str = "cpu",
     if split not in ENCODE_SPLITS:
         raise AAEError(f"split {split!r}: choose {', '.join(ENCODE_SPLITS)}")
     device = resolve_device(device)
-    data = _run_data(run, data_dir) if data is None else _given_data(run, data)  # refuses what is not a run folder
+    ckpt = _run_checkpoint(run)
+    data = _run_data(run, data_dir) if data is None else _given_data(run, data)
     x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
     if x is None:
         why = ("the run has no validation split (it trained without --val-size)" if split == "val"
                else f"{data.name} has no test split")  # fmt: skip
         raise AAEError(f"--split {split}: {why}; encode another split, or other images (--images)")
-    ckpt = load_checkpoint(resolve_checkpoint(run))
     codes = encode_images(model_from_checkpoint(ckpt, run, device, prior if prior is not None else _PriorNotGiven.of(ckpt)), x)
     if y is not None:
         codes["labels"] = y.clone()

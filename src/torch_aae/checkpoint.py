@@ -183,8 +183,9 @@ def _check_records(path: Path) -> None:
     if bad is not None:
         raise AAEError(f"{path}: damaged: its record {bad} does not match its CRC-32 (a byte changed "
                        "since it was written); start again from an earlier checkpoint that "
-                       "--keep-checkpoints kept (--branch-from RUN/checkpoints/epoch-NNNN.pt; the one "
-                       "of latest.pt's epoch is a hard link to the same damaged bytes), or train again")  # fmt: skip
+                       "--keep-checkpoints kept (--branch-from RUN/checkpoints/epoch-NNNN.pt of an "
+                       "earlier epoch: the copy of latest.pt's own epoch is usually a hard link to the "
+                       "same bytes), or train again")  # fmt: skip
 
 
 def load_state(module: torch.nn.Module, state: dict, what: str) -> None:
@@ -226,10 +227,10 @@ def model_from_checkpoint(ckpt: dict, path, device: str | torch.device = "cpu", 
     from .train import resolve_device
 
     device = resolve_device(device) if isinstance(device, str) else device
-    if Path(path).is_dir():  # a run folder's checkpoint: of the run its config.json records
+    if Path(path).is_dir():  # a run folder's checkpoint: of the model its config.json records
         from .run_folder import check_config_file
 
-        check_config_file(Path(path), ckpt)
+        check_config_file(Path(path), ckpt, model_only=True)
     args = dict(ckpt["model_args"])
     if args.get("prior") == "custom":
         if prior is None:

@@ -54,6 +54,16 @@ def recorded_config(run: Path) -> Config | None:
     return None
 
 
+def refuse_broken_link(path: Path) -> None:
+    """Refuse an --out that is a symbolic link to nothing: making the folder would fail with
+    "File exists" only once the data had loaded."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        target = path.parent / os.readlink(path)  # a relative link is relative to its folder
+        raise AAEError(f"--out {path} is a symbolic link to {os.path.normpath(target)}, which does not "
+                       "exist: give another --out, or remove the link")  # fmt: skip
+
+
 class RunFolder:
     """A run folder, locked while in use, refusing to overwrite an existing run by accident."""
 
@@ -86,9 +96,7 @@ class RunFolder:
             raise AAEError("--resume and --overwrite contradict each other; pick one")
         if path.exists() and not path.is_dir():
             raise AAEError(f"{path} is a file, not a run folder")
-        if path.is_symlink() and not path.exists():  # mkdir would fail with "File exists" later
-            raise AAEError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; "
-                           "make that folder, or give another --out")  # fmt: skip
+        refuse_broken_link(path)
         exists = path.exists() and any(p.name != ".lock" and p.name not in OS_LITTER for p in path.iterdir())
         if resume and not (path / CHECKPOINT).is_file():
             hint = ("; the run stopped before its first checkpoint: start it again with --overwrite"
@@ -191,15 +199,19 @@ def check_resumable(saved: Config, config: Config, what: str = "resume: the run"
                        "schedule midway; start a new run for another length")  # fmt: skip
 
 
-def check_config_file(run: Path, saved: dict | None = None) -> None:
+def check_config_file(run: Path, saved: dict | None = None, model_only: bool = False) -> None:
     """Refuse a run folder whose config.json and checkpoint disagree on the model or on a setting
     that a resume may not change: one of them was edited, replaced or damaged (a missing section
     of config.json reads as the defaults). A resume would go on under other settings than the
     run trained with, some of them (the learning rates, which the optimizers' states bring back)
-    without effect; an evaluation would score another run's model on this run's data.
+    without effect; an evaluation would score another run's model on this run's data. An .npz
+    dataset's path may differ (a moved file, its path edited in config.json): RUN/data.json's
+    digest checks its content when it is loaded.
 
     Args:
         saved: the checkpoint, when the caller has loaded it; else RUN/checkpoints/latest.pt.
+        model_only: compare the model alone, and pass over a config.json that cannot be read
+            (for what rebuilds the model from the checkpoint and reads nothing else of the run).
     """
     path, checkpoint = Path(run) / "config.json", Path(run) / CHECKPOINT
     if not path.is_file() or (saved is None and not checkpoint.is_file()):
@@ -207,11 +219,21 @@ def check_config_file(run: Path, saved: dict | None = None) -> None:
     saved = load_checkpoint(checkpoint) if saved is None else saved
     if not (saved.get("config") and "state" in saved):  # not a training checkpoint
         return
-    theirs, ours = from_dict(saved["config"]), recorded_config(run)
+    try:
+        ours = recorded_config(run)
+    except AAEError:
+        if model_only:
+            return
+        raise
+    theirs = from_dict(saved["config"])
     if theirs.model_kind != ours.model_kind:
         differences = [("model", theirs.model_kind, ours.model_kind)]
     else:
-        differences = _unresumable_differences(theirs, ours)
+        differences = [
+            (name, a, b) for name, a, b in _unresumable_differences(theirs, ours)
+            if not (model_only and not name.startswith("model."))
+            and not (name == "data.dataset" and a.endswith(".npz") and b.endswith(".npz"))
+        ]  # fmt: skip
     if differences:
         shown = "; ".join(f"{name} {b!r} there, {a!r} in the checkpoint" for name, a, b in differences[:3])
         more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""

@@ -142,8 +142,9 @@ def fit(
         graphs.check(model.kind, device, train, world.active)
     if run_path is not None:
         RunFolder.check(out, resume, overwrite)
-        if resume:
-            check_config_file(run_path)
+        if resume:  # loaded once: checked against config.json here, restored below
+            resume_ckpt = load_checkpoint(run_path / CHECKPOINT)
+            check_config_file(run_path, resume_ckpt)
         saved = recorded_config(run_path) if resume else None  # config.json, or the checkpoint's
         if saved is not None:
             check_resumable(saved, config)
@@ -171,7 +172,8 @@ def fit(
             distributed.average_gradients_of(optimizers, world)
         state = TrainState()
         if resume:
-            state = _restore(run_path / CHECKPOINT, model, optimizers, device, scaler)
+            state = _restore_loaded(resume_ckpt, run_path / CHECKPOINT, model, optimizers, device, scaler)
+            resume_ckpt = None  # the model and optimizers hold what they need of it
             check_epochs_left(train.epochs, state.epoch, state.batch, "--resume")
             if writes is not None:
                 record_resume(run_path, config, state, before=None if saved is None else saved.to_dict())
@@ -541,10 +543,6 @@ def _portable(opt_state: dict) -> dict:
         if "capturable" in group:
             group["capturable"] = False
     return opt_state
-
-
-def _restore(path: Path, model, optimizers, device, scaler=None) -> TrainState:
-    return _restore_loaded(load_checkpoint(path), path, model, optimizers, device, scaler)
 
 
 def _restore_loaded(ckpt: dict, path: Path, model, optimizers, device, scaler=None) -> TrainState:
