@@ -206,6 +206,35 @@ def test_plot_draws_what_the_checkpoint_gives_when_metrics_jsonl_is_damaged(data
     assert sorted(p.name for p in (run / "plots").iterdir()) == sorted(p.name for p in written)
 
 
+def test_evaluate_says_when_the_run_is_unfinished(data, tmp_path, monkeypatch):
+    """`aae evaluate` on a stopped run gave its checkpoint's metrics as if they were the run's."""
+    import os
+    import signal
+
+    from torch_aae.errors import Interrupted
+
+    step, calls = unsupervised.train_step, []
+
+    def stopped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:  # epoch 2, its second step: stops at that step's end
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(unsupervised, "train_step", stopped)
+    run = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        _fit(data, run, epochs=2)
+    with pytest.warns(AAEWarning, match=r"run: an unfinished run; these are the metrics of its checkpoint after "
+                                        r"1 of its 2 epochs and 2 steps \(step 6\)"):  # fmt: skip
+        evaluate_run(run)
+    monkeypatch.setattr(unsupervised, "train_step", step)
+    _fit(data, run, epochs=2, resume=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # finished: no word
+        evaluate_run(run)
+
+
 def test_unwritable_eval_json_warns_and_still_returns_the_metrics(data, tmp_path):
     run = tmp_path / "run"
     _fit(data, run, epochs=1)

@@ -96,6 +96,7 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
     model = model_from_checkpoint(ckpt, run, device, prior)
     metrics = get_variant(model.kind).evaluate(model, data, device)
     step = ckpt["state"]["step"]  # the checkpoint's own, not latest.json's, which a crash can leave behind
+    _note_unfinished(run, ckpt)
     if parzen:  # the width is chosen on the run's validation split, else on the Parzen protocol's
         # training images (parzen.validation_images of the whole training set)
         metrics.update(sample_metrics(model, _run_data(run, data_dir, as_trained=False) if given is None else given, device,
@@ -116,6 +117,16 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
     except OSError as e:  # a read-only run folder: the metrics are still returned (and printed)
         warnings.warn(f"{Path(run) / 'eval.json'} not written ({e.strerror or e})", AAEWarning, stacklevel=2)
     return metrics
+
+
+def _note_unfinished(run, ckpt: dict) -> None:
+    """Warn that the metrics are those of an unfinished run's checkpoint (a stopped run, or one
+    still training), which eval.json does not otherwise tell from a finished one's."""
+    epochs, state = ckpt.get("config", {}).get("train", {}).get("epochs"), ckpt["state"]
+    if epochs is not None and (state["epoch"] < epochs or state["batch"]):
+        where = f"{state['epoch']} of its {epochs} epochs" + (f" and {state['batch']} steps" if state["batch"] else "")
+        warnings.warn(f"{run}: an unfinished run; these are the metrics of its checkpoint after {where} "
+                      f"(step {state['step']})", AAEWarning, stacklevel=3)  # fmt: skip
 
 
 def _given_data(run, data: Dataset) -> Dataset:
