@@ -135,7 +135,7 @@ class _Prior:
 
     def sample(self, n, labels=None):
         x = torch.randn(n + self.rows, 2)
-        return {"tensor": x, "numpy": x.numpy(), "float64": x.double()}[self.kind]
+        return {"tensor": x, "numpy": x.numpy(), "float64": x.double(), "grad": x.requires_grad_()}[self.kind]
 
 
 @pytest.mark.parametrize(
@@ -146,6 +146,8 @@ class _Prior:
         (_Prior(rows=1), "sample(50) gave a torch.float32 tensor of shape (51, 2); expected a float32 tensor (50, 2)"),
         (_Prior(kind="numpy"), "sample(50) gave a ndarray"),
         (_Prior(kind="float64"), "sample(50) gave a torch.float64 tensor"),
+        # crashed after training, in the plots, leaving no summary.json
+        (_Prior(kind="grad"), "sample(50) gave a tensor that requires grad; a prior's samples are data"),
     ],
 )
 def test_a_custom_prior_is_refused_with_a_clear_error(prior, fragment, mnist):

@@ -198,6 +198,9 @@ def sample_on(prior, n: int, device, labels: torch.Tensor | None = None) -> torc
         what = (f"a {drawn.dtype} tensor of shape {tuple(drawn.shape)}" if isinstance(drawn, torch.Tensor)
                 else f"a {type(drawn).__name__}")  # fmt: skip
         raise AAEError(f"prior {prior!r}: sample({n}) gave {what}; expected a float32 tensor ({n}, {dim})")
+    if drawn.requires_grad:  # the discriminator's loss would train the prior (and plots fail on it)
+        raise AAEError(f"prior {prior!r}: sample({n}) gave a tensor that requires grad; a prior's samples "
+                       "are data: draw them under torch.no_grad(), or return .detach()")  # fmt: skip
     return drawn if on_device else drawn.to(device)
 
 
