@@ -427,3 +427,31 @@ def test_a_stopped_training_exits_130_as_ctrl_c_does_not_1_as_an_error(tmp_path,
             "--out", str(tmp_path / "run")]  # fmt: skip
     assert cli.main(argv) == 130
     assert capsys.readouterr().err == "aae: interrupted at epoch 1, step 3; continue with `aae train ... --resume`\n"
+
+
+def test_a_custom_prior_run_resumed_from_the_command_line_says_to_resume_it_from_python(tmp_path, capsys):
+    """It said "unknown prior 'custom'; choose one of gaussian, ...", as if the flag were wrong."""
+    from torch_aae import load_dataset
+    from torch_aae.priors import GaussianPrior
+    from torch_aae.train import fit
+
+    from conftest import tiny_train
+
+    class Shifted(GaussianPrior):  # a prior class of the user's: recorded as "custom"
+        pass
+
+    run = tmp_path / "run"
+    data = load_dataset("mnist", REPO_ROOT / "data", subset=100)
+    fit(tiny_model(prior=Shifted(2, 1.0)), data, tiny_train(epochs=1), out=run, progress=False)
+    capsys.readouterr()
+    assert cli.main(["train", "unsupervised", "--out", str(run), "--resume", "--data-dir", str(REPO_ROOT / "data")]) == 1
+    assert capsys.readouterr().err == (f"aae: error: {run} trained with a custom prior, a Python object: continue "
+                                       "it from Python: fit(load_model(RUN, prior=...), data, out=RUN, resume=True)\n")
+
+
+def test_sample_class_of_a_cluster_model_names_clusters(tmp_path, capsys):
+    from torch_aae.clustering import ClusteringAAE
+
+    save_model(ClusteringAAE(784, (28, 28), n_classes=4, z_dim=2, hidden=32, disc_hidden=32), tmp_path / "m.pt")
+    assert cli.main(["sample", str(tmp_path / "m.pt"), "--class", "7", "--out", str(tmp_path / "s.png")]) == 1
+    assert capsys.readouterr().err == "aae: error: --class 7: the clustering model has clusters 0..3\n"

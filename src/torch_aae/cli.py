@@ -256,7 +256,11 @@ def cmd_train(args) -> int:
     python_only = "continue it from Python with that Dataset: fit(..., out=RUN, resume=True) or branch_from=..."
     if args.resume:
         check_reloadable(args.out, python_only)
-        config = _resumed_config(load_run_config(args.out), config, args.explicit)
+        saved = load_run_config(args.out)
+        if saved.model.prior == "custom":  # else make_prior("custom"): "unknown prior 'custom'"
+            raise AAEError(f"{args.out} trained with a custom prior, a Python object: continue it from "
+                           "Python: fit(load_model(RUN, prior=...), data, out=RUN, resume=True)")  # fmt: skip
+        config = _resumed_config(saved, config, args.explicit)
         if "data_dir" in args.explicit and config.data.dataset.endswith(".npz"):
             raise AAEError(f"--data-dir {args.data_dir}: the run trained on {config.data.dataset}, not "
                            "on files in a data folder")  # fmt: skip
@@ -392,7 +396,8 @@ def cmd_sample(args) -> int:
     else:
         classes = getattr(model, "condition_classes", None) or getattr(model, "n_classes", 0)
         if not 0 <= args.cls < classes:
-            what = (f"classes 0..{classes - 1}" if classes
+            parts = "clusters" if model.kind in ("clustering", "dim-reduction") else "classes"
+            what = (f"{parts} 0..{classes - 1}" if classes
                     else "no classes (a model trained with --condition-labels has)")  # fmt: skip
             raise AAEError(f"--class {args.cls}: the {model.kind} model has {what}")
         images = model.sample(args.n, torch.full((args.n,), args.cls, dtype=torch.long))
