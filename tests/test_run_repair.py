@@ -252,6 +252,9 @@ def test_a_damaged_eval_json_is_rewritten_by_evaluate_with_a_warning(data, tmp_p
     with pytest.warns(AAEWarning, match=r"eval.json: unreadable \(.*\); rewritten, without the metrics"):
         metrics = evaluate_run(run)
     assert json.loads((run / "eval.json").read_text()) == metrics
+    (run / "eval.json").write_text("[1]")  # JSON, but no object: replaced without a word before
+    with pytest.warns(AAEWarning, match=r"eval.json: a JSON list, not the object .*; rewritten"):
+        assert evaluate_run(run) == metrics
 
 
 def test_an_os_error_is_one_line(data, tmp_path, capsys):

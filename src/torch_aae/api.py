@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write_json, load_checkpoint, model_from_checkpoint, read_json, resolve_checkpoint
+from .checkpoint import atomic_write_json, load_checkpoint, model_from_checkpoint, read_json_object, resolve_checkpoint
 from .config import Config
 from .data import Dataset, load_dataset
 from .errors import AAEError, AAEWarning
@@ -104,12 +104,12 @@ def evaluate_run(run: str | os.PathLike, device: str = "cpu", data_dir=None, par
                                       progress=progress, val=_held_out_images(data)))  # fmt: skip
     else:  # keep the sample metrics an earlier --parzen evaluation made of this same checkpoint
         try:
-            previous = read_json(Path(run) / "eval.json") or {}
+            previous = read_json_object(Path(run) / "eval.json") or {}
         except AAEError as e:  # damaged: this evaluation replaces it (refusing would keep it so)
             warnings.warn(f"{e}; rewritten, without the metrics an earlier evaluation kept in it",
                           AAEWarning, stacklevel=2)  # fmt: skip
             previous = {}
-        if isinstance(previous, dict) and previous.get("checkpoint_step") == step:
+        if previous.get("checkpoint_step") == step:
             metrics.update({k: v for k, v in previous.items() if k not in metrics})
     metrics["checkpoint_step"] = step
     try:

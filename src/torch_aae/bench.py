@@ -287,7 +287,7 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
 
     import numpy as np
 
-    from .checkpoint import atomic_write_bytes, atomic_write_json
+    from .checkpoint import atomic_write_bytes, atomic_write_json, read_json_object
     from .errors import Interrupted
 
     if config.model_kind not in BENCH_METRIC:
@@ -296,7 +296,7 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
     metric = BENCH_METRIC[config.model_kind]
     out = Path(out)
     _check_bench_folder(out)
-    earlier = _json_object(out / "bench.json")  # read before training: unreadable is an error now, not after it
+    earlier = read_json_object(out / "bench.json")  # read before training: unreadable is an error now, not after it
     left_out = _seeds_left_out(out, config.train.seed, seeds)
     todo, summaries = [], {}
     for k in range(seeds):
@@ -304,7 +304,7 @@ def bench_seeds(config, seeds: int, out, command: str, progress: bool = True, jo
         cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
         run = out / f"seed-{seed}"
         _check_same_config(run, cfg)
-        summary = _json_object(run / "summary.json")
+        summary = read_json_object(run / "summary.json")
         # A summary of fewer epochs is stale: the seed was resumed with more (`aae train
         # --resume --epochs N`) and has not finished them; it was taken as this bench's result.
         if summary is not None and summary.get("epochs") == cfg.train.epochs:
@@ -423,21 +423,12 @@ def _seeds_left_out(out, first: int, seeds: int) -> list[int]:
     return outside
 
 
-def _json_object(path):
-    """The JSON object in `path`, None where there is no file; anything else is a one-line error."""
-    from .checkpoint import read_json
-
-    content = read_json(path)
-    if content is not None and not isinstance(content, dict):
-        raise AAEError(f"{path}: a JSON {type(content).__name__}, not the object a bench or run writes")
-    return content
-
-
 def _check_same_config(run, cfg) -> None:
     """Refuse a run folder that holds a run of another config (it would mix into the table)."""
+    from .checkpoint import read_json_object
     from .config import SECTIONS
 
-    saved, wanted = _json_object(run / "config.json"), cfg.to_dict()
+    saved, wanted = read_json_object(run / "config.json"), cfg.to_dict()
     if saved is None:
         return
     if saved.get("model_kind") != wanted["model_kind"]:  # before its settings, which differ anyway

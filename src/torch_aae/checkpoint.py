@@ -86,6 +86,15 @@ def read_json(path: Path) -> Any:
         raise AAEError(f"{path}: unreadable ({e})") from None
 
 
+def read_json_object(path: Path) -> dict | None:
+    """`read_json` of a file that holds a JSON object (a run's or a bench's); anything else is an
+    error too."""
+    content = read_json(path)
+    if content is not None and not isinstance(content, dict):
+        raise AAEError(f"{path}: a JSON {type(content).__name__}, not the object a bench or run writes")
+    return content
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 

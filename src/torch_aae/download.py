@@ -20,8 +20,6 @@ MNIST_URLS = (
 MAX_BYTES = 64 << 20  # MNIST's largest file has 9.9 MB: a reply longer than this is not it
 
 
-
-
 def download_mnist(
     root: str | os.PathLike,
     base_urls: tuple[str, ...] = MNIST_URLS,

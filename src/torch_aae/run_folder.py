@@ -231,7 +231,7 @@ def check_config_file(run: Path, saved: dict | None = None, model_only: bool = F
     else:
         differences = [
             (name, a, b) for name, a, b in _unresumable_differences(theirs, ours)
-            if not (model_only and not name.startswith("model."))
+            if (name.startswith("model.") or not model_only)
             and not (name == "data.dataset" and a.endswith(".npz") and b.endswith(".npz"))
         ]  # fmt: skip
     if differences:
