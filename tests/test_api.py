@@ -271,6 +271,16 @@ def test_a_run_recorded_with_a_relative_npz_path_still_resumes(tmp_path, monkeyp
     assert cli.main(["train", "unsupervised", "--out", "run", "--resume", "--epochs", "2", "--no-progress"]) == 0
 
 
+class _UsersPrior:
+    dim = 2
+
+    def sample(self, n, labels=None):
+        return torch.zeros(n, 2)
+
+    def __repr__(self):
+        return "<users prior>"
+
+
 @pytest.mark.parametrize(
     "build, fragment",
     [
@@ -284,6 +294,11 @@ def test_a_run_recorded_with_a_relative_npz_path_still_resumes(tmp_path, monkeyp
          "prior_components=5 given with prior=GaussianPrior(dim=2, std=3.0), which has its own"),
         (lambda: UnsupervisedAAE(16, (4, 4), prior=GaussianPrior(3, 3.0)),
          "prior GaussianPrior(dim=3, std=3.0): dim 3, the model's z_dim 2"),
+        # Refused by fit before, after the build, in the command line's words:
+        (lambda: UnsupervisedAAE(16, (4, 4), prior=_UsersPrior(), prior_std=3.0),
+         "prior_std=3.0: prior=<users prior> does not read it; only the gaussian prior does"),
+        (lambda: UnsupervisedAAE(16, (4, 4), prior="mixture", condition_labels=True),
+         "condition_labels True: must be an integer >= 0"),
         (lambda: SupervisedAAE(16, (4, 4), prior="mixture"),  # refused by fit before, after the build
          "prior='mixture': the supervised model's prior is the Gaussian N(0, prior_std²)"),
     ],

@@ -89,10 +89,11 @@ class UnsupervisedAAE(nn.Module):
         # the checkpoints) of a Gaussian, unconditioned model are those of earlier versions.
         prior_args = dict(scale=prior_scale, components=prior_components,
                           std_along=prior_std_along, std_across=prior_std_across)  # fmt: skip
-        _refuse_unrecorded_prior_args(prior, **{f"prior_{k}": v for k, v in prior_args.items()})
+        custom_std = {} if isinstance(prior, str) else {"prior_std": prior_std}  # recorded, never read
+        _refuse_unrecorded_prior_args(prior, **custom_std, **{f"prior_{k}": v for k, v in prior_args.items()})
         if isinstance(prior, str) and prior != "gaussian":
             self.model_args.update({f"prior_{k}": v for k, v in prior_args.items()})
-        if not (isinstance(condition_labels, int) and condition_labels >= 0):
+        if isinstance(condition_labels, bool) or not (isinstance(condition_labels, int) and condition_labels >= 0):
             raise AAEError(f"condition_labels {condition_labels!r}: must be an integer >= 0")
         if condition_labels:
             self.model_args["condition_labels"] = condition_labels
@@ -156,14 +157,16 @@ MODEL = UnsupervisedAAE  # the variant registry's entry point
 
 
 def _refuse_unrecorded_prior_args(prior, **given) -> None:
-    """Refuse a shape argument given with the Gaussian or a custom prior, which read none: it was
-    dropped without a word (model_args record these arguments for the other priors only, where
-    `fit` refuses the ones a prior does not read, as `aae train` refuses their flags)."""
+    """Refuse a prior argument given with a prior that reads none: a shape argument with the
+    Gaussian or a custom prior, prior_std with a custom one. It was dropped without a word
+    (model_args record the shape arguments for the other priors only, where `fit` refuses the
+    ones a prior does not read, as `aae train` refuses their flags)."""
     if isinstance(prior, str) and prior != "gaussian":
         return
     for field, value in _changed_prior_args(**given).items():
-        raise AAEError(f"{field}={value!r}: prior={prior!r} does not read it; only the "
-                       f"{', '.join(p for p, fields in PRIOR_FIELDS.items() if field in fields)} priors do")  # fmt: skip
+        readers = [p for p, fields in PRIOR_FIELDS.items() if field in fields]
+        raise AAEError(f"{field}={value!r}: prior={prior!r} does not read it; only the {', '.join(readers)} "
+                       f"{'prior does' if len(readers) == 1 else 'priors do'}")  # fmt: skip
 
 
 def _changed_prior_args(**given) -> dict:
