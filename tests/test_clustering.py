@@ -50,6 +50,22 @@ def test_lengths_must_match():
         clustering.cluster_error([0, 1], [0], [0], [0], 2)
 
 
+@pytest.mark.parametrize("call, fragment", [
+    # -1 indexed the last class before: counted as a 3, this scored 0.0.
+    (lambda: clustering.cluster_error([0, 1], [-1, 3], [0], [3], 2),
+     "cluster_error: train_labels must be non-negative integers; got values from -1 to 3"),
+    (lambda: clustering.cluster_error([0, 2], [1, 3], [0], [3], 2),
+     "cluster_error: train_clusters must be integers in [0, 2); got values from 0 to 2"),
+    (lambda: clustering.cluster_error([0, 1], [1, 3], [0.5], [3], 2), "test_clusters must be integers"),
+    (lambda: clustering.paper_cluster_error(np.zeros((2, 2)), np.array([1, 3]), np.array([-1]), np.array([3])),
+     "paper_cluster_error: test_clusters must be integers in [0, 2); got values from -1 to -1"),
+])  # fmt: skip
+def test_clusters_and_labels_out_of_range_are_refused(call, fragment):
+    with pytest.raises(AAEError) as err:
+        call()
+    assert fragment in str(err.value)
+
+
 def test_the_papers_rule_takes_each_clusters_most_confident_reference_image():
     # Cluster 0 holds mostly 1s, but its most confident image is a 7: the paper's rule labels
     # it 7, the majority 1.

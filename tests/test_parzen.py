@@ -154,6 +154,14 @@ def test_frechet_distance_of_identical_sets_is_zero():
     assert frechet_distance(feats, feats[::-1]) == pytest.approx(0.0, abs=1e-8)  # order-free
 
 
+def test_frechet_distance_of_one_feature_is_the_1d_formula():
+    # np.cov of one feature is 0-d: np.trace failed on it.
+    a = np.random.default_rng(0).normal(size=(500, 1))
+    a -= a.mean()
+    b = 3.0 * a + 2.0  # mean shift 2, std s scaled by 3: 2^2 + (s - 3s)^2
+    assert frechet_distance(a, b) == pytest.approx(4.0 + 4.0 * a.var(ddof=1), rel=1e-9)
+
+
 def test_frechet_distance_of_a_shift_is_its_squared_length_and_grows():
     feats = gaussian(500, 8, 0)
     shifts = [0.1, 0.5, 2.0]

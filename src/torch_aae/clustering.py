@@ -84,11 +84,24 @@ def cluster_error(train_clusters, train_labels, test_clusters, test_labels, n_cl
         raise AAEError("cluster_error: clusters and labels differ in length")
     if len(test_labels) == 0:
         raise AAEError("cluster_error: no test images")
+    _check_indices("cluster_error", train_clusters=(train_clusters, n_clusters),
+                   test_clusters=(test_clusters, n_clusters), train_labels=(train_labels, None),
+                   test_labels=(test_labels, None))  # fmt: skip
     n_classes = int(max(train_labels.max(initial=0), test_labels.max(initial=0))) + 1
     counts = np.zeros((n_clusters, n_classes), dtype=np.int64)  # (cluster, label) co-occurrences
     np.add.at(counts, (train_clusters, train_labels), 1)
     cluster_label = np.where(counts.sum(1) > 0, counts.argmax(1), -1)  # (n_clusters,)
     return float((cluster_label[test_clusters] != test_labels).mean())
+
+
+def _check_indices(fn: str, **arrays) -> None:
+    """Refuse a name=(values, bound) whose values are not integers in [0, bound) (bound None:
+    no upper one): numpy would index with them all the same, -1 as the last cluster or class."""
+    for name, (values, bound) in arrays.items():
+        if values.size and not (np.issubdtype(values.dtype, np.integer) and values.min() >= 0
+                                and (bound is None or values.max() < bound)):  # fmt: skip
+            where = "non-negative integers" if bound is None else f"integers in [0, {bound})"
+            raise AAEError(f"{fn}: {name} must be {where}; got values from {values.min()} to {values.max()}")
 
 
 def log_probabilities(logits) -> np.ndarray:
@@ -126,6 +139,7 @@ def paper_cluster_error(ref_log_probs, ref_labels, test_clusters, test_labels) -
         raise AAEError("paper_cluster_error: probabilities, clusters and labels differ in length")
     if len(ref_log_probs) == 0 or len(test_labels) == 0:
         raise AAEError("paper_cluster_error: no reference or no test images")
+    _check_indices("paper_cluster_error", test_clusters=(test_clusters, ref_log_probs.shape[-1]))
     cluster_label = ref_labels[ref_log_probs.argmax(0)]  # (K,) the label of each cluster's most confident image
     return float((cluster_label[test_clusters] != test_labels).mean())
 

@@ -131,9 +131,10 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise ValueError(f"frechet_distance: need (n, d) and (m, d) with n, m >= 2, got "
                          f"{a.shape} and {b.shape}")  # fmt: skip
-    cov_a, cov_b = np.cov(a, rowvar=False, ddof=1), np.cov(b, rowvar=False, ddof=1)  # (d, d)
-    root_a = _sqrtm_psd(np.atleast_2d(cov_a))
-    eig = np.linalg.eigvalsh(root_a @ np.atleast_2d(cov_b) @ root_a)
+    # (d, d); np.cov gives a 0-d array for d = 1
+    cov_a, cov_b = (np.atleast_2d(np.cov(f, rowvar=False, ddof=1)) for f in (a, b))
+    root_a = _sqrtm_psd(cov_a)
+    eig = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
     trace_sqrt = np.sqrt(np.clip(eig, 0.0, None)).sum()
     mean_term = float(((a.mean(0) - b.mean(0)) ** 2).sum())
     return max(0.0, mean_term + float(np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt))
