@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from torch_aae import config as C
 from torch_aae.errors import AAEError
@@ -310,3 +311,15 @@ def test_the_extreme_seeds_train_their_derived_seeds_fit(seed):
     assert len(epoch_permutation(5, train.seed, 10_000)) == 5
     with pytest.raises(ValueError, match="Overflow"):  # what the check guards against, far past it
         epoch_permutation(5, 2**64 // 100_003 + 1, 0)
+
+
+def test_each_epoch_shuffles_the_images_anew_and_each_seed_otherwise():
+    """An order that is a function of (seed, epoch) alone: resumed and distributed runs agree on
+    it, which they would as well if it ignored the epoch, so that is checked here."""
+    from torch_aae.train import epoch_permutation
+
+    orders = [epoch_permutation(100, seed, epoch) for seed, epoch in [(0, 0), (0, 1), (1, 0)]]
+    for order in orders:
+        assert torch.equal(order.sort().values, torch.arange(100))  # each image once
+    assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[0], orders[2])
+    assert torch.equal(epoch_permutation(100, 0, 1), orders[1])  # drawn again alike

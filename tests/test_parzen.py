@@ -69,6 +69,7 @@ def test_samples_equal_to_the_test_set_beat_noise():
     bad = parzen_evaluate(noise, test, val, batch_size=64)
     assert good["parzen_ll"] > bad["parzen_ll"] + 10
     assert good["parzen_sigma"] == min(SIGMA_GRID)  # exact copies: the narrowest window wins
+    assert good["parzen_sigma_at_edge"] == 1.0  # ... at the grid's edge: a wider grid is due
 
 
 def test_batching_does_not_change_the_result():
@@ -86,6 +87,9 @@ def test_sigma_is_the_best_of_the_grid_on_validation():
     sigma, curve = select_sigma(val, samples, grid)
     assert sigma == max(curve, key=curve.get) and sigma in (0.2, 0.4)
     assert list(curve) == grid
+    out = parzen_evaluate(samples, gaussian(50, 2, 2), val, sigmas=grid)
+    assert out["parzen_sigma"] == sigma and out["parzen_sigma_at_edge"] == 0.0  # inside the grid
+    assert parzen_evaluate(samples, val, val, sigmas=[sigma])["parzen_sigma_at_edge"] == 0.0  # one width: no edge
 
 
 def test_evaluate_reports_mean_and_standard_error_of_the_chosen_sigma():

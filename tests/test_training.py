@@ -383,6 +383,33 @@ def test_discriminator_learns_and_generator_fools_it(small_mnist):
     assert fake_after < fake - 0.5
 
 
+def test_the_labeled_batches_follow_the_global_step_across_epochs(monkeypatch):
+    """The loop draws each epoch's labeled batches ahead (`step_inputs`): step s of the run,
+    whatever its epoch, trains on the labeled batch `cycled_batch(..., s)`, so that the labeled
+    images are cycled through, not restarted at each epoch."""
+    from torch_aae import semi_supervised as semi
+    from torch_aae.config import DataConfig, ModelConfig
+    from torch_aae.data import cycled_batch
+
+    seen = []  # (step, the labeled batch's indices)
+    original = semi.train_step
+
+    def spy(model, opt, x, y, ctx, step):
+        seen.append((step, ctx["labeled_idx"].clone()))
+        return original(model, opt, x, y, ctx, step)
+
+    monkeypatch.setattr(semi, "train_step", spy)
+    torch.manual_seed(0)
+    model = semi.SemiSupervisedAAE(16, (4, 4), 3, z_dim=2, hidden=8, disc_hidden=8, dropout=0.0)
+    config = Config("semi-supervised", DataConfig(labels="30"), ModelConfig(z_dim=2),
+                    tiny_train(epochs=2, batch_size=20, seed=4))  # fmt: skip
+    fit(model, synthetic_dataset(60, test=12), config.train, config=config, progress=False)
+    assert [step for step, _ in seen] == list(range(6))  # 3 steps an epoch
+    for step, idx in seen:
+        assert torch.equal(idx, cycled_batch(30, 20, 4, step))
+    assert not torch.equal(seen[3][1], seen[0][1])  # step 3 (epoch 2's first) is not step 0's
+
+
 # ----------------------------------------------------------------------------------------------
 # A short training run on real MNIST and its run folder
 
@@ -411,8 +438,8 @@ def test_fit_lowers_the_reconstruction_loss(trained_run):
     assert summary["test_recon_bce"] == pytest.approx(history[-1]["eval/test_recon_bce"], rel=1e-5)
 
 
-def test_fit_summary(trained_run):
-    run, summary, _ = trained_run
+def test_fit_summary(trained_run, mnist):
+    run, summary, model = trained_run
     assert SUMMARY_KEYS <= set(summary)
     assert json.loads((run / "summary.json").read_text()) == summary
     assert summary["epochs"] == 3
@@ -421,6 +448,12 @@ def test_fit_summary(trained_run):
     assert 0 < summary["test_recon_bce"] < 0.7
     assert 0 <= summary["prior_std_ratio_min"] <= summary["prior_std_ratio_max"]
     assert all(math.isfinite(v) for v in summary.values())
+    # The codes' match to the prior is that of the trained model's test codes, against std 5.
+    model.eval()
+    with torch.no_grad():
+        codes = model.encode(subset_of(mnist, 500, 500).test_x).numpy()
+    expected = metrics.prior_match(codes, 5.0)
+    assert {k: summary[k] for k in expected} == pytest.approx(expected, rel=1e-5)
 
 
 def test_fit_metrics_jsonl(trained_run):
