@@ -181,10 +181,11 @@ def test_make_prior_builds_each_by_name(name, cls):
     assert type(prior) is cls and prior.dim == 2
     torch.manual_seed(0)
     assert prior.sample(7).shape == (7, 2)
-    expected = {"gaussian": ("std", 2.0), "mixture": ("radius", 4.0),
-                "swiss-roll": ("radius", 4.0), "uniform": ("half_width", 4.0),
-                "categorical": ("num_classes", 2)}[name]  # fmt: skip
-    assert getattr(prior, expected[0]) == expected[1]
+    expected = {"gaussian": {"std": 2.0},
+                "mixture": {"radius": 4.0, "num_classes": 6, "std_along": 0.3, "std_across": 0.1},
+                "swiss-roll": {"radius": 4.0, "num_classes": 6, "width": 0.1},
+                "uniform": {"half_width": 4.0}, "categorical": {"num_classes": 2}}[name]  # fmt: skip
+    assert {k: getattr(prior, k) for k in expected} == expected  # every argument its prior reads
     assert name == "categorical" or name in PRIORS
 
 
