@@ -6,6 +6,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, subset_of, tiny_train
+from test_semi_supervised import (
+    AdversarialRecorder,
+    assert_adversarial_phases_match_the_hand_computation,
+)
 
 from torch_aae import clustering
 from torch_aae.config import Config, DataConfig, ModelConfig, refuse_unread
@@ -323,3 +327,45 @@ def test_view_scale_thickness_and_fractional_shift_alone_are_refused():
     with pytest.raises(AAEError, match="--view-thickness 1.5: must be at most 1"):
         tiny_train(view_thickness=1.5)
     assert tiny_train(view_shift=1.5, view_rotate=10.0).view_shift == 1.5  # with a rotation: any offset
+
+
+# ----------------------------------------------------------------------------------------------
+# The adversarial phases with K clusters (`semi_supervised.adversarial_autoencoder_phases`)
+
+
+def _tiny_clustering(**train):
+    config = Config("clustering", DataConfig(), ModelConfig(z_dim=2, clusters=4, hidden=32, disc_hidden=32,
+                                                           dropout=0.0), tiny_train(**train))  # fmt: skip
+    torch.manual_seed(0)
+    model = clustering.ClusteringAAE.from_config(config.model, 16, (4, 4))
+    return model, clustering.make_optimizers(model, config.train), clustering.setup(model, None, config, "cpu", None)
+
+
+def test_one_steps_adversarial_losses_gradients_and_accuracies_are_the_papers():
+    """As for the semi-supervised model: prior draws are the discriminators' real, codes their
+    fake; the encoder minimizes -log D(code) for its K-way softmax(y) and its z alike."""
+    model, optimizers, ctx = _tiny_clustering(lr_reg=1e-2)
+    x = torch.rand(50, 16, generator=torch.Generator().manual_seed(1))
+    rec = AdversarialRecorder(model, optimizers, x)
+    torch.manual_seed(0)
+    logs = clustering.train_step(model, optimizers, x, ctx=ctx)
+    assert len(rec.cat) == len(rec.gauss) == 2 and rec.cat[0][0].shape == (100, 4)
+    assert_adversarial_phases_match_the_hand_computation(rec, logs)
+
+
+def test_cat_noise_reaches_the_cluster_discriminator_in_both_phases():
+    """--cat-noise s: K-way one-hot draws + N(0, s^2) and softmax(y) + N(0, s^2), in the
+    discriminator phase and (fresh noise) in the generator's."""
+    model, optimizers, ctx = _tiny_clustering(cat_noise=0.1)
+    x = torch.rand(400, 16, generator=torch.Generator().manual_seed(1))
+    codes, judged = [], []
+    model.encoder.register_forward_hook(lambda m, a, out: codes.append(out[0].detach()))
+    model.label_discriminator.register_forward_hook(lambda m, a, out: judged.append(a[0].detach()))
+    torch.manual_seed(0)
+    clustering.train_step(model, optimizers, x, ctx=ctx)
+    (both, gen_phase), y_fake = judged, codes[1].softmax(1)  # phases 2 and 3 read the second pass
+    prior = both[:400].round()  # the one-hot draws (noise of std 0.1 never reaches 0.5 here)
+    assert torch.all(prior.sum(1) == 1) and torch.all((prior == 0) | (prior == 1))
+    for noise in (both[:400] - prior, both[400:] - y_fake, gen_phase - y_fake):
+        assert noise.std().item() == pytest.approx(0.1, rel=0.1) and abs(noise.mean().item()) < 0.01
+    assert not torch.allclose(gen_phase, both[400:])
