@@ -90,3 +90,37 @@ def test_the_view_flags_reach_the_reconstruction_phase_with_and_without_labels(m
                         lambda x, shape, *amounts: calls.append(amounts) or x)  # fmt: skip
     dim_reduction.train_step(model, dim_reduction.make_optimizers(model, train), data.train_x[:50], None, ctx, 0)
     assert calls == [(15.0, 0.0, 2.0, 0.0)]  # once: the reconstruction phase's copy
+
+
+@pytest.mark.parametrize("labels", [None, "100"])
+def test_the_reconstruction_phase_pays_the_head_penalty_with_and_without_labels(mnist, monkeypatch, labels):
+    # The heads learn in the reconstruction phase from the BCE *and* the penalty that keeps every
+    # two heads eta apart. With heads well inside eta = 6 of each other, the gradient on the
+    # heads when that phase's optimizer steps is d(BCE + penalty)/dW; without the penalty, the
+    # heads would be left free to overlap (the BCE alone trains fine).
+    from torch_aae import losses
+
+    data = subset_of(mnist, 400, 200)
+    n = 10 if labels else 4
+    model = tiny(n_classes=n)
+    with torch.no_grad():
+        model.heads.copy_(0.5 * torch.randn(n, 2))  # all pairs far closer than 6
+    heads_before = model.heads.detach().clone()
+    ctx = dim_reduction.setup(model, data, _config(labels, n), "cpu", None)
+    opt = dim_reduction.make_optimizers(model, tiny_train())
+    bce_grads, phase_grads = [], []
+    reconstruction_loss = losses.reconstruction_loss
+
+    def recorded_bce(logits, target):  # d(BCE)/dW, before the phase's own backward pass
+        out = reconstruction_loss(logits, target)
+        bce_grads.append(torch.autograd.grad(out, model.heads, retain_graph=True)[0])
+        return out
+
+    monkeypatch.setattr(losses, "reconstruction_loss", recorded_bce)
+    opt["recon"].register_step_pre_hook(lambda o, args, kwargs: phase_grads.append(model.heads.grad.clone()))
+    dim_reduction.train_step(model, opt, data.train_x[:50], None, ctx, 0)
+    assert len(bce_grads) == 1 and len(phase_grads) == 1
+    penalty_at = heads_before.clone().requires_grad_(True)
+    penalty_grad = torch.autograd.grad(dim_reduction.head_penalty(penalty_at, 6.0), penalty_at)[0]
+    assert penalty_grad.norm(dim=1).min() > 0.1  # every head is pushed: the two gradients differ
+    torch.testing.assert_close(phase_grads[0], bce_grads[0] + penalty_grad)

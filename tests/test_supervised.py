@@ -18,7 +18,7 @@ from torch_aae.config import Config, DataConfig, ModelConfig
 from torch_aae.data import cycled_batch, labeled_indices
 from torch_aae.errors import AAEError
 from torch_aae.metrics import conditional_accuracy, stroke_features, style_consistency
-from torch_aae.supervised import SupervisedAAE, setup, train_step
+from torch_aae.supervised import SupervisedAAE, recon_bce, setup, train_step
 from torch_aae.train import fit
 from torch_aae.unsupervised import make_optimizers
 
@@ -33,6 +33,40 @@ def tiny_supervised(seed: int = 0) -> SupervisedAAE:
 
 def config(labels: str | None, **train) -> Config:
     return Config("supervised", DataConfig(labels=labels), ModelConfig(**TINY), tiny_train(**train))
+
+
+def decoded_with_own_labels(model: SupervisedAAE, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Reconstruction logits of x (n, 784) written out here: the decoder reads one-hot(y_i) next
+    to the code of image i, row by row (independent of the model's own decode helpers)."""
+    return model.decoder(torch.cat([F.one_hot(y, 10).float(), model.encoder(x)], 1))
+
+
+@torch.no_grad()
+def recomputed_summary(model: SupervisedAAE, data) -> dict[str, float]:
+    """The supervised summary's metrics recomputed from `model` on `data`'s test split, with the
+    cached evaluation classifier: the test BCE (each image decoded with its own label), the
+    conditional accuracy (each code decoded with labels 0..9, classified), the classifier's
+    accuracy on the real images, and the codes' smallest std / prior std."""
+    from torch_aae.classifier import cached_classifier
+
+    model.eval()
+    x, y = data.test_x, data.test_y
+    classifier = cached_classifier(data)
+    z = model.encoder(x)  # (n, 2)
+    every = torch.arange(10).repeat(len(x))  # (n * 10,): labels 0..9 for each code
+    grid = torch.sigmoid(model.decoder(torch.cat([F.one_hot(every, 10).float(), z.repeat_interleave(10, 0)], 1)))
+    return {
+        "test_recon_bce": F.binary_cross_entropy_with_logits(decoded_with_own_labels(model, x, y), x).item(),
+        "conditional_accuracy": (classifier(grid).argmax(1) == every).double().mean().item(),
+        "classifier_accuracy": (classifier(x).argmax(1) == y).double().mean().item(),
+        "prior_std_ratio_min": (z.double().std(0, unbiased=False) / model.prior.std).min().item(),
+    }
+
+
+def assert_summary_matches_the_model(summary: dict, model: SupervisedAAE, data) -> None:
+    expected = recomputed_summary(model, data)
+    for key, value in expected.items():
+        assert summary[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
 @pytest.fixture(scope="module")
@@ -130,13 +164,60 @@ def test_train_step_uses_only_the_labeled_images(data):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.parametrize("drawn_ahead", [False, True])
+def test_the_decoder_reads_each_labeled_images_own_label_and_code(data, drawn_ahead):
+    # p(x | y, z): row i of the decoder's input must be one-hot(label of image i) next to the code
+    # of image i. A label of another image of the batch (a shifted y) still trains and logs
+    # finite losses, but teaches the decoder wrong (y, z) pairs. Both ways the batch is chosen:
+    # drawn by the step (`cycled_batch`) and handed in by the loop (`step_inputs`).
+    model = tiny_supervised()
+    ctx = setup(model, data, config("50", batch_size=10), "cpu", None)
+    opt = make_optimizers(model, tiny_train())
+    step = 3
+    idx = cycled_batch(50, 10, 0, step)
+    if drawn_ahead:
+        idx = torch.randperm(50, generator=torch.Generator().manual_seed(1))[:10]
+        ctx["labeled_idx"] = idx
+    encoded, codes, decoded = [], [], []
+    model.encoder.register_forward_hook(lambda m, args, out: encoded.append(args[0].clone())
+                                        or codes.append(out.detach().clone()))  # fmt: skip
+    model.decoder.register_forward_hook(lambda m, args, out: decoded.append(args[0].detach().clone()))
+    train_step(model, opt, torch.full((10, 784), float("nan")), None, ctx, step)
+    labels = ctx["y"][idx]
+    assert labels.unique().numel() > 1  # the batch mixes classes: a shifted label would differ
+    assert torch.equal(encoded[0], ctx["x"][idx]) and len(decoded) == 1
+    assert torch.equal(decoded[0][:, :10], F.one_hot(labels, 10).float())
+    assert torch.equal(decoded[0][:, 10:], codes[0])  # the reconstruction phase's codes, same rows
+
+
+def test_recon_bce_decodes_each_image_with_its_own_label(data):
+    # The evaluation's BCE is that of each test image decoded from its own code with its own
+    # label, in batches (here 4: 8, 8, 8 and a short 6) that must not misalign images and labels.
+    model = tiny_supervised()
+    # A stand-in decoder that draws the mean training image of its label (plus a little of the
+    # code): a wrong label costs a clearly higher BCE, which an untrained decoder would not show.
+    means = torch.stack([data.train_x[data.train_y == k].mean(0) for k in range(10)]).clamp(0.05, 0.95)
+    model.decoder = torch.nn.Linear(12, 784)
+    with torch.no_grad():
+        model.decoder.weight.copy_(torch.cat([means.logit().T, 0.1 * torch.randn(784, 2)], 1))
+        model.decoder.bias.zero_()
+    x, y = data.test_x[:30], data.test_y[:30]
+    got = recon_bce(model, x, y, "cpu", batch_size=8)
+    model.eval()
+    with torch.no_grad():
+        expected = F.binary_cross_entropy_with_logits(decoded_with_own_labels(model, x, y), x).item()
+        shifted = F.binary_cross_entropy_with_logits(decoded_with_own_labels(model, x, y.roll(1)), x).item()
+    assert shifted > 1.1 * expected  # the check below can tell the two apart
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
 def test_resume_is_exact_and_training_lowers_the_loss(data, tmp_path):
     cfg = config("100", epochs=2, batch_size=20, code_noise=0.3)  # the noise draws resume too
     straight = tiny_supervised()
     summary = fit(straight, data, cfg.train, out=tmp_path / "a", config=cfg, progress=False)
-    for key in ("test_recon_bce", "conditional_accuracy", "style_consistency",
-                "prior_std_ratio_min", "classifier_accuracy"):  # fmt: skip
-        assert 0 <= summary[key] < float("inf"), key
+    # The summary is the trained model's: its metrics recomputed here from the model agree.
+    assert_summary_matches_the_model(summary, straight, data)
+    assert -1 <= summary["style_consistency"] <= 1
     history = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").open()]
     assert history[1]["loss/recon"] < history[0]["loss/recon"]
     one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))
@@ -263,12 +344,16 @@ def test_the_cli_default_is_10000_labels(npz, tmp_path, capsys):
     assert "--labels 10000: only 500 labeled training images" in capsys.readouterr().err
 
 
-def test_cli_trains_a_supervised_run(npz, tmp_path):
+def test_cli_trains_a_supervised_run(npz, data, tmp_path):
     run = tmp_path / "run"
     proc = run_cli("train", "supervised", "--dataset", npz, "--labels", "100", "--epochs", "1",
                    "--batch-size", "50", *TINY_FLAGS, "--out", run)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert 0 <= summary["conditional_accuracy"] <= 1 and "style_consistency" in summary
+    assert "style_consistency" in summary
+    # The printed summary is that of the run's saved model, recomputed here from its checkpoint.
+    from torch_aae.checkpoint import load_model
+
+    assert_summary_matches_the_model(summary, load_model(run), data)
     assert len(json.loads((run / "labeled_indices.json").read_text())) == 100
     assert (run / "plots" / "style_grid.png").read_bytes()[:8] == PNG_MAGIC
