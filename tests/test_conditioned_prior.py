@@ -275,3 +275,23 @@ def test_disc_noise_refuses_another_length_on_resume_and_branch(mnist, tmp_path)
         check_resumable(saved, Config(train=tiny_train(epochs=2, disc_noise=0.5)), what="branch: the checkpoint")
     check_resumable(Config(train=tiny_train(epochs=1)), Config(train=tiny_train(epochs=2)))  # no noise: allowed
     check_resumable(saved, Config(train=tiny_train(epochs=1, disc_noise=0.5, log_every=7)))
+
+
+def test_reloading_with_a_custom_prior_of_other_parts_names_the_parts(tmp_path):
+    """The discriminator reads K + 1 label states: a prior of other parts gave PyTorch's size
+    mismatch of a discriminator layer, which did not say that the prior was the cause."""
+    from torch_aae.checkpoint import load_model, save_model
+
+    class Parts:
+        dim = 2
+
+        def __init__(self, k):
+            self.num_classes = k
+
+        def sample(self, n, labels=None):
+            return torch.zeros(n, 2)
+
+    save_model(tiny_model(in_dim=16, image_shape=(4, 4), prior=Parts(K), condition_labels=30), tmp_path / "m.pt")
+    with pytest.raises(AAEError, match=r"m.pt: the run's prior had 3 parts \(num_classes\); prior= has 5"):
+        load_model(tmp_path / "m.pt", prior=Parts(5))
+    assert load_model(tmp_path / "m.pt", prior=Parts(K)).condition_classes == K

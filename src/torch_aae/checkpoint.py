@@ -254,8 +254,24 @@ def model_from_checkpoint(ckpt: dict, path, device: str | torch.device = "cpu", 
         model = get_variant(ckpt["model_kind"]).MODEL(**args)
     except (TypeError, ValueError, RuntimeError) as e:
         raise AAEError(f"{path}: its model arguments do not fit this version ({e})") from None
+    if prior is not None:
+        _check_custom_parts(model, ckpt["networks"], path)
     load_state(model, ckpt["networks"], "networks")
     return model.to(device).eval()
+
+
+def _check_custom_parts(model, networks: dict, path) -> None:
+    """Refuse a custom prior of another number of parts than the run's, for a model conditioned
+    on labels: its discriminator reads z and a one-hot of K + 1 states, so the weights would not
+    fit (PyTorch's size mismatch, in the discriminator's words rather than the prior's)."""
+    k = getattr(model, "condition_classes", 0)
+    key = next((name for name in model.state_dict() if name.startswith("latent_discriminator.")), None)
+    if not k or key is None or key not in networks:
+        return
+    saved_k = networks[key].shape[-1] - model.z_dim - 1
+    if saved_k != k:
+        raise AAEError(f"{path}: the run's prior had {saved_k} parts (num_classes); prior= has {k}: "
+                       "pass the prior the run trained with")  # fmt: skip
 
 
 def save_model(model: torch.nn.Module, path: str | os.PathLike) -> None:
