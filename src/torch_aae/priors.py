@@ -114,6 +114,8 @@ class SwissRollPrior:
         _check_positive(num_classes=num_classes, radius=radius, turns=turns)
         if not (width >= 0 and math.isfinite(width)):
             raise AAEError(f"swiss roll width {width}: must be >= 0 and finite")
+        if width:
+            _check_positive(width=width)
         self.dim, self.num_classes = 2, int(num_classes)
         self.radius, self.turns, self.width = float(radius), float(turns), float(width)
 
@@ -238,6 +240,11 @@ def _check_positive(**values) -> None:
             raise AAEError(f"prior {name} {value!r}: must be an integer")
         if not (value > 0 and math.isfinite(value)):
             raise AAEError(f"prior {name} {value}: must be positive and finite")
+        if value > FLOAT32_MAX:  # the samples are float32: inf, then NaN losses
+            raise AAEError(f"prior {name} {value}: must be below {FLOAT32_MAX:.3g}, float32's largest value")
+
+
+FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
 _COUNTS = ("dim", "num_classes")  # the arguments that count something
