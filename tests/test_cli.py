@@ -427,6 +427,10 @@ def test_a_stopped_training_exits_130_as_ctrl_c_does_not_1_as_an_error(tmp_path,
             "--out", str(tmp_path / "run")]  # fmt: skip
     assert cli.main(argv) == 130
     assert capsys.readouterr().err == "aae: interrupted at epoch 1, step 3; continue with `aae train ... --resume`\n"
+    # Under torchrun the main rank says it once; another rank, which names no run folder, is silent.
+    monkeypatch.setenv("WORLD_SIZE", "2"), monkeypatch.setenv("RANK", "1")
+    assert cli.main(argv) == 130
+    assert capsys.readouterr().err == ""
 
 
 def test_a_custom_prior_run_resumed_from_the_command_line_says_to_resume_it_from_python(tmp_path, capsys):

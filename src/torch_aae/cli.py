@@ -214,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args) or 0
     except Interrupted as e:  # a stop asked for (Ctrl-C, SIGTERM), checkpointed: the shell's 128 + SIGINT
-        print(f"aae: {e}", file=sys.stderr)
+        from .distributed import world_from_env
+
+        if world_from_env().main:  # under torchrun, once (the other ranks know no run folder to name)
+            print(f"aae: {e}", file=sys.stderr)
         return 130
     except AAEError as e:
         print(f"aae: error: {e}", file=sys.stderr)
