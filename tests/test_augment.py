@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -127,3 +129,70 @@ def test_random_thickness_widens_or_narrows_a_bar_by_its_amount():
     assert A.random_thickness(x, (8, 8), 0.0) is x
     with pytest.raises(AAEError, match="must be in"):
         A.random_thickness(x, (8, 8), 1.5)
+
+
+def _moments(images: torch.Tensor):
+    """The ink's centre (x, y) and principal-axis angle in degrees of images (n, 784), 28x28."""
+    img = images.view(-1, 28, 28)
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    ink = img.sum((1, 2))
+    mx, my = (img * xs).sum((1, 2)) / ink, (img * ys).sum((1, 2)) / ink
+    dx, dy = xs - mx[:, None, None], ys - my[:, None, None]
+    mxx, myy, mxy = ((img * a * b).sum((1, 2)) / ink for a, b in ((dx, dx), (dy, dy), (dx, dy)))
+    return mx, my, torch.rad2deg(0.5 * torch.atan2(2 * mxy, mxx - myy))
+
+
+def test_random_affine_rotates_by_angles_spread_over_plus_minus_rotate_degrees():
+    # A centred horizontal bar: its principal axis turns by the drawn angle, uniform in
+    # [-30, 30] degrees (a rotation of half the amount, or in radians, would miss the ends).
+    bar = torch.zeros(28, 28)
+    bar[13:15, 4:24] = 1
+    torch.manual_seed(0)
+    _, _, angle = _moments(A.random_affine(bar.view(1, 784).expand(400, 784), (28, 28), rotate=30.0))
+    assert angle.abs().max() < 30.5 and angle.min() < -28 and angle.max() > 28
+    assert angle.abs().mean().item() == pytest.approx(15, abs=1.5)  # uniform: mean |angle| is half the range
+
+
+def test_random_affine_zooms_by_factors_spread_over_1_plus_minus_scale():
+    torch.manual_seed(0)
+    disc = _disc(6).expand(400, 784)
+    factor = (A.random_affine(disc, (28, 28), scale=0.3).sum(1) / disc.sum(1)).sqrt()  # ink ~ factor^2
+    assert factor.min() > 0.68 and factor.max() < 1.32
+    assert factor.min() < 0.72 and factor.max() > 1.28  # both ends of [0.7, 1.3] reached
+
+
+def test_random_affine_shifts_each_axis_by_up_to_shift_pixels():
+    # With a rotation (of next to nothing) the shift is the affine map's, in fractions of a pixel:
+    # the disc's centre moves by an offset uniform in [-3, 3] along each axis, drawn apart.
+    torch.manual_seed(0)
+    mx, my, _ = _moments(A.random_affine(_disc(6).expand(400, 784), (28, 28), rotate=1e-6, shift=3.0))
+    for offset in (mx - 13.5, my - 13.5):
+        assert offset.abs().max() < 3.05 and offset.min() < -2.8 and offset.max() > 2.8
+    assert abs(torch.corrcoef(torch.stack([mx, my]))[0, 1]) < 0.15
+
+
+def test_random_affine_moves_each_pixel_by_the_elastic_field_in_pixels(monkeypatch):
+    # A field of (2, -1) pixels everywhere: each output pixel (i, j) reads the image at
+    # (i - 1, j + 2), exactly (whole pixels), zeros from outside; the field gets elastic and sigma.
+    calls = []
+
+    def constant_field(batch, h, w, alpha, sigma, device=None):
+        calls.append((batch, h, w, alpha, sigma))
+        return torch.tensor([2.0, -1.0]).expand(batch, h, w, 2)
+
+    monkeypatch.setattr(A, "elastic_field", constant_field)
+    x = torch.rand(3, 784)
+    out = A.random_affine(x, (28, 28), elastic=34.0, elastic_sigma=3.0).view(3, 28, 28)
+    assert calls == [(3, 28, 28, 34.0, 3.0)]
+    expected = torch.zeros(3, 28, 28)
+    expected[:, 1:, :-2] = x.view(3, 28, 28)[:, :-1, 2:]
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0, 4.0])
+def test_elastic_field_is_smoothed_by_a_gaussian_of_std_sigma(sigma):
+    # Gaussian-smoothed white noise correlates exp(-d^2 / (4 sigma^2)) at a lag of d pixels.
+    torch.manual_seed(0)
+    f = A.elastic_field(400, 28, 28, 1.0, sigma)
+    lagged = torch.corrcoef(torch.stack([f[:, :, 10:14, 0].flatten(), f[:, :, 14:18, 0].flatten()]))[0, 1]
+    assert lagged.item() == pytest.approx(math.exp(-16 / (4 * sigma**2)), abs=0.05)

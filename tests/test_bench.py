@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from conftest import tiny_train
 from torch_aae import bench
 from torch_aae.config import ModelConfig
-from torch_aae.errors import AAEError
+from torch_aae.errors import AAEError, AAEWarning
 from torch_aae.variants import VARIANTS
 
 
@@ -126,3 +127,39 @@ def test_seed_folders_left_out_include_negative_seeds(tmp_path):
         (tmp_path / name).mkdir()
     with pytest.warns(AAEWarning, match=r"seed--1, seed-1 outside --seed 0 --seeds 1"):
         assert bench._seeds_left_out(tmp_path, 0, 1) == [-1, 1]
+
+
+def test_bench_seeds_aggregates_each_seeds_score_and_the_table_shows_them(tmp_path, monkeypatch):
+    # Seeds with known scores (no training): the mean and the sample std (ddof 1) over the seeds,
+    # of the bench's metric and of the score shown beside it, and the table's numbers from them.
+    from torch_aae.config import Config, DataConfig
+
+    scores = {3: (0.10, 0.05, 60.0), 4: (0.13, 0.08, 120.0), 5: (0.19, 0.11, 180.0)}
+    trained = []
+
+    def fake_seed(config_dict, run, progress):
+        seed = config_dict["train"]["seed"]
+        trained.append((seed, run))
+        paper_rule, majority, seconds = scores[seed]
+        return {"test_cluster_error_paper_rule": paper_rule, "test_cluster_error": majority,
+                "epochs": 1, "train_seconds": seconds}  # fmt: skip
+
+    monkeypatch.setattr(bench, "_train_seed", fake_seed)
+    (tmp_path / "seed-9").mkdir()  # a seed of another call: left out, and said so
+    config = Config("clustering", DataConfig(), ModelConfig(clusters=16), tiny_train(epochs=1, seed=3))
+    with pytest.warns(AAEWarning, match="seed-9 outside --seed 3 --seeds 3"):
+        r = bench.bench_seeds(config, 3, tmp_path, "aae bench clustering ...", progress=False)
+    assert trained == [(s, str(tmp_path / f"seed-{s}")) for s in (3, 4, 5)]
+    assert r["metric"] == "test_cluster_error_paper_rule" and r["seeds"] == [3, 4, 5] and r["left_out"] == [9]
+    assert r["test_cluster_error_paper_rule"] == [0.10, 0.13, 0.19]
+    assert r["test_cluster_error_paper_rule_mean"] == pytest.approx(0.14)
+    assert r["test_cluster_error_paper_rule_std"] == pytest.approx(0.0021**0.5)  # sum of squares 0.0042 / 2
+    assert r["test_cluster_error"] == [0.05, 0.08, 0.11]
+    assert r["test_cluster_error_mean"] == pytest.approx(0.08) and r["test_cluster_error_std"] == pytest.approx(0.03)
+    assert [run["train_seconds"] for run in r["runs"]] == [60.0, 120.0, 180.0]
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "| clustering | 16 | 3 | 14.00 ± 4.58 | 9.55 ± 2.05 | 1 | 2.0 |" in markdown  # 2 minutes per seed
+    assert "Per seed: seed 3: 10.00%, seed 4: 13.00%, seed 5: 19.00%" in markdown
+    assert "of its training images): 8.00 ± 3.00% (5.00, 8.00, 11.00)" in markdown
+    one = {**r, "seeds": [3], "runs": r["runs"][:1], "test_cluster_error_paper_rule_mean": 0.10}
+    assert "| 10.00 (one seed) |" in bench.bench_markdown(one)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import subset_of, tiny_model, tiny_train
+from conftest import subset_of, synthetic_dataset, tiny_model, tiny_train
 from torch_aae import checkpoint as ck
 from torch_aae import stopping, unsupervised
 from torch_aae.checkpoint import load_checkpoint, load_model, load_state, save_model
@@ -746,6 +746,19 @@ def test_checkpoint_every_n_epochs_and_at_the_last(tmp_path, resume_data, monkey
     # Resuming continues from the last checkpoint written.
     _fit(resume_data, tmp_path / "run", epochs=6, checkpoint_epochs=2, resume=True)
     assert saved == [2, 4, 5, 6] and len(_history(tmp_path / "run")) == 6
+
+
+def test_kept_checkpoints_are_those_of_the_checkpointed_epochs_each_of_its_own_epoch(tmp_path, monkeypatch):
+    # --keep-checkpoints with --checkpoint-epochs 2: epochs 2 and 4 are checkpointed; epoch 3
+    # has none, and no epoch-0003.pt may hold epoch 2's checkpoint under epoch 3's name.
+    monkeypatch.setattr("torch_aae.train.make_plots", lambda *args: [])  # (the plots are not in question)
+    run = tmp_path / "run"
+    fit(tiny_model(in_dim=16, image_shape=(4, 4)), synthetic_dataset(40, shape=(4, 4), test=10),
+        tiny_train(epochs=4, batch_size=20, checkpoint_epochs=2, keep_checkpoints=True), out=run, progress=False)  # fmt: skip
+    kept = sorted(p.name for p in (run / "checkpoints").glob("epoch-*.pt"))
+    assert kept == ["epoch-0002.pt", "epoch-0004.pt"]
+    for name in kept:
+        assert load_checkpoint(run / "checkpoints" / name)["state"]["epoch"] == int(name[6:10])
 
 
 def test_kept_checkpoints_and_a_branch_that_continues_under_another_schedule(tmp_path, resume_data):

@@ -96,6 +96,10 @@ def test_a_cached_classifier_of_other_data_is_refused_not_run(clf, data, tmp_pat
     save_classifier(wide, path, {"dataset": data.name, "checksum": data_checksum(data)})
     with pytest.raises(AAEError, match=r"28x14 images"):
         cached_classifier(data, tmp_path)
+    five = Classifier((28, 28), 5, **TINY_NET)  # the right checksum and images, other classes
+    save_classifier(five, path, {"dataset": data.name, "checksum": data_checksum(data)})
+    with pytest.raises(AAEError, match=r"28x28 images, 5 classes"):
+        cached_classifier(data, tmp_path)
     path.write_bytes(path.read_bytes()[:100])  # truncated: the message says what replaces it
     with pytest.raises(AAEError, match=r"not a readable checkpoint .*; delete it, or replace it with `aae classifier "
                                        rf"train --cache-dir {tmp_path} --retrain`"):
@@ -139,6 +143,10 @@ def test_checksum_identifies_the_test_split(data):
     changed.test_x = None
     with pytest.raises(AAEError, match="needs a labeled test split"):
         data_checksum(changed)
+    # One test pixel changed, same labels: other test images, another classifier's key.
+    pixel = subset_of(data, 10, 500)
+    pixel.test_x[3, 400] = 1.0 - pixel.test_x[3, 400]
+    assert data_checksum(pixel) != data_checksum(data)
 
 
 def test_cache_dir_lookup_order(tmp_path, monkeypatch):

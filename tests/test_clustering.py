@@ -307,6 +307,26 @@ def test_with_a_view_the_reconstruction_reads_y_from_the_copy_and_z_from_the_ima
     assert torch.allclose(seen[-1], model.decoder_input(logits_image.softmax(1), z_image), atol=1e-6)
 
 
+def test_with_a_view_the_reconstruction_target_is_the_image_not_its_copy(monkeypatch):
+    # The copy only feeds y: the decoder must still rebuild the image itself (a loss against the
+    # transformed copy would teach the decoder to draw the transformation).
+    from torch_aae import losses
+
+    torch.manual_seed(0)
+    config = Config("clustering", DataConfig(), ModelConfig(z_dim=2, clusters=4, hidden=32, disc_hidden=32,
+                                                           dropout=0.0), tiny_train(view_rotate=10.0))  # fmt: skip
+    model = clustering.ClusteringAAE.from_config(config.model, 16, (4, 4))
+    ctx = clustering.setup(model, None, config, "cpu", None)
+    monkeypatch.setattr("torch_aae.semi_supervised.random_affine", lambda x, shape, *amounts: x.flip(1))
+    outputs = []
+    model.decoder.register_forward_hook(lambda m, a, out: outputs.append(out.detach().clone()))
+    x = torch.rand(6, 16)
+    logs = clustering.train_step(model, clustering.make_optimizers(model, config.train), x, ctx=ctx)
+    recon = outputs[0]  # the reconstruction phase's decoding, before its update
+    assert logs["loss/recon"].item() == pytest.approx(losses.reconstruction_loss(recon, x).item(), rel=1e-6)
+    assert logs["loss/recon"].item() != pytest.approx(losses.reconstruction_loss(recon, x.flip(1)).item(), rel=1e-3)
+
+
 @pytest.mark.parametrize("flag", ["view_shift", "view_rotate", "view_scale", "view_elastic", "view_thickness"])
 def test_view_flags_are_the_clustering_and_dim_reduction_models(flag):
     value = 2.0 if flag == "view_shift" else 0.5  # a shift alone is whole pixels

@@ -712,6 +712,15 @@ def test_load_dataset_full_subset_is_everything(fake_mnist_root):
     assert len(D.load_dataset("mnist", data_dir=fake_mnist_root, subset=40).train_x) == 40
 
 
+def test_load_dataset_subset_keeps_each_image_with_its_own_label(fake_mnist_root):
+    # --subset cuts images and labels alike: a label moved by one would train on wrong labels.
+    full = D.split_validation(D.load_dataset("mnist", data_dir=fake_mnist_root), 10, seed=4)
+    data = D.load_dataset("mnist", data_dir=fake_mnist_root, subset=7, val_size=10, seed=4)
+    assert torch.equal(data.train_y, full.train_y[:7])
+    assert torch.equal(D.load_dataset("mnist", data_dir=fake_mnist_root, subset=5).train_y,
+                       D.load_dataset("mnist", data_dir=fake_mnist_root).train_y[:5])  # fmt: skip
+
+
 LABELS = torch.arange(200) % 10  # 20 images of each class
 
 
@@ -751,6 +760,13 @@ def test_batches_cover_a_permutation(n, bs):
     parts = D.batches(n, bs, torch.Generator().manual_seed(0))
     assert [len(p) for p in parts[:-1]] == [bs] * (len(parts) - 1)
     assert sorted(torch.cat(parts).tolist()) == list(range(n))
+
+
+def test_cycled_batch_of_a_set_smaller_than_the_batch_is_the_whole_set_each_step():
+    # 10 labeled images and --batch-size 50: each step takes all 10, in a fresh order per pass.
+    rows = [D.cycled_batch(10, 50, seed=0, step=s) for s in range(3)]
+    assert all(sorted(r.tolist()) == list(range(10)) for r in rows)
+    assert not torch.equal(rows[0], rows[1])
 
 
 @pytest.mark.parametrize("labels", [None, "all"])

@@ -90,3 +90,49 @@ def test_a_plot_stopped_while_written_leaves_the_previous_image(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         plots.save_image_grid(images, (4, 4), 2, path, "after")
     assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["samples.png"]
+
+
+def test_image_grid_tiles_the_images_row_by_row_and_fills_the_rest_white():
+    images = np.arange(5, dtype=np.float32)[:, None].repeat(4, 1) / 10  # image i: all pixels i / 10
+    grid = plots.image_grid(images, (2, 2), nrow=2)  # 3 columns
+    assert grid.shape == (4, 6)
+    tiles = [[grid[r * 2 : r * 2 + 2, c * 2 : c * 2 + 2] for c in range(3)] for r in range(2)]
+    for i in range(5):
+        r, c = divmod(i, 3)
+        assert (tiles[r][c] == i / 10).all(), i
+    assert (tiles[1][2] == 1).all()  # no sixth image
+    flat = plots.image_grid(np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]), (3,), nrow=2)  # vectors: a row each
+    assert np.allclose(flat, [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
+
+
+def test_image_rows_put_each_label_in_the_middle_of_its_row(tmp_path, monkeypatch):
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig))
+    images = np.repeat(np.array([0.0, 0.5, 1.0]), 2)[:, None].repeat(16, 1)  # rows of 2 images, 0, 0.5, 1
+    plots.save_image_rows(images, (4, 4), ["0: 5", "2: 7", "3: 1"], tmp_path / "r.png")
+    ax = figs[0].axes[0]
+    shown = ax.images[0].get_array()
+    assert [float(shown[4 * r : 4 * r + 4].mean()) for r in range(3)] == [0.0, 0.5, 1.0]  # a row per label
+    assert list(ax.get_yticks()) == pytest.approx([1.5, 5.5, 9.5], abs=0.6)  # each 4-pixel row's middle
+
+
+def test_pca_2d_projects_the_centred_codes_on_their_two_widest_directions():
+    u, v = np.array([1.0, -1, 1, -1, 1, -1, 1, -1]), np.array([1.0, 1, -1, -1, 1, 1, -1, -1])
+    w = np.array([1.0, 1, 1, 1, -1, -1, -1, -1])
+    along = np.stack([5 * u, 2 * v, 0.5 * w], 1)  # centred, uncorrelated: widest along axis 0, then 1
+    codes = along + [10.0, -20.0, 30.0]
+    xy = plots.pca_2d(codes)
+    assert np.allclose(xy.mean(0), 0, atol=1e-9)  # centred: no offset in the scatter's axes
+    assert np.allclose(np.abs(xy), np.abs(along[:, :2]), atol=1e-9)  # each direction up to its sign
+    assert np.array_equal(plots.pca_2d(codes[:, :2]), codes[:, :2])  # 2-D codes as they are
+
+
+def test_confusion_colours_each_row_by_its_fractions_off_the_diagonal(tmp_path, monkeypatch):
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig))
+    counts = np.array([[5, 3, 2], [0, 10, 0], [4, 0, 6]])
+    plots.save_confusion(counts, tmp_path / "c.png", "test")
+    ax = figs[0].axes[0]
+    shown = np.asarray(ax.images[0].get_array())
+    assert np.allclose(shown, [[0, 0.3, 0.2], [0, 0, 0], [0.4, 0, 0]])  # of each true class's 10
+    assert sorted(t.get_text() for t in ax.texts) == sorted(str(c) for c in counts.flatten() if c)

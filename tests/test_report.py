@@ -183,3 +183,37 @@ def test_tables_right_align_numbers_but_not_booleans():
     text = _table({"epochs": 3, "lr": 0.001, "resume": True, "name": "x"})
     assert "<th>epochs</th><td class='num'>3</td>" in text and "<th>lr</th><td class='num'>0.001</td>" in text
     assert "<th>resume</th><td class=''>True</td>" in text and "<th>name</th><td class=''>x</td>" in text
+
+
+def test_the_class_histogram_draws_each_class_fraction_at_its_class(monkeypatch):
+    # 12 classes, fractions of their own: each bar at its class (10 and 11 after 9), the
+    # "uniform" line at 1/12.
+    from torch_aae import report
+
+    figs = []
+    monkeypatch.setattr(report, "_png", lambda fig: figs.append(fig) or b"png")
+    fractions = np.array([5, 12, 1, 9, 3, 11, 7, 2, 10, 4, 8, 6]) / 78  # in no order, summing to 1
+    metrics = {f"sample_class_{k}": float(f) for k, f in enumerate(fractions)}
+    report.histogram_png({**metrics, "sample_class_entropy": 0.9, "parzen_ll": 1.0})
+    ax = figs[0].axes[0]
+    bars = sorted((p.get_x() + p.get_width() / 2, p.get_height()) for p in ax.patches)
+    assert [x for x, _ in bars] == pytest.approx(list(range(12)))
+    assert [h for _, h in bars] == pytest.approx(list(fractions))
+    (uniform,) = ax.lines
+    assert list(uniform.get_ydata()) == pytest.approx([1 / 12, 1 / 12])
+
+
+def test_the_report_curves_leave_a_gap_where_an_epoch_lacks_a_key(monkeypatch):
+    from torch_aae import report
+
+    figs = []
+    monkeypatch.setattr(report, "_png", lambda fig: figs.append(fig) or b"png")
+    history = [{"epoch": 1, "loss/recon": 0.3, "eval/val_error": 0.2}, {"epoch": 2, "loss/recon": 0.25},
+               {"epoch": 3, "loss/recon": 0.2, "eval/val_error": 0.1}]  # fmt: skip
+    report.curves_png(history)
+    panels = {ax.get_title(): ax.lines[0] for ax in figs[0].axes if ax.lines}
+    assert sorted(panels) == ["eval/val_error", "loss/recon"]
+    assert list(panels["loss/recon"].get_xdata()) == [1, 2, 3]
+    assert list(panels["loss/recon"].get_ydata()) == [0.3, 0.25, 0.2]
+    errors = panels["eval/val_error"].get_ydata()
+    assert errors[0] == 0.2 and np.isnan(errors[1]) and errors[2] == 0.1  # not drawn as 0

@@ -322,6 +322,22 @@ def test_style_consistency_separates_a_consistent_grid_from_a_shuffled_one(mnist
     assert style_consistency(feats)["style_consistency"] < consistent["style_consistency"]
 
 
+def test_style_consistency_is_the_mean_pearson_correlation_over_pairs_of_columns():
+    # Known correlations, 4 rows x 3 labels. Thickness: columns a, 2a + 1 and -a, pairs (1, -1,
+    # -1): -1/3. Slant: b, c orthogonal to b, and b, pairs (0, 1, 0): 1/3. Their mean: 0.
+    a, b, c = np.array([1.0, 2, 3, 4]), np.array([1.0, -1, 1, -1]), np.array([1.0, 1, -1, -1])
+    feats = np.stack([np.stack([a, 2 * a + 1, -a], 1), np.stack([b, c, b], 1)], 2)  # (4, 3, 2)
+    out = style_consistency(feats)
+    assert out["style_consistency_thickness"] == pytest.approx(-1 / 3)
+    assert out["style_consistency_slant"] == pytest.approx(1 / 3)
+    assert out["style_consistency"] == pytest.approx(0.0, abs=1e-12)
+    # A constant column correlates 0 with the others (not NaN): pairs (0, 0, 1).
+    feats[:, 0, 0] = 5.0
+    assert style_consistency(feats)["style_consistency_thickness"] == pytest.approx(-1 / 3)
+    feats[:, 2, 0] = a
+    assert style_consistency(feats)["style_consistency_thickness"] == pytest.approx(1 / 3)
+
+
 # ----------------------------------------------------------------------------------------------
 # The CLI
 

@@ -127,6 +127,11 @@ def test_recon_bce_and_collect_do_not_depend_on_batching():
     assert metrics.recon_bce(model, x, "cpu") == pytest.approx(expected, rel=1e-6)
     codes = metrics.collect(model.encode, x, "cpu", batch_size=4)
     assert torch.allclose(codes, model.encode(x).detach())
+    # Scored in eval mode, also for a model left in training mode: dropout off, the same each call.
+    dropping = tiny_model(in_dim=16, image_shape=(4, 4), dropout=0.5)
+    scored = metrics.recon_bce(dropping.train(), x, "cpu")
+    assert scored == metrics.recon_bce(dropping.train(), x, "cpu")
+    assert scored == pytest.approx(losses.reconstruction_loss(dropping.eval().reconstruct_logits(x), x).item(), rel=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -544,6 +549,37 @@ def test_every_epoch_trains_in_train_mode(monkeypatch):
     fit(model, data, tiny_train(epochs=3, batch_size=20), progress=False)
     assert len(modes) == 6
     assert all(modes), modes
+
+
+def test_the_progress_bar_shows_the_epochs_mean_losses_every_log_every_steps(monkeypatch):
+    # --log-every 3, 4 steps per epoch: the bar's losses are refreshed at global steps 3 and 6
+    # (batch 3 of epoch 1, batch 2 of epoch 2), each the mean over its epoch's batches so far.
+    from tqdm.auto import tqdm
+
+    from torch_aae import train as train_module
+
+    recon, shown = [], []
+
+    class RecordingBar(tqdm):
+        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+            shown.append((len(recon), dict(ordered_dict)))
+            return super().set_postfix(ordered_dict, refresh=refresh, **kwargs)
+
+    original = unsupervised.train_step
+
+    def recording_step(*args, **kwargs):
+        logs = original(*args, **kwargs)
+        recon.append(float(logs["loss/recon"]))
+        return logs
+
+    monkeypatch.setattr(train_module, "tqdm", RecordingBar)
+    monkeypatch.setattr(unsupervised, "train_step", recording_step)
+    data = synthetic_dataset(80, shape=(4, 4))
+    fit(tiny_model(in_dim=16, image_shape=(4, 4)), data, tiny_train(epochs=2, batch_size=20, log_every=3),
+        progress=False)  # fmt: skip
+    assert [steps for steps, _ in shown] == [3, 6] and len(recon) == 8
+    assert shown[0][1]["loss/recon"] == pytest.approx(np.mean(recon[0:3]), rel=1e-5)
+    assert shown[1][1]["loss/recon"] == pytest.approx(np.mean(recon[4:6]), rel=1e-5)
 
 
 def test_fit_with_one_dimensional_codes_writes_plots(tmp_path):
