@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+from torch_aae import losses  # noqa: E402
 from torch_aae.config import TrainConfig  # noqa: E402
 from torch_aae.data import MNIST_FILES, Dataset, load_dataset  # noqa: E402
 from torch_aae.unsupervised import UnsupervisedAAE  # noqa: E402
@@ -98,6 +99,76 @@ def synthetic_dataset(n: int = 60, shape=(4, 4), classes: int = 3, test: int | N
     tx = None if test is None else torch.rand(test, feats, generator=g)
     ty = None if test is None else torch.arange(test) % classes
     return Dataset("synthetic", x, y, tx, ty, tuple(shape), classes)
+
+
+# ----------------------------------------------------------------------------------------------
+# The adversarial phases of the models with a categorical code (semi-supervised, clustering)
+
+
+class AdversarialRecorder:
+    """One step's discriminator and generator phases, seen through hooks, and the same phases
+    recomputed by hand from `losses` at the weights of that moment: the discriminators' (and
+    the logged) losses and accuracies at the "disc" optimizer's step, d(generator loss)/d(encoder)
+    at the "gen" optimizer's step. Needs a step without noise and without dropout, so that
+    the encoder's codes of x are a function of x and its weights."""
+
+    def __init__(self, model, optimizers, x):
+        self.model, self.x, self.on = model, x, True
+        self.codes, self.cat, self.gauss = [], [], []  # per pass: encoder outputs, (input, output)
+        model.encoder.register_forward_hook(self._hook(self.codes, lambda a, out: tuple(t.detach() for t in out)))
+        model.label_discriminator.register_forward_hook(self._hook(self.cat, lambda a, out: (a[0].detach(), out.detach())))
+        model.latent_discriminator.register_forward_hook(self._hook(self.gauss, lambda a, out: (a[0].detach(), out.detach())))
+        optimizers["disc"].register_step_pre_hook(lambda o, a, k: self._disc())
+        optimizers["gen"].register_step_pre_hook(lambda o, a, k: self._gen())
+
+    def _hook(self, into, what):
+        return lambda m, a, out: into.append(what(a, out)) if self.on else None
+
+    def _disc(self):
+        m, n = self.model, len(self.x)
+        (y_in, _), (z_in, _) = self.cat[0], self.gauss[0]
+        logits, z = self.codes[1]  # the discriminator phase's encoder pass
+        # Each discriminator's one pass: the prior's draws first, then the encoder's codes.
+        assert torch.all((y_in[:n] == 0) | (y_in[:n] == 1)) and torch.all(y_in[:n].sum(1) == 1)
+        assert torch.equal(y_in[n:], logits.softmax(1)) and torch.equal(z_in[n:], z)
+        params = [*m.label_discriminator.parameters(), *m.latent_discriminator.parameters()]
+        self.on = False
+        cat, gauss = m.label_discriminator(y_in), m.latent_discriminator(z_in)
+        self.on = True
+        self.disc_cat = losses.discriminator_loss(cat[:n], cat[n:])  # prior = real, codes = fake
+        self.disc_gauss = losses.discriminator_loss(gauss[:n], gauss[n:])
+        self.expected_disc_grads = torch.autograd.grad(self.disc_cat + self.disc_gauss, params)
+        self.disc_grads = [p.grad.clone() for p in params]
+        self.acc = {"acc/disc_cat_real": (cat[:n] > 0).float().mean().item(),
+                    "acc/disc_cat_fake": (cat[n:] < 0).float().mean().item(),
+                    "acc/disc_gauss_real": (gauss[:n] > 0).float().mean().item(),
+                    "acc/disc_gauss_fake": (gauss[n:] < 0).float().mean().item()}  # fmt: skip
+
+    def _gen(self):
+        m = self.model
+        params = list(m.encoder.parameters())
+        self.on = False
+        logits, z = m.encoder(self.x)
+        self.gen = (losses.generator_loss(m.label_discriminator(logits.softmax(1)))
+                    + losses.generator_loss(m.latent_discriminator(z)))  # fmt: skip
+        self.on = True
+        self.expected_gen_grads = torch.autograd.grad(self.gen, params)
+        self.gen_grads = [p.grad.clone() for p in params]
+
+
+def assert_adversarial_phases_match_the_hand_computation(rec, logs):
+    assert logs["loss/disc_cat"].item() == pytest.approx(rec.disc_cat.item(), rel=1e-5)
+    assert logs["loss/disc_gauss"].item() == pytest.approx(rec.disc_gauss.item(), rel=1e-5)
+    for got, expected in zip(rec.disc_grads, rec.expected_disc_grads):
+        assert torch.allclose(got, expected, atol=1e-7)
+    assert logs["loss/gen"].item() == pytest.approx(rec.gen.item(), rel=1e-5)
+    for got, expected in zip(rec.gen_grads, rec.expected_gen_grads):
+        assert torch.allclose(got, expected, atol=1e-7)
+    # The logged accuracies are the discriminators' on this step's pass; each real and fake
+    # differ here, so that one logged in the other's place shows.
+    assert {k: logs[k].item() for k in rec.acc} == rec.acc
+    assert rec.acc["acc/disc_cat_real"] != rec.acc["acc/disc_cat_fake"]
+    assert rec.acc["acc/disc_gauss_real"] != rec.acc["acc/disc_gauss_fake"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, subset_of, tiny_train
-from test_semi_supervised import (
+from conftest import (
+    REPO_ROOT,
     AdversarialRecorder,
     assert_adversarial_phases_match_the_hand_computation,
+    subset_of,
+    tiny_train,
 )
 
 from torch_aae import clustering

@@ -295,3 +295,23 @@ def test_reloading_with_a_custom_prior_of_other_parts_names_the_parts(tmp_path):
     with pytest.raises(AAEError, match=r"m.pt: the run's prior had 3 parts \(num_classes\); prior= has 5"):
         load_model(tmp_path / "m.pt", prior=Parts(5))
     assert load_model(tmp_path / "m.pt", prior=Parts(K)).condition_classes == K
+
+
+def test_a_custom_prior_model_saved_with_another_prior_std_still_loads(tmp_path):
+    """Earlier versions recorded prior_std beside "custom" whatever it was; the constructor now
+    refuses a prior_std with a custom prior, which must not lock such a model out."""
+    from torch_aae.checkpoint import load_model, save_model
+
+    class Box:
+        dim = 2
+
+        def sample(self, n, labels=None):
+            return torch.rand(n, 2)
+
+    model = tiny_model(in_dim=16, image_shape=(4, 4), prior=Box())
+    model.model_args["prior_std"] = 1.0  # as such a version saved it
+    save_model(model, tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt", prior=Box())
+    assert loaded.model_args == model.model_args  # kept as recorded: a resume compares them
+    assert torch.equal(loaded.state_dict()["latent_discriminator.net.0.weight"],
+                       model.state_dict()["latent_discriminator.net.0.weight"])  # fmt: skip

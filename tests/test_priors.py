@@ -208,8 +208,8 @@ def test_make_prior_defaults_are_the_papers():
     (lambda: CategoricalPrior(0), "num_classes 0"),
     (lambda: GaussianPrior(2, float("inf")), "std inf: must be positive and finite"),
     # Samples of inf in float32, then NaN losses reported as a divergence ("lower the learning rates"):
-    (lambda: GaussianPrior(2, 1e300), r"std 1e\+300: must be below 3.4e\+38, float32's largest value"),
-    (lambda: SwissRollPrior(width=1e39), r"width 1e\+39: must be below 3.4e\+38"),
+    (lambda: GaussianPrior(2, 1e300), r"std 1e\+300: must be at most 3.4e\+38, float32's largest value"),
+    (lambda: SwissRollPrior(width=1e39), r"width 1e\+39: must be at most 3.4e\+38"),
     (lambda: GaussianPrior(2.5), "dim 2.5: must be an integer"),
     (lambda: MixturePrior(2.5), "num_classes 2.5: must be an integer"),
     (lambda: UniformPrior(2.7), "dim 2.7: must be an integer"),

@@ -282,9 +282,9 @@ class _PriorNotGiven:
         args = ckpt["model_args"]
         if args.get("prior") != "custom":
             return None
-        k = None
-        if args.get("condition_labels"):
-            k = ckpt["networks"]["latent_discriminator.net.0.weight"].shape[1] - args["z_dim"] - 1
+        from .checkpoint import saved_parts
+
+        k = saved_parts(ckpt["networks"], args["z_dim"]) if args.get("condition_labels") else None
         return cls(args["z_dim"], k)
 
 

@@ -247,6 +247,9 @@ def model_from_checkpoint(ckpt: dict, path, device: str | torch.device = "cpu", 
                            "pass it from Python, as load_model(run, prior=...), "
                            "evaluate_run(run, prior=...) or plot_run(run, prior=...)")  # fmt: skip
         args["prior"] = prior
+        # Recorded beside "custom" and read by nothing: the constructor now refuses it when not
+        # the default, which a model saved by an earlier version may hold; put back below.
+        saved_std = args.pop("prior_std", None)
     elif prior is not None:
         raise AAEError(f"{path}: the model's prior is built from its arguments "
                        f"({args.get('prior', 'gaussian')}); prior= is for a custom prior")  # fmt: skip
@@ -254,21 +257,31 @@ def model_from_checkpoint(ckpt: dict, path, device: str | torch.device = "cpu", 
         model = get_variant(ckpt["model_kind"]).MODEL(**args)
     except (TypeError, ValueError, RuntimeError) as e:
         raise AAEError(f"{path}: its model arguments do not fit this version ({e})") from None
-    if prior is not None:
+    if args.get("prior") is prior and prior is not None:  # a custom prior
+        if saved_std is not None:
+            model.model_args["prior_std"] = saved_std  # as recorded: a resume compares model_args
         _check_custom_parts(model, ckpt["networks"], path)
     load_state(model, ckpt["networks"], "networks")
     return model.to(device).eval()
 
 
+def saved_parts(networks: dict, z_dim: int) -> int:
+    """K, the prior's parts, of a label-conditioned unsupervised model's saved networks: its
+    discriminator reads z and a one-hot of K + 1 label states."""
+    return networks[CONDITIONED_INPUT].shape[1] - z_dim - 1
+
+
+CONDITIONED_INPUT = "latent_discriminator.net.0.weight"  # (hidden, z_dim + K + 1)
+
+
 def _check_custom_parts(model, networks: dict, path) -> None:
     """Refuse a custom prior of another number of parts than the run's, for a model conditioned
-    on labels: its discriminator reads z and a one-hot of K + 1 states, so the weights would not
-    fit (PyTorch's size mismatch, in the discriminator's words rather than the prior's)."""
+    on labels: the weights would not fit (PyTorch's size mismatch, in the discriminator's words
+    rather than the prior's)."""
     k = getattr(model, "condition_classes", 0)
-    key = next((name for name in model.state_dict() if name.startswith("latent_discriminator.")), None)
-    if not k or key is None or key not in networks:
+    if not k or CONDITIONED_INPUT not in networks:
         return
-    saved_k = networks[key].shape[-1] - model.z_dim - 1
+    saved_k = saved_parts(networks, model.z_dim)
     if saved_k != k:
         raise AAEError(f"{path}: the run's prior had {saved_k} parts (num_classes); prior= has {k}: "
                        "pass the prior the run trained with")  # fmt: skip

@@ -241,7 +241,7 @@ def _check_positive(**values) -> None:
         if not (value > 0 and math.isfinite(value)):
             raise AAEError(f"prior {name} {value}: must be positive and finite")
         if value > FLOAT32_MAX:  # the samples are float32: inf, then NaN losses
-            raise AAEError(f"prior {name} {value}: must be below {FLOAT32_MAX:.3g}, float32's largest value")
+            raise AAEError(f"prior {name} {value}: must be at most {FLOAT32_MAX:.3g}, float32's largest value")
 
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
