@@ -171,6 +171,23 @@ def assert_adversarial_phases_match_the_hand_computation(rec, logs):
     assert rec.acc["acc/disc_gauss_real"] != rec.acc["acc/disc_gauss_fake"]
 
 
+def assert_cat_noise_in_both_phases(model, run_step, n: int, std: float) -> None:
+    """--cat-noise std: the label discriminator reads one-hot draws + N(0, std^2) and softmax(y) +
+    N(0, std^2), in the discriminator phase and (fresh noise) in the generator's. `run_step()`
+    trains one step on n images; std well below 0.5, so that rounding recovers the one-hots."""
+    codes, judged = [], []
+    model.encoder.register_forward_hook(lambda m, a, out: codes.append(out[0].detach()))
+    model.label_discriminator.register_forward_hook(lambda m, a, out: judged.append(a[0].detach()))
+    torch.manual_seed(0)
+    run_step()
+    (both, gen_phase), y_fake = judged, codes[1].softmax(1)  # phases 2 and 3 read the second pass
+    prior = both[:n].round()  # the one-hot draws
+    assert torch.all(prior.sum(1) == 1) and torch.all((prior == 0) | (prior == 1))
+    for noise in (both[:n] - prior, both[n:] - y_fake, gen_phase - y_fake):
+        assert noise.std().item() == pytest.approx(std, rel=0.1) and abs(noise.mean().item()) < 0.1 * std
+    assert not torch.allclose(gen_phase, both[n:])
+
+
 # ----------------------------------------------------------------------------------------------
 # IDX files
 

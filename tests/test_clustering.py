@@ -9,6 +9,7 @@ from conftest import (
     REPO_ROOT,
     AdversarialRecorder,
     assert_adversarial_phases_match_the_hand_computation,
+    assert_cat_noise_in_both_phases,
     subset_of,
     tiny_train,
 )
@@ -380,14 +381,4 @@ def test_cat_noise_reaches_the_cluster_discriminator_in_both_phases():
     discriminator phase and (fresh noise) in the generator's."""
     model, optimizers, ctx = _tiny_clustering(cat_noise=0.1)
     x = torch.rand(400, 16, generator=torch.Generator().manual_seed(1))
-    codes, judged = [], []
-    model.encoder.register_forward_hook(lambda m, a, out: codes.append(out[0].detach()))
-    model.label_discriminator.register_forward_hook(lambda m, a, out: judged.append(a[0].detach()))
-    torch.manual_seed(0)
-    clustering.train_step(model, optimizers, x, ctx=ctx)
-    (both, gen_phase), y_fake = judged, codes[1].softmax(1)  # phases 2 and 3 read the second pass
-    prior = both[:400].round()  # the one-hot draws (noise of std 0.1 never reaches 0.5 here)
-    assert torch.all(prior.sum(1) == 1) and torch.all((prior == 0) | (prior == 1))
-    for noise in (both[:400] - prior, both[400:] - y_fake, gen_phase - y_fake):
-        assert noise.std().item() == pytest.approx(0.1, rel=0.1) and abs(noise.mean().item()) < 0.01
-    assert not torch.allclose(gen_phase, both[400:])
+    assert_cat_noise_in_both_phases(model, lambda: clustering.train_step(model, optimizers, x, ctx=ctx), 400, 0.1)

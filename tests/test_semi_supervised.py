@@ -10,6 +10,7 @@ import torch
 from conftest import (
     AdversarialRecorder,
     assert_adversarial_phases_match_the_hand_computation,
+    assert_cat_noise_in_both_phases,
     subset_of,
     tiny_train,
 )
@@ -508,17 +509,8 @@ def test_cat_noise_reaches_the_label_discriminator_in_both_phases(data):
     model = tiny_semi()
     optimizers = semi.make_optimizers(model, tiny_train())
     ctx = semi.setup(model, data, semi_config(cat_noise=0.1), "cpu", None)
-    codes, judged = [], []
-    model.encoder.register_forward_hook(lambda m, a, out: codes.append(out[0].detach()))
-    model.label_discriminator.register_forward_hook(lambda m, a, out: judged.append(a[0].detach()))
-    torch.manual_seed(0)
-    semi.train_step(model, optimizers, data.train_x[:200], None, ctx, 0)
-    (both, gen_phase), y_fake = judged, codes[1].softmax(1)  # phases 2 and 3 read the second pass
-    prior = both[:200].round()  # the one-hot draws (noise of std 0.1 never reaches 0.5 here)
-    assert torch.all(prior.sum(1) == 1) and torch.all((prior == 0) | (prior == 1))
-    for noise in (both[:200] - prior, both[200:] - y_fake, gen_phase - y_fake):
-        assert noise.std().item() == pytest.approx(0.1, rel=0.1) and abs(noise.mean().item()) < 0.01
-    assert not torch.allclose(gen_phase, both[200:])
+    step = lambda: semi.train_step(model, optimizers, data.train_x[:200], None, ctx, 0)  # noqa: E731
+    assert_cat_noise_in_both_phases(model, step, 200, 0.1)
 
 
 def test_code_noise_makes_a_gaussian_posterior_for_decoder_and_discriminator(data):
