@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT, run_cli, subset_of, tiny_model
+from conftest import REPO_ROOT, run_cli, subset_of, synthetic_dataset, tiny_model
 from torch_aae import cli
 from torch_aae.checkpoint import save_model
 from torch_aae.classifier import (
@@ -254,3 +254,18 @@ def test_parzen_metrics_skip_a_cache_of_other_data_with_a_note(tmp_path):
                          note=notes.append, sigmas=(0.5,), val=data.train_x[:10])  # fmt: skip
     assert "parzen_ll" in out and "classifier_fd" not in out
     assert len(notes) == 1 and "skipped: " in notes[0] and "the classifier of other data" in notes[0]
+
+
+@pytest.mark.parametrize("epochs, expected", [(3, [3e-3] * 4 + [3e-4] * 2), (1, [3e-3] * 2)])
+def test_the_classifier_trains_at_lr_then_lr_over_10_in_its_last_epoch(epochs, expected):
+    # Only the last of several epochs settles at a tenth of the rate; a single epoch keeps lr.
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    rates = []
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: rates.append(opt.param_groups[0]["lr"]))
+    try:
+        train_classifier(synthetic_dataset(40, shape=(28, 28), classes=10), epochs=epochs, batch_size=20,
+                         lr=3e-3, progress=False, **TINY_NET)  # fmt: skip
+    finally:
+        handle.remove()
+    assert rates == pytest.approx(expected)
