@@ -241,7 +241,8 @@ def model_from_checkpoint(ckpt: dict, path, device: str | torch.device = "cpu", 
 
         check_config_file(Path(path), ckpt, model_only=True)
     args = dict(ckpt["model_args"])
-    if args.get("prior") == "custom":
+    custom = args.get("prior") == "custom"
+    if custom:
         if prior is None:
             raise AAEError(f"{path}: the model was trained with a custom prior, a Python object: "
                            "pass it from Python, as load_model(run, prior=...), "
@@ -257,7 +258,7 @@ def model_from_checkpoint(ckpt: dict, path, device: str | torch.device = "cpu", 
         model = get_variant(ckpt["model_kind"]).MODEL(**args)
     except (TypeError, ValueError, RuntimeError) as e:
         raise AAEError(f"{path}: its model arguments do not fit this version ({e})") from None
-    if args.get("prior") is prior and prior is not None:  # a custom prior
+    if custom:
         if saved_std is not None:
             model.model_args["prior_std"] = saved_std  # as recorded: a resume compares model_args
         _check_custom_parts(model, ckpt["networks"], path)
