@@ -9,7 +9,8 @@ parameter lists), each variant captured once in a CUDA graph and replayed, with 
 
   fused     torch's fused Adam, capturable: what the graphed step runs today;
   compiled  torch.compile of a foreach, capturable Adam's step (Inductor's Triton kernels);
-  triton    one Triton kernel per parameter tensor (`adam_triton_`), 1,024 values per block.
+  triton    the library's Triton Adam (`--adam-kernel triton`, `torch_aae.triton_adam`): 1,024
+            values per program, up to four tensors per launch.
 
 It prints one JSON line per variant: microseconds per step (all four updates), GB/s of the
 update's traffic (7 float32 values moved per parameter), and the largest difference of any
@@ -35,57 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from torch_aae import graphs  # noqa: E402
 from torch_aae import semi_supervised as semi  # noqa: E402
 from torch_aae.config import TrainConfig  # noqa: E402
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # the CPU wheel has no Triton
-    triton = None
-
-
-if triton is not None:
-
-    @triton.jit
-    def _adam_kernel(p_ptr, g_ptr, m_ptr, v_ptr, lr_ptr, step_ptr, n, beta1, beta2, eps,
-                     BLOCK: tl.constexpr):  # fmt: skip
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < n
-        step = tl.load(step_ptr)  # already incremented, as in torch's Adam
-        lr = tl.load(lr_ptr)
-        g = tl.load(g_ptr + offs, mask=mask)
-        m = beta1 * tl.load(m_ptr + offs, mask=mask) + (1 - beta1) * g
-        v = beta2 * tl.load(v_ptr + offs, mask=mask) + (1 - beta2) * g * g
-        bias1 = 1 - tl.exp(step * tl.log(beta1))  # 1 - beta1 ** step
-        bias2 = 1 - tl.exp(step * tl.log(beta2))
-        denom = tl.sqrt(v) / tl.sqrt(bias2) + eps
-        p = tl.load(p_ptr + offs, mask=mask) - (lr / bias1) * m / denom
-        tl.store(m_ptr + offs, m, mask=mask)
-        tl.store(v_ptr + offs, v, mask=mask)
-        tl.store(p_ptr + offs, p, mask=mask)
-
-
-def adam_triton_(opt: torch.optim.Adam, block: int = 1024) -> None:
-    """One Adam step of `opt` (its states and hyper-parameters, torch's Adam's layout: `step`,
-    `exp_avg`, `exp_avg_sq`; no weight decay, no amsgrad) with one Triton kernel per tensor."""
-    for group in opt.param_groups:
-        beta1, beta2 = group["betas"]
-        params = [p for p in group["params"] if p.grad is not None]
-        for p in params:
-            state = opt.state[p]
-            if not state:
-                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        steps = [opt.state[p]["step"] for p in params]
-        torch._foreach_add_(steps, 1.0)
-        lr = group["lr"]
-        if not isinstance(lr, torch.Tensor):
-            lr = group["lr"] = torch.tensor(float(lr), device=params[0].device)
-        for p, step in zip(params, steps):
-            s = opt.state[p]
-            n = p.numel()
-            _adam_kernel[(triton.cdiv(n, block),)](p, p.grad, s["exp_avg"], s["exp_avg_sq"], lr, step,
-                                                    n, beta1, beta2, group["eps"], BLOCK=block)  # fmt: skip
 
 
 def build(variant: str, device, hidden: int):
@@ -113,9 +63,10 @@ def build(variant: str, device, hidden: int):
             compiled.append(torch.compile(new.step))
         return (lambda: [step() for step in compiled]), params, nbytes
     if variant == "triton":
-        if triton is None:
-            raise RuntimeError("Triton is not importable here")
-        return (lambda: [adam_triton_(o) for o in opts.values()]), params, nbytes
+        opts = semi.make_optimizers(model, TrainConfig(lr_recon=1e-3, lr_reg=2e-4, beta1_reg=0.5, lr_sup=1e-3,
+                                                       adam_kernel="triton"))  # fmt: skip
+        graphs.make_capturable(opts, device)
+        return (lambda: [o.step() for o in opts.values()]), params, nbytes
     raise SystemExit(f"unknown variant {variant}")
 
 

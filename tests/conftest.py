@@ -23,6 +23,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+# Without a GPU, Triton's kernels (`--adam-kernel triton`) run under its interpreter, in numpy:
+# read when torch_aae.triton_adam is first imported, so set before any test imports it.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from torch_aae import losses  # noqa: E402
 from torch_aae.config import TrainConfig  # noqa: E402

@@ -27,13 +27,15 @@ def tiny_semi(seed: int = 0, **kw) -> semi.SemiSupervisedAAE:
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "tf32"])
 @pytest.mark.parametrize("augment", [(0.0, 0.0, 0.0, 0.0), (25.0, 0.15, 3.0, 0.0), (25.0, 0.15, 3.0, 34.0)])
-def test_the_semi_supervised_step_makes_no_host_sync(mnist, precision, augment):
+@pytest.mark.parametrize("faster", [False, True])  # --adam-kernel triton --paired-discriminators
+def test_the_semi_supervised_step_makes_no_host_sync(mnist, precision, augment, faster):
     dev = torch.device("cuda")
     data = subset_of(mnist, 500, 10)
-    model = tiny_semi().to(dev)
+    model = tiny_semi(z_dim=10).to(dev)
     train = tiny_train(device="cuda", input_noise=0.3, label_rotate=augment[0],
-                       label_scale=augment[1], label_shift=augment[2], label_elastic=augment[3])  # fmt: skip
-    config = Config("semi-supervised", DataConfig(labels="100"), ModelConfig(z_dim=2), train)
+                       label_scale=augment[1], label_shift=augment[2], label_elastic=augment[3],
+                       adam_kernel="triton" if faster else "torch", paired_discriminators=faster)  # fmt: skip
+    config = Config("semi-supervised", DataConfig(labels="100"), ModelConfig(z_dim=10), train)
     opt = semi.make_optimizers(model, train)
     scaler = optim.grad_scaler(precision, dev)  # fp16: its loss scaling must not sync either
     ctx = semi.setup(model, data, config, dev, None)
@@ -70,13 +72,16 @@ def test_the_unsupervised_step_makes_no_host_sync(mnist):
     assert all(torch.isfinite(v) for v in logs.values())
 
 
-@pytest.mark.parametrize("precision, eval_codes", [("fp32", False), ("bf16", False), ("tf32", False), ("tf32", True)])
-def test_graphed_training_learns_as_eager_training(mnist, tmp_path, precision, eval_codes):
+@pytest.mark.parametrize("precision, eval_codes, faster", [("fp32", False, False), ("bf16", False, False),
+                                                      ("tf32", False, False), ("tf32", True, False),
+                                                      ("tf32", False, True), ("bf16", False, True)])  # fmt: skip
+def test_graphed_training_learns_as_eager_training(mnist, tmp_path, precision, eval_codes, faster):
     data = subset_of(mnist, 2000, 500)
     results = {}
-    for graphed in (False, True):
+    for graphed in (False, True):  # (faster: both with the Triton Adam and paired discriminators)
         train = tiny_train(device="cuda", epochs=3, batch_size=50, input_noise=0.3, lr_step=2,
-                           precision=precision, cuda_graphs=graphed, adv_eval_codes=eval_codes)  # fmt: skip
+                           precision=precision, cuda_graphs=graphed, adv_eval_codes=eval_codes,
+                           adam_kernel="triton" if faster else "torch", paired_discriminators=faster)  # fmt: skip
         config = Config("semi-supervised", DataConfig(labels="100"), ModelConfig(z_dim=2), train)
         out = tmp_path / f"graphed-{graphed}"
         summary = fit(tiny_semi(), data, train, out=out, config=config, progress=False)
@@ -127,6 +132,48 @@ def test_graph_replays_read_each_steps_batch(mnist):
     for b in (5, 6, 5):
         assert replayed(batches[b]) == pytest.approx(eager(batches[b]), rel=1e-4)
     assert eager(batches[5]) != eager(batches[6])
+
+
+def test_the_triton_adam_equals_torchs_adam_on_cuda_eager_and_replayed():
+    """Five updates of the same parameters by the same gradients: torch's fused Adam (capturable,
+    device learning rate, as a graphed run has it), the Triton Adam eagerly with a number as its
+    rate, and the Triton Adam captured in a CUDA graph and replayed."""
+    from torch_aae.triton_adam import TritonAdam
+
+    dev = torch.device("cuda")
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(1000, 784), (1000,), (1,), (10, 1000), (3,), (1000, 1000)]  # 6: two launches
+    start = [torch.randn(s, generator=gen) for s in shapes]
+    grads = [[torch.randn(s, generator=gen).to(dev) for s in shapes] for _ in range(5)]
+
+    def params():
+        return [torch.nn.Parameter(t.clone().to(dev)) for t in start]
+
+    def run(ps, opt, step=None):
+        for g in grads:
+            for p, gi in zip(ps, g):
+                p.grad = gi.clone() if step is None else p.grad.copy_(gi)
+            opt.step() if step is None else step()
+        return ps
+
+    ref = params()
+    fused = torch.optim.Adam(ref, lr=torch.tensor(1e-3, device=dev), betas=(0.5, 0.999), fused=True, capturable=True)
+    run(ref, fused)
+    eager = params()
+    run(eager, TritonAdam(eager, lr=1e-3, betas=(0.5, 0.999)))  # (this compiles the kernel)
+    ps = params()
+    opt = TritonAdam(ps, lr=1e-3, betas=(0.5, 0.999))
+    graphs.make_capturable({"adam": opt}, dev)
+    for p in ps:  # the states and gradient buffers exist before the capture
+        p.grad = torch.zeros_like(p)
+        opt._state(p)
+    torch.cuda.synchronize()
+    replay = graphs.capture(opt.step)
+    replayed = run(ps, opt, step=replay)
+    for r, e, g in zip(ref, eager, replayed):
+        assert torch.allclose(e, r, rtol=0, atol=1e-6)
+        assert torch.allclose(g, r, rtol=0, atol=1e-6)
+    assert float(opt.state[ps[0]]["step"]) == 5
 
 
 def test_throughput_bench_runs_graphed_on_cuda():

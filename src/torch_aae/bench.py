@@ -26,7 +26,8 @@ aten = torch.ops.aten
 
 
 class MatmulRecorder(TorchDispatchMode):
-    """Records (a_shape, a_transposed, b_shape, b_transposed, has_bias) of every mm/addmm."""
+    """Records (a_shape, a_transposed, b_shape, b_transposed, has_bias) of every mm/addmm, and of
+    each product of a bmm/baddbmm (`--paired-discriminators`' batched products: the same math)."""
 
     def __init__(self):
         super().__init__()
@@ -34,10 +35,11 @@ class MatmulRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in (aten.mm.default, aten.addmm.default):
-            a, b = (args[0], args[1]) if func is aten.mm.default else (args[1], args[2])
-            self.calls.append((tuple(a.shape), _transposed(a), tuple(b.shape), _transposed(b),
-                               func is aten.addmm.default))  # fmt: skip
+        if func in (aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default):
+            a, b = (args[0], args[1]) if func in (aten.mm.default, aten.bmm.default) else (args[1], args[2])
+            call = (tuple(a.shape[-2:]), _transposed(a), tuple(b.shape[-2:]), _transposed(b),
+                    func in (aten.addmm.default, aten.baddbmm.default))  # fmt: skip
+            self.calls.extend([call] * (a.shape[0] if a.dim() == 3 else 1))
         return func(*args, **kwargs)
 
     @property
@@ -46,7 +48,8 @@ class MatmulRecorder(TorchDispatchMode):
 
 
 def _transposed(t: torch.Tensor) -> bool:
-    return t.dim() == 2 and t.stride(0) == 1 and t.shape[1] > 1
+    """Whether the (last two dimensions of the) matrix are stored column by column."""
+    return t.stride(-2) == 1 and t.shape[-1] > 1
 
 
 def _operand(shape, transposed, device, dtype):
@@ -113,6 +116,8 @@ def throughput(
     precision: str = "fp32",
     compile: str = "off",
     cuda_graphs: bool = False,
+    adam_kernel: str = "torch",
+    paired_discriminators: bool = False,
 ) -> dict:
     """Measure training throughput of `model_kind` (default: the blog's architecture).
 
@@ -122,7 +127,8 @@ def throughput(
         ("fp16") the step runs under bfloat16 (float16, with loss scaling) autocast and the
         products are replayed in that type; with compile (a torch.compile mode) the networks
         are compiled after the recording step; with cuda_graphs the step is replayed from a
-        CUDA graph (`graphs.GraphedStep`). On CUDA the products are replayed from a CUDA graph
+        CUDA graph (`graphs.GraphedStep`); adam_kernel "triton" updates with `triton_adam`'s
+        kernels; paired_discriminators runs the two discriminators together. On CUDA the products are replayed from a CUDA graph
         too, so that their rate is the kernels', not the launches'.
     """
     from . import optim
@@ -133,18 +139,21 @@ def throughput(
                        "set, the largest batch `aae train` takes on it)")  # fmt: skip
     dev = resolve_device(device)
     check_precision(precision, dev)
+    train_cfg = TrainConfig(compile=compile, precision=precision, adam_kernel=adam_kernel,
+                            paired_discriminators=paired_discriminators)  # fmt: skip
+    optim.check_kernel(train_cfg, dev)
     variant = get_variant(model_kind)
     if model_config is None:  # the model's own CLI defaults for its structure (e.g. clusters)
         model_config = defaults(model_kind, z_dim=z_dim).model
     mcfg = model_config
     torch.manual_seed(0)
     model = variant.MODEL.from_config(mcfg, 784, (28, 28)).to(dev)
-    optimizers = variant.make_optimizers(model, TrainConfig())
+    optimizers = variant.make_optimizers(model, train_cfg)
     scaler = optim.grad_scaler(precision, dev)  # fp16: the loss scaling a training run does
     # Synthetic images and labels: the speed of the step does not depend on the pixel values.
     n = batch_size * 8
     data = Dataset("synthetic", torch.rand(n, 784), torch.arange(n) % 10, None, None, (28, 28), 10)
-    ctx = variant.setup(model, data, Config(model_kind, model=mcfg), dev, None)
+    ctx = variant.setup(model, data, Config(model_kind, model=mcfg, train=train_cfg), dev, None)
     x, y = data.train_x.to(dev), data.train_y.to(dev)
     batches = list(zip(x.split(batch_size), y.split(batch_size)))
 
@@ -164,8 +173,7 @@ def throughput(
     if cuda_graphs:
         from . import graphs
 
-        tcfg = TrainConfig(compile=compile, precision=precision)
-        graphs.check(model_kind, dev, tcfg)
+        graphs.check(model_kind, dev, train_cfg)
         graphed = graphs.GraphedStep(variant, model, optimizers, x, y, ctx, batch_size, precision, inputs)
     i = 0
 
@@ -205,6 +213,8 @@ def throughput(
         "precision": precision,
         "compile": compile,
         "cuda_graphs": cuda_graphs,
+        "adam_kernel": adam_kernel,
+        "paired_discriminators": paired_discriminators,
         "steps": steps,
         "images_per_second": round(images_per_second, 1),
         "flops_per_image": flops_per_image,

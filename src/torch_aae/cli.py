@@ -159,6 +159,11 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                     help="off, or a torch.compile mode for each network (default: off)")
     tp.add_argument("--cuda-graphs", action="store_true",
                     help="replay the step from one CUDA graph (CUDA; semi-supervised, clustering, dim-reduction)")
+    tp.add_argument("--adam-kernel", default="torch", choices=cfg.ADAM_KERNELS,
+                    help="Adam's update: torch's fused kernel, or triton (CUDA) (default: torch)")
+    tp.add_argument("--paired-discriminators", action="store_true",
+                    help="the two discriminators run together, one batched product per layer "
+                         "(semi-supervised, clustering, dim-reduction)")
     for name, what_for in (("semi-supervised", "test error of the semi-supervised model over seeds"),
                            ("clustering", "test cluster error of the clustering model over seeds"),
                            ("parzen", "Parzen log-likelihood of the test set (the paper's Table 1) "
@@ -513,7 +518,8 @@ def cmd_bench(args) -> int:
             raise AAEError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
     result = throughput(args.model, args.batch_size, args.steps, args.device, args.z_dim,
                         precision=args.precision, compile=args.compile,
-                        cuda_graphs=args.cuda_graphs)  # fmt: skip
+                        cuda_graphs=args.cuda_graphs, adam_kernel=args.adam_kernel,
+                        paired_discriminators=args.paired_discriminators)  # fmt: skip
     print(json.dumps(_shown(result), indent=2))
     return 0
 

@@ -60,13 +60,15 @@ def check_evaluable(data) -> None:
 def setup(model, data, config, device, run_path) -> dict:
     return {"input_noise": config.train.input_noise, "code_noise": config.train.code_noise,
             "cat_noise": config.train.cat_noise, "view": config.train.view,
-            "eval_codes": config.train.adv_eval_codes}
+            "eval_codes": config.train.adv_eval_codes,
+            "paired_discriminators": config.train.paired_discriminators}
 
 
 def train_step(model: ClusteringAAE, opt: dict, x, y=None, ctx=None, step: int = 0) -> dict:
     """Reconstruction, discriminators, generator on a batch of images; `y` is never read."""
     return adversarial_autoencoder_phases(model, opt, x, ctx["input_noise"], ctx["code_noise"],
-                                          ctx["cat_noise"], ctx["view"], ctx["eval_codes"])  # fmt: skip
+                                          ctx["cat_noise"], ctx["view"], ctx["eval_codes"],
+                                          ctx["paired_discriminators"])  # fmt: skip
 
 
 def cluster_error(train_clusters, train_labels, test_clusters, test_labels, n_clusters: int) -> float:

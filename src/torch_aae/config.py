@@ -85,6 +85,7 @@ class ModelConfig:
 
 PRECISIONS = ("fp32", "bf16", "fp16", "tf32")
 ELASTIC_SIGMA = 4.0  # --label-elastic-sigma's default: Simard et al.'s smoothing, in pixels
+ADAM_KERNELS = ("torch", "triton")  # optim.adam's
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 # The models with a categorical code y and the adversarial autoencoder phases of semi_supervised.
 MODEL_KINDS = ("unsupervised", "supervised", "semi-supervised", "clustering", "dim-reduction")
@@ -100,7 +101,7 @@ MODEL_FIELDS = {
     "prior_std_across": ("unsupervised",), "disc_noise": ("unsupervised",),
     "clusters": _CLUSTER_MODELS, "head_distance": ("dim-reduction",),
     "input_noise": ("unsupervised", *CATEGORICAL_MODELS), "cat_noise": CATEGORICAL_MODELS,
-    "adv_eval_codes": CATEGORICAL_MODELS,
+    "adv_eval_codes": CATEGORICAL_MODELS, "paired_discriminators": CATEGORICAL_MODELS,
     "lr_sup": ("semi-supervised", "dim-reduction"), "cuda_graphs": CATEGORICAL_MODELS,
     **{f"label_{kind}": ("semi-supervised",) for kind in ("shift", "rotate", "scale", "elastic", "elastic_sigma")},
     **{f"view_{kind}": _CLUSTER_MODELS for kind in ("rotate", "scale", "shift", "elastic", "thickness")},
@@ -127,6 +128,7 @@ class TrainConfig:
     optimizer: str = _f("adam", "adam, or sgd (with momentum 0.9, and --beta1-reg as the regularization phases' momentum: the paper's choice)")
     cat_noise: float = _f(0.0, "std of Gaussian noise on the categorical discriminator's inputs, prior and encoder alike (semi-supervised, clustering, dim-reduction)")
     adv_eval_codes: bool = _f(False, "the discriminator and generator phases read the encoder's codes with its dropout off (eval mode; the input noise stays), as the blog's discriminator phase does, not the training-mode codes (semi-supervised, clustering, dim-reduction)")
+    paired_discriminators: bool = _f(False, "the two discriminators run together, one batched matrix product per layer for both, where their layers' shapes match (a GPU step at batch 100 is bound by its kernels: the same math in fewer of them; semi-supervised, clustering, dim-reduction)")
     disc_noise: float = _f(0.0, "std of Gaussian noise added to both inputs of the latent discriminator, prior samples and codes alike (instance noise), falling linearly to 0 by the last step (unsupervised model)")
     label_shift: float = _f(0.0, "move each labeled image of the supervised phase by a random offset of up to N pixels along each axis (semi-supervised model; these label-* flags use the pixels' layout, so a run with them is not permutation-invariant)")
     label_rotate: float = _f(0.0, "rotate each labeled image of the supervised phase by a random angle of up to N degrees either way (semi-supervised model)")
@@ -143,6 +145,7 @@ class TrainConfig:
     device: str = _f("auto", "auto (cuda if available), cpu, or cuda[:N]")
     compile: str = _f("off", "off, or a torch.compile mode for each network: default, reduce-overhead or max-autotune (on CPU it needs a C++ compiler)")
     precision: str = _f("fp32", "fp32; bf16: run the step under bfloat16 autocast (matrix products in bf16, weights and losses in fp32); fp16: float16 autocast with loss scaling (a GradScaler; for GPUs: a CPU without float16 matrix units runs it several times slower than fp32); tf32 (CUDA): float32 throughout, matrix products on the tensor cores in TensorFloat-32")
+    adam_kernel: str = _f("torch", "Adam's update: torch (its fused kernel), or triton: the same update in Triton kernels that spread it over the whole GPU (CUDA; Triton comes with torch's CUDA builds)")
     cuda_graphs: bool = _f(False, "capture the whole training step (every phase and optimizer update) once as a CUDA graph and replay it: one launch per step instead of hundreds (CUDA; semi-supervised, clustering, dim-reduction)")
     checkpoint_every: int = _f(0, "also checkpoint every N steps within an epoch (0: only at epoch ends)")
     checkpoint_epochs: int = _f(1, "checkpoint at the end of every N-th epoch and of the last one (short GPU epochs would otherwise spend their time writing checkpoints)")
@@ -184,6 +187,8 @@ class TrainConfig:
             raise AAEError(f"--checkpoint-every {self.checkpoint_every}: must be >= 0")
         if self.optimizer not in ("adam", "sgd"):
             raise AAEError(f"--optimizer {self.optimizer!r}: choose adam or sgd")
+        if self.adam_kernel not in ADAM_KERNELS:
+            raise AAEError(f"--adam-kernel {self.adam_kernel!r}: choose {', '.join(ADAM_KERNELS)}")
         if self.compile not in COMPILE_MODES:
             raise AAEError(f"--compile {self.compile!r}: choose {', '.join(COMPILE_MODES)}")
         if self.precision not in PRECISIONS:
@@ -264,7 +269,8 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 # Settings that may change when a run is resumed; every other one must match the saved run.
 # (--data-dir only says where the files are: they are checked against their checksums.)
 RESUMABLE = {"epochs", "device", "log_every", "checkpoint_every", "checkpoint_epochs", "lr_step",
-             "compile", "cuda_graphs", "keep_checkpoints", "data_dir"}  # fmt: skip
+             "compile", "cuda_graphs", "adam_kernel", "paired_discriminators", "keep_checkpoints",
+             "data_dir"}  # fmt: skip
 
 
 # Why a model that takes no --labels takes none, for its error.

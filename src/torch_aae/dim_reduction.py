@@ -100,7 +100,8 @@ def setup(model, data, config, device, run_path) -> dict:
     if config.data.labels is None:
         return {"x": None, "input_noise": config.train.input_noise, "code_noise": config.train.code_noise,
                 "cat_noise": config.train.cat_noise, "view": config.train.view,
-                "eval_codes": config.train.adv_eval_codes}
+                "eval_codes": config.train.adv_eval_codes,
+            "paired_discriminators": config.train.paired_discriminators}
     if data.num_classes != model.n_classes:
         raise AAEError(f"--labels with --clusters {model.n_classes}: the semi-supervised setting "
                        f"needs one cluster per class, --clusters {data.num_classes}")  # fmt: skip
@@ -113,7 +114,8 @@ def train_step(model: DimReductionAAE, opt: dict, x, y=None, ctx=None, step: int
     if ctx["x"] is not None:
         return semi_supervised.train_step(model, opt, x, None, ctx, step)
     return adversarial_autoencoder_phases(model, opt, x, ctx["input_noise"], ctx["code_noise"],
-                                          ctx["cat_noise"], ctx["view"], ctx["eval_codes"])  # fmt: skip
+                                          ctx["cat_noise"], ctx["view"], ctx["eval_codes"],
+                                          ctx["paired_discriminators"])  # fmt: skip
 
 
 step_inputs = semi_supervised.step_inputs  # with --labels: the labeled batches, drawn ahead

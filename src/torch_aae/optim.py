@@ -9,13 +9,19 @@ import contextvars
 import torch
 
 from . import distributed
+from .errors import AAEError
 
 
-def adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
+def adam(params, lr: float, betas: tuple[float, float] = (0.9, 0.999), kernel: str = "torch") -> torch.optim.Adam:
     """Adam, fused into one kernel where this torch supports it for the parameters' device
     (CPU since torch 2.4, CUDA): the unfused update over ~5M parameters costs as much as a
-    third of the blog model's step on a 2-core CPU."""
+    third of the blog model's step on a 2-core CPU. kernel "triton": the same update in
+    `triton_adam`'s kernels (CUDA), which use the GPU's memory rate."""
     params = list(params)
+    if kernel == "triton":
+        from .triton_adam import TritonAdam
+
+        return TritonAdam(params, lr=lr, betas=betas)
     try:
         return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
     except (RuntimeError, TypeError):  # older torch or an unsupported device
@@ -31,7 +37,20 @@ def make(params, lr: float, cfg, regularization: bool = False) -> torch.optim.Op
     """
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(list(params), lr=lr, momentum=cfg.beta1_reg if regularization else 0.9)
-    return adam(params, lr, (cfg.beta1_reg, 0.999) if regularization else (0.9, 0.999))
+    return adam(params, lr, (cfg.beta1_reg, 0.999) if regularization else (0.9, 0.999), cfg.adam_kernel)
+
+
+def check_kernel(train_cfg, device: torch.device) -> None:
+    """Refuse --adam-kernel triton where it cannot run, before anything is trained."""
+    if train_cfg.adam_kernel != "triton":
+        return
+    if train_cfg.optimizer != "adam":
+        raise AAEError(f"--adam-kernel triton is an Adam update; --optimizer is {train_cfg.optimizer}")
+    from .triton_adam import unavailable
+
+    reason = unavailable(torch.device(device))
+    if reason is not None:
+        raise AAEError(f"--adam-kernel triton: {reason}")
 
 
 # The GradScaler of the step being run under fp16 (`loss_scaling`); None: no loss scaling.

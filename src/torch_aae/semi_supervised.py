@@ -26,7 +26,7 @@ from .config import ModelConfig, TrainConfig
 from .augment import random_affine, random_thickness
 from .data import cycled_batch, labeled_indices
 from .errors import AAEError
-from .networks import Decoder, Discriminator, Dropout, gaussian_noise, mlp
+from .networks import Decoder, Discriminator, Dropout, gaussian_noise, mlp, paired_discriminators
 from . import optim
 from .priors import GaussianPrior, sample_labels
 
@@ -183,6 +183,7 @@ def setup(model, data, config, device, run_path) -> dict:
         "label_elastic_sigma": config.train.label_elastic_sigma,
         "view": config.train.view,  # the dim-reduction model's; the semi-supervised model refuses them
         "eval_codes": config.train.adv_eval_codes,
+        "paired_discriminators": config.train.paired_discriminators,
         "image_shape": model.image_shape,
     }
 
@@ -201,7 +202,8 @@ def step_inputs(ctx: dict, first_step: int, count: int) -> dict[str, torch.Tenso
 def train_step(model: SemiSupervisedAAE, opt: dict, x, y=None, ctx=None, step: int = 0) -> dict:
     """The four phases on one batch of training images (labels unused) and one labeled batch."""
     logs = adversarial_autoencoder_phases(model, opt, x, ctx["input_noise"], ctx["code_noise"],
-                                          ctx["cat_noise"], ctx["view"], ctx["eval_codes"])  # fmt: skip
+                                          ctx["cat_noise"], ctx["view"], ctx["eval_codes"],
+                                          ctx["paired_discriminators"])  # fmt: skip
 
     # 4. Supervised: min cross-entropy(q(y|x_labeled), label) on the logits (no double softmax).
     # The labeled set is cycled, one fresh permutation per pass: batch `step` is a pure function
@@ -238,7 +240,7 @@ def dropout_off(module: nn.Module, off: bool = True):
 def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise: float,
                                    code_noise: float = 0.0, cat_noise: float = 0.0,
                                    view: tuple[float, ...] = (0, 0, 0, 0, 0),
-                                   eval_codes: bool = False) -> dict:  # fmt: skip
+                                   eval_codes: bool = False, paired: bool = False) -> dict:  # fmt: skip
     """Phases 1-3 on a batch of images, no labels: reconstruction, both discriminators, generator.
     Shared by the semi-supervised model and the clustering model (which has no phase 4).
 
@@ -257,6 +259,8 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
             position, thickness) and z must. Phases 2 and 3 encode x.
         eval_codes: phases 2 and 3 read the codes of the encoder with its dropout off (the
             blog's discriminator phase does), not the training-mode codes.
+        paired: phases 2 and 3 run the two discriminators together, one batched product per
+            layer (`networks.paired_discriminators`; the same math).
     """
     enc, dec = model.encoder, model.decoder
     cat_disc, gauss_disc = model.label_discriminator, model.latent_discriminator
@@ -265,6 +269,11 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
     def encode(x_in):
         logits, z = enc(x_in)
         return logits, gaussian_noise(z, code_noise)
+
+    def both_discriminators(y, z):  # (cat_disc(y), gauss_disc(z))
+        if paired:
+            return paired_discriminators(cat_disc, gauss_disc, y, z)
+        return cat_disc(y), gauss_disc(z)
 
     # 1. Reconstruction: min BCE(x, p(x | softmax(y), z)) over encoder + decoder.
     opt["recon"].zero_grad(set_to_none=True)
@@ -289,8 +298,9 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
     z_real = model.prior.sample(len(x), device=x.device)
     opt["disc"].zero_grad(set_to_none=True)
     y_both = gaussian_noise(torch.cat([y_real, y_fake.detach()]), cat_noise)  # (2 batch, n_classes)
-    cat_real, cat_fake = cat_disc(y_both).chunk(2)  # one pass
-    gauss_real, gauss_fake = gauss_disc(torch.cat([z_real, z.detach()])).chunk(2)
+    cat_out, gauss_out = both_discriminators(y_both, torch.cat([z_real, z.detach()]))  # one pass each
+    cat_real, cat_fake = cat_out.chunk(2)
+    gauss_real, gauss_fake = gauss_out.chunk(2)
     disc_cat = losses.discriminator_loss(cat_real, cat_fake)
     disc_gauss = losses.discriminator_loss(gauss_real, gauss_fake)
     optim.backward_step(disc_cat + disc_gauss, opt["disc"])
@@ -299,8 +309,8 @@ def adversarial_autoencoder_phases(model: SemiSupervisedAAE, opt: dict, x, noise
     opt["gen"].zero_grad(set_to_none=True)
     cat_disc.requires_grad_(False)
     gauss_disc.requires_grad_(False)
-    gen = (losses.generator_loss(cat_disc(gaussian_noise(y_fake, cat_noise)))
-           + losses.generator_loss(gauss_disc(z)))
+    cat_gen, gauss_gen = both_discriminators(gaussian_noise(y_fake, cat_noise), z)
+    gen = losses.generator_loss(cat_gen) + losses.generator_loss(gauss_gen)
     optim.backward_step(gen, opt["gen"])
     cat_disc.requires_grad_(True)
     gauss_disc.requires_grad_(True)

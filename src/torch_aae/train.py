@@ -140,6 +140,7 @@ def fit(
     check_precision(train.precision, device)  # refused before the run folder is touched
     if train.cuda_graphs:
         graphs.check(model.kind, device, train, world.active)
+    optim.check_kernel(train, device)
     if run_path is not None:
         RunFolder.check(out, resume, overwrite)
         if resume:  # loaded once: checked against config.json here, restored below
