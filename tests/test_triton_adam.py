@@ -100,7 +100,7 @@ def test_the_triton_kernel_is_refused_with_sgd_on_a_cpu_and_without_triton(monke
         optim.check_kernel(TrainConfig(adam_kernel="triton", optimizer="sgd"), torch.device("cpu"))
     optim.check_kernel(TrainConfig(), torch.device("cpu"))  # torch's kernel: anywhere
     monkeypatch.setattr(triton_adam, "triton", object())  # installed (or not: no kernel runs here)
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(triton_adam, "INTERPRETED", False)  # (a CPU without the interpreter)
     with pytest.raises(AAEError, match=r"run on a CUDA device, not cpu .*TRITON_INTERPRET=1"):
         optim.check_kernel(TrainConfig(adam_kernel="triton"), torch.device("cpu"))
     assert triton_adam.unavailable(torch.device("cuda")) is None
@@ -110,7 +110,7 @@ def test_the_triton_kernel_is_refused_with_sgd_on_a_cpu_and_without_triton(monke
 
 
 def test_the_cli_refuses_the_triton_kernel_on_a_cpu_before_the_run_folder(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr(triton_adam, "INTERPRETED", False)  # (a CPU without the interpreter)
     out = tmp_path / "run"
     code = main(["train", "semi-supervised", "--labels", "100", "--device", "cpu", "--adam-kernel", "triton",
                  "--epochs", "1", "--out", str(out), "--no-progress"])  # fmt: skip
@@ -179,3 +179,39 @@ def test_fp16s_loss_scaler_steps_the_triton_adam_as_torchs_fused_adam():
         for p, r in zip(a, b):
             assert torch.allclose(p, r, rtol=0, atol=1e-6)
     assert all(torch.equal(p, q) for p, q in zip(got[2], got[1]))  # the skipped step
+
+
+@needs_triton
+def test_an_overflow_found_after_unscale_skips_the_triton_update():
+    """After `scaler.unscale_(opt)` the scaler hands the step its overflow flag but no scale (the
+    gradients are unscaled already): an inf gradient must still skip the update, as with torch's
+    fused Adam."""
+    start, grads = _start_and_grads(1)
+    grads[0][1][3] = float("inf")
+    params = [torch.nn.Parameter(t.clone()) for t in start]
+    opt, scaler = triton_adam.TritonAdam(params, lr=1e-3), torch.amp.GradScaler(DEVICE.type, init_scale=4.0)
+    factor = scaler.scale(torch.tensor(1.0, device=DEVICE))
+    for p, g in zip(params, grads[0]):
+        p.grad = g * factor
+    scaler.unscale_(opt)
+    scaler.step(opt)
+    assert all(torch.equal(p, t) for p, t in zip(params, start))
+    assert float(opt.state[params[0]]["step"]) == 0
+
+
+@needs_triton
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CPU test (Triton's interpreter)")
+def test_a_triton_run_resumed_with_torchs_kernel_gets_the_fused_kernel(mnist, tmp_path, monkeypatch):
+    """A checkpoint of a --adam-kernel triton run records fused None; resumed with torch's kernel,
+    the optimizers stay fused (loading a state dict replaces its groups' settings)."""
+    built = []
+    make = optim.adam
+    monkeypatch.setattr(optim, "adam", lambda *args, **kw: built.append(make(*args, **kw)) or built[-1])
+    data = subset_of(mnist, 100, 50)
+    for kernel, epochs, resume in (("triton", 1, False), ("torch", 2, True)):
+        train = tiny_train(epochs=epochs, batch_size=50, adam_kernel=kernel)
+        config = Config("semi-supervised", DataConfig(labels="20"), ModelConfig(z_dim=2), train)
+        fit(_tiny_semi(), data, train, out=tmp_path / "run", config=config, progress=False, resume=resume)
+    resumed = built[4:]
+    assert len(resumed) == 4 and all(type(o) is torch.optim.Adam for o in resumed)
+    assert all(g["fused"] for o in resumed for g in o.param_groups)

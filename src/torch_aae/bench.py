@@ -15,7 +15,7 @@ import time
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .config import Config, ModelConfig, TrainConfig
+from .config import MODEL_FIELDS, Config, ModelConfig, TrainConfig
 from .data import Dataset
 from .errors import AAEError
 from .parallel import _train_in_parallel, _train_seed
@@ -142,6 +142,9 @@ def throughput(
     train_cfg = TrainConfig(compile=compile, precision=precision, adam_kernel=adam_kernel,
                             paired_discriminators=paired_discriminators)  # fmt: skip
     optim.check_kernel(train_cfg, dev)
+    if paired_discriminators and model_kind not in MODEL_FIELDS["paired_discriminators"]:
+        raise AAEError(f"--paired-discriminators: the {model_kind} model has one discriminator; it works "
+                       f"with {', '.join(MODEL_FIELDS['paired_discriminators'])}")  # fmt: skip
     variant = get_variant(model_kind)
     if model_config is None:  # the model's own CLI defaults for its structure (e.g. clusters)
         model_config = defaults(model_kind, z_dim=z_dim).model

@@ -101,7 +101,7 @@ def setup(model, data, config, device, run_path) -> dict:
         return {"x": None, "input_noise": config.train.input_noise, "code_noise": config.train.code_noise,
                 "cat_noise": config.train.cat_noise, "view": config.train.view,
                 "eval_codes": config.train.adv_eval_codes,
-            "paired_discriminators": config.train.paired_discriminators}
+                "paired_discriminators": config.train.paired_discriminators}
     if data.num_classes != model.n_classes:
         raise AAEError(f"--labels with --clusters {model.n_classes}: the semi-supervised setting "
                        f"needs one cluster per class, --clusters {data.num_classes}")  # fmt: skip

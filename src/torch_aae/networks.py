@@ -101,11 +101,16 @@ def paired_discriminators(first: "Discriminator", second: "Discriminator", x1: t
     batched product rounds; on a GPU, where a product at batch 100 occupies a few of the SMs,
     one batched product costs about what one plain product does.
 
-    Networks of other structure (other depth, dropout, other batch sizes) run apart, as two calls.
+    Networks of other structure (other depth or widths, dropout, other batch sizes) run apart, as
+    two calls.
     """
     layers = list(zip(first.net, second.net))
     same_kinds = all(type(a) is type(b) and isinstance(a, (nn.Linear, nn.ReLU)) for a, b in layers)
-    if len(first.net) != len(second.net) or not same_kinds or len(x1) != len(x2):
+    linears = [(a.weight.shape, b.weight.shape) for a, b in layers if isinstance(a, nn.Linear)]
+    # The layers pair from the first Linear pair of one shape on, each later one of one shape too
+    paired = next((i for i, (s, t) in enumerate(linears) if s == t), len(linears))
+    if (len(first.net) != len(second.net) or not same_kinds or len(x1) != len(x2)
+            or paired == len(linears) or any(s != t for s, t in linears[paired:])):  # fmt: skip
         return first(x1), second(x2)
     h1, h2, h = x1, x2, None  # h: both batches stacked, (2, batch, width), once paired
     for a, b in layers:
@@ -121,8 +126,6 @@ def paired_discriminators(first: "Discriminator", second: "Discriminator", x1: t
                 h = torch.baddbmm(torch.stack([a.bias, b.bias]).unsqueeze(1), h, weights)
             else:
                 h = a(h)
-    if h is None:
-        return h1.squeeze(1), h2.squeeze(1)
     return h[0].squeeze(1), h[1].squeeze(1)
 
 

@@ -551,10 +551,15 @@ def _restore_loaded(ckpt: dict, path: Path, model, optimizers, device, scaler=No
     check_compatible(ckpt, model)
     load_state(model, ckpt["networks"], "networks")
     for name, opt in optimizers.items():
+        # How this run's optimizer computes (torch's fused kernel or not): a checkpoint written
+        # with --adam-kernel triton carries fused None, which would replace the fused kernel.
+        built = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in opt.param_groups]
         try:
             opt.load_state_dict(ckpt["optimizers"][name])
         except (KeyError, ValueError) as e:
             raise AAEError(f"{path}: optimizer {name!r} does not fit: {e}") from None
+        for group, flags in zip(opt.param_groups, built):
+            group.update(flags)
     if scaler is not None and ckpt.get("grad_scaler"):  # (--precision cannot change on resume)
         scaler.load_state_dict(ckpt["grad_scaler"])
     s = ckpt["state"]
