@@ -73,23 +73,7 @@ elif [ "${PART:-}" = run ]; then
         --checkpoint-epochs 100 --no-progress --out "$WORK/e500" > "$WORK/e500.log" 2>&1
     rc=$?
     end=$(date +%s.%N)
-    python3 - "$WORK/e500" "$start" "$end" "$rc" <<'EOF' 2>&1 | tee -a "$LOG"
-import json, sys
-from pathlib import Path
-run, start, end, rc = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()] if (run / "metrics.jsonl").is_file() else []
-secs = [r["time/epoch_seconds"] for r in rows]
-print(f"rc {rc}; wall {end - start:.1f} s for the whole command (start-up, evaluation, plots included)")
-if secs:
-    s = sorted(secs[1:] or secs)
-    print(f"{len(rows)} epochs logged; training seconds {sum(secs):.1f} (first epoch {secs[0]:.3f}); median epoch "
-          f"{s[len(s) // 2]:.3f} s, slowest {s[-1]:.3f} s")
-    print("epoch 1:", json.dumps(rows[0]))
-    print("last epoch:", json.dumps(rows[-1]))
-summary = run / "summary.json"
-if summary.is_file():
-    print("summary:", summary.read_text())
-EOF
+    python3 benchmarks/run_timing.py "$WORK/e500" "$start" "$end" "$rc" 2>&1 | tee -a "$LOG"
     tail -4 "$WORK/e500.log" | cut -c1-600 | tee -a "$LOG"
     cp "$WORK/e500/metrics.jsonl" "$OUT/e500_metrics.jsonl" 2>/dev/null
     cp "$WORK/e500/summary.json" "$OUT/e500_summary.json" 2>/dev/null
