@@ -113,8 +113,7 @@ class TritonAdam(torch.optim.Adam):
     """torch.optim.Adam whose step runs `_update_group` (see the module's docstring)."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        # (capturable as torch's Adam is made so; the state dict stays a plain Adam's)
-        super().__init__(params, lr=lr, betas=betas, eps=eps)
+        super().__init__(params, lr=lr, betas=betas, eps=eps)  # its state dict: a plain Adam's
         # A GradScaler (fp16) hands the step its scale and inf flag as the attributes grad_scale
         # and found_inf, as it does for torch's fused Adam: no host sync.
         self._step_supports_amp_scaling = True
@@ -172,16 +171,15 @@ class TritonAdam(torch.optim.Adam):
 
     @staticmethod
     def _launch(params, states, lr, beta1, beta2, eps, scale=None, found=None) -> None:
-        args, ends, end = [], [], 0
+        args, end = [], 0
         for i in range(GROUP):
             j = min(i, len(params) - 1)  # an unused slot repeats the last tensor, with no programs
             p, s = params[j], states[j]
             n = p.numel() if i < len(params) else 0
             end += triton.cdiv(n, BLOCK)
             args += [p, p.grad.contiguous(), s["exp_avg"], s["exp_avg_sq"], s["step"], n]
-            if i < GROUP - 1:
+            if i < GROUP - 1:  # the tensor's last program + 1 (the last slot's is the grid's size)
                 args.append(end)
-            ends.append(end)
         logs = [math.log(b) if b > 0 else -math.inf for b in (beta1, beta2)]  # beta ** step = exp(step log beta)
         _update_group[(end,)](*args, lr, beta1, beta2, *logs, eps, lr if scale is None else scale,
                               lr if found is None else found, SCALE=scale is not None,
