@@ -85,6 +85,17 @@ def tiny_model(seed: int = 0, in_dim: int = 784, image_shape=(28, 28), **kw) -> 
     return UnsupervisedAAE(in_dim, image_shape, **args)
 
 
+def tiny_semi(seed: int = 0, **kw):
+    """A tiny semi-supervised AAE for MNIST's shapes (z_dim 2, hidden 32, dropout 0.2 unless
+    given)."""
+    from torch_aae.semi_supervised import SemiSupervisedAAE
+
+    args = dict(z_dim=2, hidden=32, depth=2, disc_hidden=32, disc_depth=2, dropout=0.2)
+    args.update(kw)
+    torch.manual_seed(seed)
+    return SemiSupervisedAAE(784, (28, 28), 10, **args)
+
+
 def tiny_train(**kw) -> TrainConfig:
     """A CPU TrainConfig with fixed, fast-learning rates (independent of the library defaults)."""
     args = dict(epochs=1, batch_size=50, device="cpu", seed=0, log_every=1000,

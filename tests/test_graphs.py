@@ -16,19 +16,13 @@ import json
 
 import pytest
 import torch
-from conftest import REPO_ROOT, subset_of, tiny_train
+from conftest import REPO_ROOT, subset_of, tiny_semi, tiny_train
 
 from torch_aae import graphs
 from torch_aae import semi_supervised as semi
 from torch_aae.config import Config, DataConfig, ModelConfig, TrainConfig
 from torch_aae.errors import AAEError
 from torch_aae.train import fit, set_learning_rates
-
-
-def tiny_semi(seed: int = 0) -> semi.SemiSupervisedAAE:
-    torch.manual_seed(seed)
-    return semi.SemiSupervisedAAE(784, (28, 28), 10, z_dim=2, hidden=32, depth=2,
-                                  disc_hidden=32, disc_depth=2, dropout=0.2)  # fmt: skip
 
 
 @pytest.fixture

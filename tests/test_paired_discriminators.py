@@ -7,13 +7,12 @@ import json
 
 import pytest
 import torch
-from conftest import subset_of, tiny_train
+from conftest import subset_of, tiny_semi, tiny_train
 
 from torch_aae import semi_supervised as semi
 from torch_aae.cli import main
 from torch_aae.config import Config, DataConfig, ModelConfig
 from torch_aae.networks import Discriminator, paired_discriminators
-from torch_aae.semi_supervised import SemiSupervisedAAE
 from torch_aae.train import fit
 
 
@@ -63,11 +62,6 @@ def test_discriminators_of_other_depth_or_batch_run_apart(monkeypatch):
     assert calls == []
 
 
-def _semi():
-    torch.manual_seed(0)
-    return SemiSupervisedAAE(784, (28, 28), 10, z_dim=10, hidden=32, depth=2, disc_hidden=16, disc_depth=2, dropout=0.2)
-
-
 def test_training_with_paired_discriminators_learns_as_without(mnist, tmp_path, monkeypatch):
     """The same random draws and the same math: two epochs' losses agree to rounding. (And the
     flag is honoured: both adversarial phases run the pair.)"""
@@ -84,7 +78,7 @@ def test_training_with_paired_discriminators_learns_as_without(mnist, tmp_path, 
     for paired in (False, True):
         train = tiny_train(epochs=2, batch_size=50, input_noise=0.3, cat_noise=0.1, paired_discriminators=paired)
         config = Config("semi-supervised", DataConfig(labels="20"), ModelConfig(z_dim=10), train)
-        fit(_semi(), data, train, out=tmp_path / str(paired), config=config, progress=False)
+        fit(tiny_semi(z_dim=10, disc_hidden=16), data, train, out=tmp_path / str(paired), config=config, progress=False)
         rows[paired] = [json.loads(line) for line in (tmp_path / str(paired) / "metrics.jsonl").open()]
     assert calls == [100, 50] * 12  # each step: phase 2 (real and fake), phase 3
     assert len(products) == 3 * len(calls)  # z-dim 10 = 10 classes: every layer paired

@@ -9,13 +9,12 @@ import json
 
 import pytest
 import torch
-from conftest import subset_of, tiny_train
+from conftest import subset_of, tiny_semi, tiny_train
 
 from torch_aae import optim, triton_adam
 from torch_aae.cli import main
 from torch_aae.config import Config, DataConfig, ModelConfig, TrainConfig
 from torch_aae.errors import AAEError
-from torch_aae.semi_supervised import SemiSupervisedAAE
 from torch_aae.train import fit
 
 needs_triton = pytest.mark.skipif(triton_adam.triton is None, reason="Triton is not installed")
@@ -118,11 +117,6 @@ def test_the_cli_refuses_the_triton_kernel_on_a_cpu_before_the_run_folder(tmp_pa
     assert code != 0 and "--adam-kernel triton" in err and not out.exists()
 
 
-def _tiny_semi():
-    torch.manual_seed(0)
-    return SemiSupervisedAAE(784, (28, 28), 10, z_dim=2, hidden=32, depth=2, disc_hidden=16, disc_depth=2, dropout=0.2)
-
-
 @needs_triton
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CPU test (Triton's interpreter); on a GPU "
                     "tests/test_cuda.py trains with the Triton Adam")  # fmt: skip
@@ -135,10 +129,10 @@ def test_training_with_the_triton_adam_equals_training_with_torchs_and_resumes_a
     rows = {}
     for name, kernel, epochs in [("torch", "torch", 2), ("triton", "triton", 2), ("mixed", "torch", 1)]:
         train = tiny_train(epochs=epochs, batch_size=50, input_noise=0.3, adam_kernel=kernel)
-        fit(_tiny_semi(), data, train, out=tmp_path / name, config=config(train), progress=False)
+        fit(tiny_semi(disc_hidden=16), data, train, out=tmp_path / name, config=config(train), progress=False)
         if name == "mixed":
             train = tiny_train(epochs=2, batch_size=50, input_noise=0.3, adam_kernel="triton")
-            fit(_tiny_semi(), data, train, out=tmp_path / name, config=config(train), progress=False, resume=True)
+            fit(tiny_semi(disc_hidden=16), data, train, out=tmp_path / name, config=config(train), progress=False, resume=True)
         rows[name] = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
     saved = json.loads((tmp_path / "mixed" / "config.json").read_text())
     assert saved["train"]["adam_kernel"] == "triton"  # the resumed run's setting is recorded
@@ -211,7 +205,7 @@ def test_a_triton_run_resumed_with_torchs_kernel_gets_the_fused_kernel(mnist, tm
     for kernel, epochs, resume in (("triton", 1, False), ("torch", 2, True)):
         train = tiny_train(epochs=epochs, batch_size=50, adam_kernel=kernel)
         config = Config("semi-supervised", DataConfig(labels="20"), ModelConfig(z_dim=2), train)
-        fit(_tiny_semi(), data, train, out=tmp_path / "run", config=config, progress=False, resume=resume)
+        fit(tiny_semi(disc_hidden=16), data, train, out=tmp_path / "run", config=config, progress=False, resume=resume)
     resumed = built[4:]
     assert len(resumed) == 4 and all(type(o) is torch.optim.Adam for o in resumed)
     assert all(g["fused"] for o in resumed for g in o.param_groups)

@@ -114,9 +114,7 @@ def paired_discriminators(first: "Discriminator", second: "Discriminator", x1: t
         return first(x1), second(x2)
     h1, h2, h = x1, x2, None  # h: both batches stacked, (2, batch, width), once paired
     for a, b in layers:
-        if h is None and isinstance(a, nn.Linear) and a.weight.shape != b.weight.shape:
-            h1, h2 = a(h1), b(h2)
-        elif h is None and isinstance(a, nn.ReLU):
+        if h is None and (isinstance(a, nn.ReLU) or a.weight.shape != b.weight.shape):  # not paired yet
             h1, h2 = a(h1), b(h2)
         else:
             if h is None:

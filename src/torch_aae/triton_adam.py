@@ -114,6 +114,7 @@ class TritonAdam(torch.optim.Adam):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         super().__init__(params, lr=lr, betas=betas, eps=eps)  # its state dict: a plain Adam's
+        self._lr_buffers: dict = {}  # (group, device) -> a device tensor of a number rate
         # A GradScaler (fp16) hands the step its scale and inf flag as the attributes grad_scale
         # and found_inf, as it does for torch's fused Adam: no host sync.
         self._step_supports_amp_scaling = True
@@ -151,11 +152,10 @@ class TritonAdam(torch.optim.Adam):
 
     def _lr_buffer(self, group: dict, device: torch.device) -> torch.Tensor:
         """A device tensor for a group whose rate is a number (an eager run's)."""
-        buffers = self.__dict__.setdefault("_lr_buffers", {})
         key = (id(group), device)
-        if key not in buffers:
-            buffers[key] = torch.zeros((), dtype=torch.float32, device=device)
-        return buffers[key]
+        if key not in self._lr_buffers:
+            self._lr_buffers[key] = torch.zeros((), dtype=torch.float32, device=device)
+        return self._lr_buffers[key]
 
     def _state(self, p: torch.Tensor) -> dict:
         if p.grad.is_sparse or p.dtype != torch.float32 or not p.is_contiguous():
